@@ -1,0 +1,43 @@
+# Two commands do everything on a fresh machine: `make up` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Reinstall when the dependency list changes.
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+PYTEST_ARGS ?=
+
+.PHONY: help install up test lint bench contracts clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)  ## create .venv and install the package (idempotent)
+
+up: install  ## migrate the embedded database and start API + controllers on :8080
+	$(BIN)/aicloud db upgrade
+	$(BIN)/aicloud serve
+
+test: install  ## install what tests need and run the whole suite
+	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+lint: install  ## ruff + the architecture contracts (import-linter)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports --config src/aicloud/architecture.ini --no-cache
+
+bench: install  ## run the benchmarks; prints ratios against each baseline
+	$(BIN)/python -m bench
+
+contracts: install  ## regenerate contracts/openapi.json from the app
+	$(BIN)/python -m aicloud.api.contract contracts/openapi.json
+
+clean:  ## remove the venv and local state
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .import_linter_cache

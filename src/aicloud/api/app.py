@@ -1,0 +1,48 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from aicloud import __version__
+from aicloud.api.middleware import RequestContextMiddleware, RequestMetrics
+from aicloud.api.problems import install_problem_handlers
+from aicloud.api.routes import auth, health
+from aicloud.runtime import AppContext
+from aicloud.shared.controllers import ControllerRunner
+
+API_TITLE = "AI Cloud API"
+
+
+def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
+    """Build the API. With ``run_controllers`` the background controllers run in-process
+    (``aicloud serve``); otherwise they run in ``aicloud worker``."""
+    runner = ControllerRunner(ctx.controllers() if run_controllers else [])
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runner.start()
+        try:
+            yield
+        finally:
+            runner.stop()
+
+    app = FastAPI(
+        title=API_TITLE,
+        version=__version__,
+        description="Control plane for a multi-tenant GPU cloud. Errors are RFC 9457 "
+                    "problem+json; POSTs that create or spend accept an Idempotency-Key.",
+        lifespan=lifespan,
+    )
+    app.state.context = ctx
+    app.state.controller_runner = runner
+    app.state.metrics_registry = CollectorRegistry()
+    app.add_middleware(RequestContextMiddleware, metrics=RequestMetrics(app.state.metrics_registry))
+    install_problem_handlers(app)
+    app.include_router(health.router)
+    app.include_router(auth.router)
+    return app

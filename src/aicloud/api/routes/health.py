@@ -1,0 +1,51 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from aicloud.api.deps import Context
+from aicloud.shared.db import migrate
+from aicloud.shared.errors import ServiceUnavailable
+
+router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    profile: str
+
+
+class Readiness(BaseModel):
+    status: str
+    database: str
+    migrations: str
+
+
+@router.get("/healthz", response_model=Health)
+def healthz(request: Request, ctx: Context) -> Health:
+    """The process is alive (does not touch the database)."""
+    return Health(status="ok", version=request.app.version, profile=ctx.settings.profile)
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"description": "Not ready"}})
+def readyz(ctx: Context) -> Readiness:
+    """Ready to serve: the database answers and its schema is at the code's revision."""
+    try:
+        ctx.db.ping()
+    except Exception as exc:
+        raise ServiceUnavailable(f"database is unreachable: {type(exc).__name__}") from exc
+    if not migrate.is_up_to_date(ctx.db):
+        raise ServiceUnavailable("database schema is not at head; run `aicloud db upgrade`")
+    return Readiness(status="ready", database=ctx.db.dialect, migrations="head")
+
+
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+def metrics(request: Request) -> Response:
+    """Prometheus text format."""
+    return Response(generate_latest(request.app.state.metrics_registry),
+                    media_type=CONTENT_TYPE_LATEST)

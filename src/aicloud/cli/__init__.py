@@ -1,0 +1,1 @@
+"""The ``aicloud`` command line."""

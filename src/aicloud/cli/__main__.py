@@ -1,0 +1,3 @@
+from aicloud.cli.main import main
+
+main()

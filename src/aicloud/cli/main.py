@@ -1,0 +1,51 @@
+"""The ``aicloud`` command.
+
+Operator commands (serve, api, worker, db, admin, config, arch) act on the database and
+configuration directly and work with the API down. Tenant-facing commands (login, whoami,
+and every resource command) are clients of the REST API, so the CLI can never do what the
+API would refuse.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from aicloud import __version__
+from aicloud.cli import admin, arch, auth, config_cmd, db, serve
+
+app = typer.Typer(
+    name="aicloud",
+    help="AI Cloud: a self-hostable control plane for a multi-tenant GPU cloud.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"aicloud {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    pass
+
+
+app.command(rich_help_panel="Operator")(serve.serve)
+app.command(rich_help_panel="Operator")(serve.api)
+app.command(rich_help_panel="Operator")(serve.worker)
+app.add_typer(db.app, name="db", rich_help_panel="Operator")
+app.add_typer(admin.app, name="admin", rich_help_panel="Operator")
+app.add_typer(config_cmd.app, name="config", rich_help_panel="Operator")
+app.add_typer(arch.app, name="arch", rich_help_panel="Operator")
+app.command(rich_help_panel="Tenant (via the API)")(auth.login)
+app.command(rich_help_panel="Tenant (via the API)")(auth.logout)
+app.command(rich_help_panel="Tenant (via the API)")(auth.whoami)
+
+
+def main() -> None:
+    app()

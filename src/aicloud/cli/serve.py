@@ -1,0 +1,97 @@
+"""``serve``, ``api`` and ``worker``: the long-running processes."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.panel import Panel
+
+from aicloud.api import create_app
+from aicloud.cli.common import ProfileOption, context_or_exit
+from aicloud.cli.output import console, fail
+from aicloud.platform import iam
+from aicloud.runtime import AppContext
+from aicloud.shared.controllers import ControllerRunner
+from aicloud.shared.db import migrate
+from aicloud.shared.logging import configure_logging
+
+log = logging.getLogger(__name__)
+
+HostOption = Annotated[str | None, typer.Option(help="Address to bind (default from profile).")]
+PortOption = Annotated[int | None, typer.Option(help="Port to bind (default from profile).")]
+
+
+def _prepare(ctx: AppContext) -> None:
+    """Bring the schema to head (where the profile allows) and create the bootstrap admin."""
+    settings = ctx.settings
+    configure_logging(settings.log_format, settings.log_level)
+    if not migrate.is_up_to_date(ctx.db):
+        if not settings.auto_migrate:
+            raise fail("the database schema is not at head; run `aicloud db upgrade` first", 2)
+        migrate.upgrade(ctx.db)
+        log.info("database migrated to %s", ", ".join(migrate.current_revisions(ctx.db)))
+    if settings.bootstrap_admin_enabled:
+        with ctx.db.transaction() as session:
+            if iam.count_users(session) > 0:
+                return
+            result = iam.bootstrap_admin(session, email=settings.bootstrap_admin_email)
+        console.print(Panel.fit(
+            f"email:    [bold]{result.user.email}[/bold]\n"
+            f"password: [bold]{result.password}[/bold]\n\n"
+            "Shown once; only a hash is stored. Log in with `aicloud login`.",
+            title="bootstrap admin created",
+        ))
+
+
+def _run_http(ctx: AppContext, host: str | None, port: int | None, *, controllers: bool) -> None:
+    app = create_app(ctx, run_controllers=controllers)
+    host = host or ctx.settings.host
+    port = port or ctx.settings.port
+    console.print(f"AI Cloud API on http://{host}:{port}  (docs: /docs, profile "
+                  f"{ctx.settings.profile}, database {ctx.db.dialect}"
+                  f"{', controllers in-process' if controllers else ''}). Ctrl-C stops it.")
+    try:
+        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False,
+                    timeout_graceful_shutdown=10)
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises the Ctrl-C it handled after a clean shutdown
+    finally:
+        ctx.db.dispose()
+
+
+def serve(profile: ProfileOption = None, host: HostOption = None, port: PortOption = None) -> None:
+    """Run the API and the background controllers in one process."""
+    ctx = context_or_exit(profile, validate=True)
+    _prepare(ctx)
+    _run_http(ctx, host, port, controllers=True)
+
+
+def api(profile: ProfileOption = None, host: HostOption = None, port: PortOption = None) -> None:
+    """Run only the API (controllers run in `aicloud worker` processes)."""
+    ctx = context_or_exit(profile, validate=True)
+    _prepare(ctx)
+    _run_http(ctx, host, port, controllers=False)
+
+
+def worker(profile: ProfileOption = None) -> None:
+    """Run only the background controllers; start as many as you like."""
+    ctx = context_or_exit(profile, validate=True)
+    configure_logging(ctx.settings.log_format, ctx.settings.log_level)
+    if not migrate.is_up_to_date(ctx.db):
+        raise fail("the database schema is not at head; run `aicloud db upgrade` first", 2)
+    runner = ControllerRunner(ctx.controllers())
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("signal %s: stopping controllers after their current pass", signum)
+        runner.stop()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    runner.start()
+    console.print(f"worker running {len(runner.controllers)} controller(s). Ctrl-C stops it.")
+    runner.wait()
+    ctx.db.dispose()

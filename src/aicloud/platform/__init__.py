@@ -1,0 +1,1 @@
+"""Shared business authority: IAM, policy, billing, audit, evidence, registry, access."""

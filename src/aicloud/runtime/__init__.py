@@ -1,0 +1,6 @@
+"""The composition root: builds the database, picks adapters from the profile, and lists the
+controllers a process runs. ``serve``, ``api``, ``worker`` and ``agent`` all start here."""
+
+from aicloud.runtime.context import AppContext, build_context
+
+__all__ = ["AppContext", "build_context"]

@@ -1,0 +1,48 @@
+"""What one process needs: settings, a database, and its controllers."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from aicloud.shared import idempotency
+from aicloud.shared.clock import Clock, SystemClock
+from aicloud.shared.config import Settings
+from aicloud.shared.controllers import Controller
+from aicloud.shared.db import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    db: Database
+    clock: Clock = field(default_factory=SystemClock)
+
+    def controllers(self) -> list[Controller]:
+        """The background controllers of this deployment."""
+        return [
+            Controller(
+                name="idempotency-gc",
+                interval_seconds=max(60.0, self.settings.controller_interval_seconds),
+                run_once=self._purge_idempotency_keys,
+            ),
+        ]
+
+    def _purge_idempotency_keys(self) -> int:
+        with self.db.transaction() as session:
+            n = idempotency.purge_expired(
+                session,
+                older_than=timedelta(hours=self.settings.idempotency_ttl_hours),
+                now=self.clock.now(),
+            )
+        if n:
+            log.info("purged %d expired idempotency key(s)", n)
+        return n
+
+
+def build_context(settings: Settings, db: Database | None = None) -> AppContext:
+    return AppContext(settings=settings, db=db or Database(settings.database_url,
+                                                          echo=settings.database_echo))

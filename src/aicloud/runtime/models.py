@@ -1,0 +1,11 @@
+"""Import every domain's models so ``Base.metadata`` describes the whole schema.
+
+Used to compare the migrations with the models (a test) and for autogenerating a migration.
+Add a domain's models module here when the domain gets tables.
+"""
+
+import aicloud.platform.iam.models
+import aicloud.shared.idempotency  # noqa: F401
+from aicloud.shared.db import Base
+
+metadata = Base.metadata

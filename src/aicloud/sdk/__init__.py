@@ -1,0 +1,1 @@
+"""The App SDK (manifests, controllers, platform client) and the public HTTP client."""

@@ -1,0 +1,1 @@
+"""Technical primitives with no business meaning."""

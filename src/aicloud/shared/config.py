@@ -1,0 +1,226 @@
+"""Configuration: one Settings model, five environment profiles.
+
+A profile is a YAML file (deploy/profiles/<name>.yaml) that only sets configuration values;
+every key can be overridden by an ``AICLOUD_<KEY>`` environment variable (nested keys with
+``__``). Precedence, highest first: explicit keyword arguments, environment, profile file,
+defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+PROFILES = ("kind", "dev", "demo", "staging", "prod")
+DEFAULT_PROFILE = "dev"
+# A well-known value that is fine on a laptop and refused by strict profiles.
+INSECURE_DEFAULT_SECRET = "insecure-dev-secret-change-me"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be loaded or is unsafe for its profile."""
+
+    def __init__(self, problems: list[str], profile: str | None = None):
+        self.problems = problems
+        self.profile = profile
+        head = f"profile {profile!r} refuses to start" if profile else "invalid configuration"
+        super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class GpuSpec(BaseModel):
+    index: int
+    model: str
+    memory_gib: int
+    uuid: str | None = None
+    healthy: bool = True
+
+
+class InventoryConfig(BaseModel):
+    """Where GPU inventory comes from when no NVML device is present."""
+
+    source: Literal["auto", "nvml", "static"] = "auto"
+    simulated: bool = True
+    static_gpus: list[GpuSpec] = Field(default_factory=list)
+
+
+class ProvidersConfig(BaseModel):
+    compute: str = "local"
+    inventory: InventoryConfig = Field(default_factory=InventoryConfig)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AICLOUD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    profile: str = DEFAULT_PROFILE
+    # strict profiles refuse to start when any safety check fails (staging, prod).
+    strict: bool = False
+
+    database_url: str = "sqlite:///var/aicloud.db"
+    database_echo: bool = False
+    # Bring the schema to head when a server starts; strict profiles migrate explicitly.
+    auto_migrate: bool = True
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str | None = None
+
+    secret_key: SecretStr = SecretStr(INSECURE_DEFAULT_SECRET)
+    secrets_source: Literal["env", "file", "profile"] = "profile"
+
+    bootstrap_admin_enabled: bool = True
+    bootstrap_admin_email: str = "admin@aicloud.local"
+
+    cookie_secure: bool = False
+    tls_required: bool = False
+
+    log_format: Literal["console", "json"] = "console"
+    log_level: str = "INFO"
+
+    controllers_enabled: bool = True
+    controller_interval_seconds: float = 2.0
+    idempotency_ttl_hours: int = 24
+
+    required_evidence: list[str] = Field(default_factory=list)
+    providers: ProvidersConfig = Field(default_factory=ProvidersConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _ProfileSource(settings_cls))
+
+    # --- safety ---------------------------------------------------------------------------
+
+    def safety_problems(self) -> list[str]:
+        """Every reason this configuration is unsafe for production use (empty when safe)."""
+        problems: list[str] = []
+        if not self.database_url:
+            problems.append("database_url is not set; set AICLOUD_DATABASE_URL")
+        elif self.database_url.startswith("sqlite"):
+            problems.append(
+                "database_url uses SQLite; set AICLOUD_DATABASE_URL to a PostgreSQL URL"
+            )
+        secret = self.secret_key.get_secret_value()
+        if not secret or secret == INSECURE_DEFAULT_SECRET:
+            problems.append("secret_key is missing or the insecure default; set AICLOUD_SECRET_KEY")
+        elif len(secret) < 32:
+            problems.append("secret_key is shorter than 32 characters")
+        if self.bootstrap_admin_enabled:
+            problems.append(
+                "bootstrap_admin_enabled is true; create admins with `aicloud admin bootstrap` "
+                "and set AICLOUD_BOOTSTRAP_ADMIN_ENABLED=false"
+            )
+        if not self.cookie_secure:
+            problems.append("cookie_secure is false; session cookies would travel without TLS")
+        if not self.tls_required:
+            problems.append("tls_required is false")
+        return problems
+
+    def validate_for_start(self) -> None:
+        """Raise ConfigError listing every problem when a strict profile is unsafe."""
+        if self.strict:
+            problems = self.safety_problems()
+            if problems:
+                raise ConfigError(problems, self.profile)
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration with secrets masked, for display."""
+        data = self.model_dump(mode="json")
+        data["secret_key"] = "********" if self.secret_key.get_secret_value() else ""
+        data["database_url"] = mask_url_password(self.database_url)
+        return data
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        prefix = "sqlite:///"
+        if self.database_url.startswith(prefix):
+            rest = self.database_url[len(prefix) :]
+            return None if rest in ("", ":memory:") else Path(rest)
+        return None
+
+
+def mask_url_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user, colon, _ = creds.partition(":")
+    return f"{scheme}://{user}{':********' if colon else ''}@{host}"
+
+
+# --- profile files ------------------------------------------------------------------------
+
+
+def profile_dirs() -> list[Path]:
+    """Where profile files are looked up, first match wins."""
+    dirs: list[Path] = []
+    if env_dir := os.environ.get("AICLOUD_PROFILE_DIR"):
+        dirs.append(Path(env_dir))
+    dirs.append(Path.cwd() / "deploy" / "profiles")
+    here = Path(__file__).resolve()
+    dirs.append(here.parents[1] / "_profiles")  # installed wheel
+    dirs.append(here.parents[3] / "deploy" / "profiles")  # editable install from a checkout
+    return dirs
+
+
+def load_profile_file(name: str) -> dict[str, Any]:
+    if name not in PROFILES:
+        raise ConfigError([f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}"])
+    for d in profile_dirs():
+        path = d / f"{name}.yaml"
+        if path.is_file():
+            data = yaml.safe_load(path.read_text()) or {}
+            if not isinstance(data, dict):
+                raise ConfigError([f"{path}: expected a mapping at the top level"])
+            data.setdefault("profile", name)
+            return data
+    searched = ", ".join(str(d) for d in profile_dirs())
+    raise ConfigError([f"profile file {name}.yaml not found (searched {searched})"])
+
+
+class _ProfileSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # unused: __call__ returns the whole mapping
+
+    def __call__(self) -> dict[str, Any]:
+        name = os.environ.get("AICLOUD_PROFILE", DEFAULT_PROFILE)
+        return load_profile_file(name)
+
+
+def load_settings(profile: str | None = None, **overrides: Any) -> Settings:
+    """Load settings for a profile (default: $AICLOUD_PROFILE or dev)."""
+    if profile is not None:
+        old = os.environ.get("AICLOUD_PROFILE")
+        os.environ["AICLOUD_PROFILE"] = profile
+        try:
+            return Settings(**overrides)
+        finally:
+            if old is None:
+                os.environ.pop("AICLOUD_PROFILE", None)
+            else:
+                os.environ["AICLOUD_PROFILE"] = old
+    return Settings(**overrides)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,214 @@
+"""Test fixtures: real databases (SQLite and PostgreSQL), apps and live servers.
+
+Tests that take ``db`` run twice, on SQLite and on PostgreSQL. Each test run creates its own
+PostgreSQL database (per xdist worker) and drops it at the end. When PostgreSQL cannot be
+reached, its half is skipped with a loud warning on a laptop and fails when CI=true.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import uvicorn
+from fastapi import FastAPI
+
+from aicloud.api import create_app
+from aicloud.runtime import AppContext, build_context
+from aicloud.shared.config import Settings, load_settings
+from aicloud.shared.db import Database, migrate
+
+PG_ADMIN_URL = os.environ.get(
+    "AICLOUD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+_pg_skip_reason: list[str] = []
+
+
+def _pg_error() -> str | None:
+    try:
+        eng = sa.create_engine(Database(PG_ADMIN_URL).url, connect_args={"connect_timeout": 3})
+        with eng.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        eng.dispose()
+        return None
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    error = _pg_error()
+    if error:
+        msg = f"PostgreSQL at {PG_ADMIN_URL} is unreachable ({error})"
+        if IN_CI:
+            pytest.fail(msg + "; CI requires it (set AICLOUD_TEST_POSTGRES_URL)", pytrace=False)
+        _pg_skip_reason.append(msg)
+        pytest.skip(msg)
+    return PG_ADMIN_URL
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _pg_skip_reason:
+        terminalreporter.write_sep("!", "POSTGRESQL TESTS SKIPPED", red=True, bold=True)
+        terminalreporter.write_line(_pg_skip_reason[0], red=True)
+        terminalreporter.write_line(
+            "Half of the database tests did not run. Start PostgreSQL or set "
+            "AICLOUD_TEST_POSTGRES_URL.", red=True)
+
+
+def _worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+def create_pg_database(admin_url: str, name: str) -> str:
+    admin = sa.create_engine(Database(admin_url).url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return Database(admin_url).url.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_pg_database(admin_url: str, name: str) -> None:
+    admin = sa.create_engine(Database(admin_url).url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def fresh_pg_url(pg_admin_url: str) -> Iterator[str]:
+    """An empty PostgreSQL database for this test alone (migration tests)."""
+    name = f"aicloud_test_{uuid.uuid4().hex[:12]}"
+    url = create_pg_database(pg_admin_url, name)
+    yield url
+    drop_pg_database(pg_admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def _pg_session_db(pg_admin_url: str) -> Iterator[Database]:
+    """One migrated PostgreSQL database for the whole run (per xdist worker)."""
+    name = f"aicloud_test_{_worker()}_{uuid.uuid4().hex[:8]}"
+    url = create_pg_database(pg_admin_url, name)
+    db = Database(url)
+    migrate.upgrade(db)
+    yield db
+    db.dispose()
+    drop_pg_database(pg_admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    db = Database(f"sqlite:///{path}")
+    migrate.upgrade(db)
+    db.dispose()  # the last connection to close checkpoints the WAL into the file
+    return path
+
+
+def _truncate_all(db: Database) -> None:
+    with db.engine.begin() as conn:
+        tables = [
+            r[0] for r in conn.execute(sa.text(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                "AND tablename <> 'alembic_version'"))
+        ]
+        if tables:
+            conn.execute(sa.text(
+                "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A migrated, empty database; the test runs once on each backend."""
+    if request.param == "sqlite":
+        path = tmp_path / "aicloud.db"
+        shutil.copy(request.getfixturevalue("_sqlite_template"), path)
+        database = Database(f"sqlite:///{path}")
+        yield database
+        database.dispose()
+    else:
+        database = request.getfixturevalue("_pg_session_db")
+        _truncate_all(database)
+        yield database
+        _truncate_all(database)
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path, _sqlite_template: Path) -> Iterator[Database]:
+    """A migrated SQLite database, for tests that are not about the database backend."""
+    path = tmp_path / "aicloud.db"
+    shutil.copy(_sqlite_template, path)
+    database = Database(f"sqlite:///{path}")
+    yield database
+    database.dispose()
+
+
+def make_settings(db: Database, **overrides: object) -> Settings:
+    return load_settings("dev", database_url=db.url, controllers_enabled=False, **overrides)
+
+
+@pytest.fixture
+def ctx(db: Database) -> AppContext:
+    return build_context(make_settings(db), db)
+
+
+@pytest.fixture
+def sqlite_ctx(sqlite_db: Database) -> AppContext:
+    return build_context(make_settings(sqlite_db), sqlite_db)
+
+
+@pytest.fixture
+def client(ctx: AppContext) -> Iterator[object]:
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(ctx), raise_server_exceptions=False) as c:
+        yield c
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """The real API on a real socket, in a thread of the test process."""
+
+    def __init__(self, ctx: AppContext, *, app: FastAPI | None = None,
+                 run_controllers: bool = False):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app or create_app(ctx, run_controllers=run_controllers),
+                                host="127.0.0.1", port=self.port, log_config=None,
+                                access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("live server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def live_server(ctx: AppContext) -> Iterator[LiveServer]:
+    with LiveServer(ctx) as server:
+        yield server
