@@ -4,6 +4,7 @@ Used to compare the migrations with the models (a test) and for autogenerating a
 Add a domain's models module here when the domain gets tables.
 """
 
+import aicloud.platform.audit.models
 import aicloud.platform.iam.models
 import aicloud.shared.idempotency  # noqa: F401
 from aicloud.shared.db import Base

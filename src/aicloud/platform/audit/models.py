@@ -1,0 +1,45 @@
+"""Audit tables. Only aicloud.platform.audit writes them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from aicloud.shared.db import Base, UTCDateTime
+
+
+class AuditEventModel(Base):
+    __tablename__ = "audit_events"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    # Position in the hash chain: 1, 2, 3, ... with no gaps.
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    actor_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    actor_kind: Mapped[str] = mapped_column(String(32))
+    api_key_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    user_agent: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    action: Mapped[str] = mapped_column(String(128), index=True)
+    target_type: Mapped[str] = mapped_column(String(64))
+    target_id: Mapped[str] = mapped_column(String(128), index=True)
+    # "/org_x/dep_y/prj_z": prefix queries find everything below a scope.
+    scope_path: Mapped[str] = mapped_column(String(512), index=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    changes: Mapped[str] = mapped_column(Text)  # canonical JSON {field: {"old": .., "new": ..}}
+    details: Mapped[str] = mapped_column(Text)  # canonical JSON
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditChainHeadModel(Base):
+    """One row: the last sequence number and hash. Appenders lock it, so the chain never forks."""
+
+    __tablename__ = "audit_chain_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,187 @@
+"""Recording audit events in the transaction of the change they describe.
+
+``record()`` queues an event on the session; just before the transaction commits, the queued
+events are sealed into the hash chain under a lock on the chain head row. Locking at commit
+time, not at the first record(), keeps the critical section short, and because sealing happens
+inside the same transaction, a change and its audit event commit together or not at all.
+Events queued inside a savepoint that rolls back are dropped with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session, SessionTransaction
+
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from aicloud.platform.audit.chain import GENESIS_HASH, canonical_json, event_hash
+from aicloud.platform.audit.models import AuditChainHeadModel, AuditEventModel
+from aicloud.shared.clock import utcnow
+from aicloud.shared.ids import new_id
+
+OUTCOMES = ("success", "denied", "failure")
+ACTOR_KINDS = ("user", "service_account", "system", "anonymous")
+SECRET_MASK = "********"
+_PENDING = "aicloud.audit.pending"
+HEAD_ID = 1
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who caused a change, as the audit log records it."""
+
+    id: str | None
+    kind: str = "user"
+    api_key_id: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    request_id: str | None = None
+
+    @classmethod
+    def system(cls, name: str) -> Actor:
+        """A controller or operator command acting on its own authority."""
+        return cls(id=f"system:{name}", kind="system")
+
+
+@dataclass
+class _Pending:
+    model: AuditEventModel
+    txn: SessionTransaction | None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def diff(
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any] | None,
+    *,
+    secret_fields: Iterable[str] = (),
+) -> dict[str, dict[str, Any]]:
+    """Per-field ``{"old": .., "new": ..}`` for the fields that differ; secrets are masked."""
+    old, new = old or {}, new or {}
+    secrets = set(secret_fields)
+    out: dict[str, dict[str, Any]] = {}
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if key in secrets:
+            a = SECRET_MASK if a is not None else None
+            b = SECRET_MASK if b is not None else None
+        out[key] = {"old": a, "new": b}
+    return out
+
+
+def record(
+    session: Session,
+    *,
+    actor: Actor,
+    action: str,
+    target_type: str,
+    target_id: str,
+    scope_path: str = "/",
+    changes: Mapping[str, Mapping[str, Any]] | None = None,
+    outcome: str = "success",
+    details: Mapping[str, Any] | None = None,
+    occurred_at: datetime | None = None,
+) -> AuditEventModel:
+    """Queue an audit event; it is sealed into the chain when the transaction commits."""
+    if outcome not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {OUTCOMES}")
+    if actor.kind not in ACTOR_KINDS:
+        raise ValueError(f"actor kind must be one of {ACTOR_KINDS}")
+    if not action or not target_type or not target_id:
+        raise ValueError("action, target_type and target_id are required")
+    if not scope_path.startswith("/"):
+        raise ValueError("scope_path must start with '/'")
+    model = AuditEventModel(
+        id=new_id("aud"),
+        occurred_at=occurred_at or utcnow(),
+        actor_id=actor.id,
+        actor_kind=actor.kind,
+        api_key_id=actor.api_key_id,
+        ip=actor.ip,
+        user_agent=(actor.user_agent or "")[:512] or None,
+        request_id=actor.request_id,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        scope_path=scope_path,
+        outcome=outcome,
+        changes=canonical_json(dict(changes or {})),
+        details=canonical_json(dict(details or {})),
+    )
+    txn = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(_PENDING, []).append(_Pending(model, txn))
+    return model
+
+
+def pending_count(session: Session) -> int:
+    return len(session.info.get(_PENDING, []))
+
+
+def _is_within(txn: SessionTransaction | None, ancestor: SessionTransaction) -> bool:
+    while txn is not None:
+        if txn is ancestor:
+            return True
+        txn = txn.parent
+    return False
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
+    pending: list[_Pending] = session.info.get(_PENDING, [])
+    if pending:
+        session.info[_PENDING] = [
+            p for p in pending if not _is_within(p.txn, previous_transaction)
+        ]
+
+
+@event.listens_for(Session, "before_commit")
+def _seal(session: Session) -> None:
+    pending: list[_Pending] = session.info.pop(_PENDING, [])
+    if not pending:
+        return
+    head = _lock_head(session)
+    seq, prev = head.seq, head.hash
+    for p in pending:
+        seq += 1
+        m = p.model
+        m.seq = seq
+        m.prev_hash = prev
+        m.hash = event_hash(prev, event_fields(m))
+        prev = m.hash
+        session.add(m)
+    head.seq, head.hash = seq, prev
+    session.flush()
+
+
+def _lock_head(session: Session) -> AuditChainHeadModel:
+    stmt = select(AuditChainHeadModel).where(AuditChainHeadModel.id == HEAD_ID).with_for_update()
+    head = session.execute(stmt).scalar_one_or_none()
+    if head is None:
+        # The migration seeds the row; recreate it if it was removed, without racing others.
+        dialect = session.get_bind().dialect.name
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        session.execute(
+            insert(AuditChainHeadModel)
+            .values(id=HEAD_ID, seq=0, hash=GENESIS_HASH)
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+        head = session.execute(stmt).scalar_one()
+    return head
+
+
+def event_fields(m: AuditEventModel) -> dict[str, Any]:
+    return {
+        "seq": m.seq, "occurred_at": m.occurred_at, "actor_id": m.actor_id,
+        "actor_kind": m.actor_kind, "api_key_id": m.api_key_id, "ip": m.ip,
+        "user_agent": m.user_agent, "request_id": m.request_id, "action": m.action,
+        "target_type": m.target_type, "target_id": m.target_id, "scope_path": m.scope_path,
+        "outcome": m.outcome, "changes": m.changes, "details": m.details,
+    }
