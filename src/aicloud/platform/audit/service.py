@@ -15,10 +15,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import event, select
-from sqlalchemy.orm import Session, SessionTransaction
-
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, SessionTransaction
 
 from aicloud.platform.audit.chain import GENESIS_HASH, canonical_json, event_hash
 from aicloud.platform.audit.models import AuditChainHeadModel, AuditEventModel
