@@ -91,6 +91,11 @@ def test_requests_that_can_never_fit_are_rejected_at_once_with_a_reason() -> Non
     (gone,) = engine.remove_node("n2")
     assert (gone.request_id, gone.code) == ("d", RejectionCode.UNKNOWN_MODEL)
     assert engine.queue() == []
+    # Shrinking a node likewise rejects what can no longer fit.
+    assert engine.submit(req("e", 8)) == Queued("e", 1)
+    engine.set_node_state("n1", NodeState.CORDONED)
+    (shrunk,) = engine.upsert_node(node("n1", 6, state=NodeState.CORDONED))
+    assert (shrunk.request_id, shrunk.code) == ("e", RejectionCode.EXCEEDS_NODE_SIZE)
 
 
 def test_queue_is_fifo_within_priority_with_positions() -> None:

@@ -170,8 +170,9 @@ class PlacementEngine:
 
     # --- nodes ----------------------------------------------------------------------------
 
-    def upsert_node(self, node: NodeCapacity) -> None:
-        """Add a node or replace its state and GPUs; existing placements on it are kept."""
+    def upsert_node(self, node: NodeCapacity) -> list[Rejected]:
+        """Add a node or replace its state and GPUs; existing placements on it are kept.
+        Queued requests that its new GPU list makes impossible are rejected and returned."""
         self._installed = None
         current = self._nodes.get(node.node_id)
         slots = {g.index: g for g in node.gpus}
@@ -183,10 +184,11 @@ class PlacementEngine:
                         "cannot be removed")
             current.state, current.slots = node.state, slots
             self._reindex(current)
-        else:
-            current = _Node(node.node_id, node.state, slots)
-            self._nodes[node.node_id] = current
-            self._reindex(current)
+            return self._reject_impossible()
+        current = _Node(node.node_id, node.state, slots)
+        self._nodes[node.node_id] = current
+        self._reindex(current)
+        return []
 
     def set_node_state(self, node_id: str, state: NodeState) -> None:
         node = self._node(node_id)
@@ -209,6 +211,9 @@ class PlacementEngine:
             self._buckets[model].remove(free, node_id)
         del self._nodes[node_id]
         self._installed = None
+        return self._reject_impossible()
+
+    def _reject_impossible(self) -> list[Rejected]:
         rejected: list[Rejected] = []
         for key in list(self._order):
             request = self._requests[key[2]][1]
