@@ -208,6 +208,8 @@ def test_skip_locked_leaves_rows_of_an_open_claim_to_others(pg_jobs: Database) -
     with pg_jobs.transaction() as s1:
         first = claim(s1, Job, owner="w1", limit=2, ttl=TTL)
         with pg_jobs.transaction() as s2:  # a second connection while s1 is still open
+            # Without SKIP LOCKED this would wait on s1 forever; fail fast instead.
+            s2.execute(sa.text("SET LOCAL lock_timeout = '3s'"))
             second = claim(s2, Job, owner="w2", limit=4, ttl=TTL)
     assert [lease.row_id for lease in first] == [1, 2]
     assert [lease.row_id for lease in second] == [3, 4]

@@ -107,18 +107,20 @@ class _Node:
     state: NodeState
     slots: dict[int, GpuSlot]
     allocated: dict[int, str] = field(default_factory=dict)  # gpu index -> request id
-    bucket: dict[str, int] = field(default_factory=dict)  # model -> free eligible count
+    # model -> free eligible indices, ascending; derived by refresh() after every change.
+    free: dict[str, list[int]] = field(default_factory=dict)
+
+    def refresh(self) -> None:
+        free: dict[str, list[int]] = {}
+        if self.state is NodeState.READY:
+            for index in sorted(self.slots):
+                slot = self.slots[index]
+                if slot.healthy and index not in self.allocated:
+                    free.setdefault(slot.model, []).append(index)
+        self.free = free
 
     def free_eligible(self, model: str) -> list[int]:
-        if self.state is not NodeState.READY:
-            return []
-        return sorted(
-            i for i, slot in self.slots.items()
-            if slot.model == model and slot.healthy and i not in self.allocated
-        )
-
-    def models(self) -> set[str]:
-        return {slot.model for slot in self.slots.values()}
+        return list(self.free.get(model, ()))
 
 
 class _Buckets:
@@ -207,8 +209,8 @@ class PlacementEngine:
         node = self._node(node_id)
         if node.allocated:
             raise ValueError(f"node {node_id} still has placements; release them first")
-        for model, free in node.bucket.items():
-            self._buckets[model].remove(free, node_id)
+        for model, indices in node.free.items():
+            self._buckets[model].remove(len(indices), node_id)
         del self._nodes[node_id]
         self._installed = None
         return self._reject_impossible()
@@ -229,14 +231,16 @@ class PlacementEngine:
             raise KeyError(f"unknown node {node_id!r}") from None
 
     def _reindex(self, node: _Node) -> None:
-        for model, free in node.bucket.items():
-            self._buckets[model].remove(free, node.node_id)
-        node.bucket = {}
-        for model in node.models():
-            free = len(node.free_eligible(model))
-            if free:
-                self._buckets.setdefault(model, _Buckets()).add(free, node.node_id)
-                node.bucket[model] = free
+        """Keep the node in bucket (model, free eligible count) for each model it has free."""
+        old = {model: len(indices) for model, indices in node.free.items()}
+        node.refresh()
+        new = {model: len(indices) for model, indices in node.free.items()}
+        for model, count in old.items():
+            if new.get(model) != count:
+                self._buckets[model].remove(count, node.node_id)
+        for model, count in new.items():
+            if old.get(model) != count:
+                self._buckets.setdefault(model, _Buckets()).add(count, node.node_id)
 
     # --- requests -------------------------------------------------------------------------
 
@@ -295,6 +299,9 @@ class PlacementEngine:
         key, _ = self._requests[request_id]
         return bisect.bisect_left(self._order, key) + 1
 
+    def queue_length(self) -> int:
+        return len(self._order)
+
     def queue(self) -> list[Queued]:
         return [Queued(key[2], i) for i, key in enumerate(self._order, start=1)]
 
@@ -305,7 +312,8 @@ class PlacementEngine:
         placed: list[Placement] = []
         blocked: set[str] = set()
         remaining: list[tuple[int, int, str]] = []
-        for key in self._order:
+        waiting_models = {request.model for _, request in self._requests.values()}
+        for i, key in enumerate(self._order):
             request = self._requests[key[2]][1]
             if request.model in blocked:
                 remaining.append(key)
@@ -315,6 +323,9 @@ class PlacementEngine:
                 remaining.append(key)
                 if not self.backfill:
                     blocked.add(request.model)
+                    if blocked >= waiting_models:  # every model waits on its head: done
+                        remaining.extend(self._order[i + 1 :])
+                        break
             else:
                 del self._requests[key[2]]
                 placed.append(placement)
@@ -327,7 +338,7 @@ class PlacementEngine:
         if node_id is None:
             return None
         node = self._nodes[node_id]
-        indices = tuple(node.free_eligible(request.model)[: request.count])
+        indices = tuple(node.free[request.model][: request.count])
         for index in indices:
             node.allocated[index] = request.request_id
         self._reindex(node)
@@ -348,6 +359,13 @@ class PlacementEngine:
 
     def placements(self) -> list[Placement]:
         return list(self._placements.values())
+
+    def free_gpu_total(self, model: str) -> int:
+        """Free eligible GPUs of a model over all nodes (what placement could hand out now)."""
+        buckets = self._buckets.get(model)
+        if buckets is None:
+            return 0
+        return sum(free * len(members) for free, members in buckets.members.items())
 
     def free_gpus(self, node_id: str, model: str) -> list[int]:
         """Free eligible GPU indices of a model on a node (empty if the node is not ready)."""
