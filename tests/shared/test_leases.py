@@ -16,6 +16,7 @@ from aicloud.shared.db import Database
 from aicloud.shared.leases import (
     LeaseColumns,
     claim,
+    get_leased,
     heartbeat,
     lease_owner_name,
     release,
@@ -123,6 +124,8 @@ def test_an_expired_lease_is_reclaimed_and_the_old_holder_is_refused(jobs: Datab
     assert new.row_id == old.row_id and new.token != old.token
 
     with jobs.transaction() as s:
+        assert get_leased(s, Job, old) is None
+        assert get_leased(s, Job, new).lock_owner == "w2"
         assert not update_leased(s, Job, old, {"status": "from-w1"})
         assert heartbeat(s, Job, [old], ttl=TTL, clock=clock) == []
         assert not release(s, Job, old)

@@ -5,7 +5,8 @@ A table that controllers reconcile mixes in :class:`LeaseColumns` (``lock_token`
 
 1. claims up to N due rows in a short transaction and commits (:func:`claim`): each claimed
    row gets a fresh random token and an expiry;
-2. does the slow work (calls a provider...) outside any transaction, calling
+2. re-reads each row by its lease (:func:`get_leased`) and does the slow work (calls a
+   provider...) outside any transaction, calling
    :func:`heartbeat` now and then when the work outlives the lease;
 3. writes its result with :func:`update_leased` or :func:`release`, which are conditional on
    ``lock_token = :token``: when they return False the lease was lost (it expired and
@@ -117,6 +118,14 @@ def claim(
         if result.rowcount == 1:  # type: ignore[attr-defined]
             leases.append(Lease(row_id, token, owner, expires_at))
     return leases
+
+
+def get_leased(session: Session, model: type[Any], lease: Lease) -> Any | None:
+    """The leased row, re-read in this session; None when the lease was lost."""
+    pk = _pk(model)
+    return session.execute(
+        sa.select(model).where(pk == lease.row_id, model.lock_token == lease.token)
+    ).scalar_one_or_none()
 
 
 def update_leased(

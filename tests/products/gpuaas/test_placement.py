@@ -81,6 +81,9 @@ def test_requests_that_can_never_fit_are_rejected_at_once_with_a_reason() -> Non
     unknown = engine.submit(req("b", 1, model="B200"))
     assert isinstance(unknown, Rejected) and unknown.code is RejectionCode.UNKNOWN_MODEL
     assert "'B200'" in unknown.reason and "A100, H100" in unknown.reason
+    # The same check without queuing, for a caller that rejects before admission.
+    assert engine.never_fits(req("a2", 9)) == Rejected("a2", too_big.code, too_big.reason)
+    assert engine.never_fits(req("ok", 8)) is None and engine.queue() == []
     zero = engine.submit(req("c", 0))
     assert isinstance(zero, Rejected) and zero.code is RejectionCode.INVALID_COUNT
     # Installed on a down node: waits for it rather than being rejected.

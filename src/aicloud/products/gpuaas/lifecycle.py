@@ -2,18 +2,21 @@
 
 ::
 
-    requested ──> admitted ──> scheduled ──> provisioning ──> running ──> stopping ──> stopped
-        │  │          │  ^          │             │              │           │
-        │  │          │  └─requeue──┘             │              │           ├──> failed
-        │  └> rejected│                           │              │           └──> lost
-        │             │                           │              ├──> stopped (exited by itself)
-        └─────────────┴──> stopped (cancelled)    └──> stopping   └──> failed | lost
+    requested    -> admitted | rejected | stopped (cancelled) | failed
+    admitted     -> scheduled | rejected (can no longer fit) | stopped (cancelled) | failed
+    scheduled    -> provisioning | admitted (requeued) | stopped (cancelled) | failed
+    provisioning -> running | stopping | failed | lost
+    running      -> stopping | stopped (ended by itself, exit 0) | failed | lost
+    stopping     -> stopped | failed | lost
+    rejected, stopped, failed, lost: terminal
 
 Decisions (so the controller and the meters can rely on them):
 
 - ``stopped`` straight from ``requested``/``admitted``/``scheduled`` is a cancellation: nothing
   runs on a node yet, so there is nothing to stop (a scheduled instance only holds a GPU
   reservation in the placement engine, released by the caller).
+- ``admitted -> rejected``: a queued request that can no longer ever fit (the only nodes with
+  enough GPUs of its model were removed or shrunk) is rejected like one that never could.
 - ``scheduled -> admitted`` is a requeue: the chosen node was cordoned or went down before
   provisioning started; the instance goes back to the queue instead of failing.
 - ``running -> stopped`` is a workload that ended by itself with exit code 0 (batch); a non-zero
@@ -51,7 +54,7 @@ S = InstanceState
 
 TRANSITIONS: dict[InstanceState, frozenset[InstanceState]] = {
     S.REQUESTED: frozenset({S.ADMITTED, S.REJECTED, S.STOPPED, S.FAILED}),
-    S.ADMITTED: frozenset({S.SCHEDULED, S.STOPPED, S.FAILED}),
+    S.ADMITTED: frozenset({S.SCHEDULED, S.REJECTED, S.STOPPED, S.FAILED}),
     S.SCHEDULED: frozenset({S.PROVISIONING, S.ADMITTED, S.STOPPED, S.FAILED}),
     S.PROVISIONING: frozenset({S.RUNNING, S.STOPPING, S.FAILED, S.LOST}),
     S.RUNNING: frozenset({S.STOPPING, S.STOPPED, S.FAILED, S.LOST}),

@@ -219,7 +219,7 @@ class PlacementEngine:
         rejected: list[Rejected] = []
         for key in list(self._order):
             request = self._requests[key[2]][1]
-            if (why := self._never_fits(request)) is not None:
+            if (why := self.never_fits(request)) is not None:
                 self._dequeue(request.request_id)
                 rejected.append(why)
         return rejected
@@ -247,14 +247,16 @@ class PlacementEngine:
     def submit(self, request: PlacementRequest) -> Queued | Rejected:
         if request.request_id in self._requests or request.request_id in self._placements:
             raise ValueError(f"request {request.request_id} was already submitted")
-        if (why := self._never_fits(request)) is not None:
+        if (why := self.never_fits(request)) is not None:
             return why
         key = (-request.priority, next(self._seq), request.request_id)
         self._requests[request.request_id] = (key, request)
         bisect.insort(self._order, key)
         return Queued(request.request_id, self.position(request.request_id))
 
-    def _never_fits(self, request: PlacementRequest) -> Rejected | None:
+    def never_fits(self, request: PlacementRequest) -> Rejected | None:
+        """Why the request can never be placed on the current nodes, or None if it can.
+        Lets a caller reject before admission without queuing anything."""
         rid = request.request_id
         if request.count < 1:
             return Rejected(rid, RejectionCode.INVALID_COUNT,
