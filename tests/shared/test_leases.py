@@ -88,6 +88,12 @@ def test_claim_takes_due_rows_in_order_and_only_once(jobs: Database) -> None:
     assert [lease.row_id for lease in second] == [5]
 
 
+def test_the_mixin_indexes_the_expiry(jobs: Database) -> None:
+    indexes = sa.inspect(jobs.engine).get_indexes("lease_test_jobs")
+    assert [(i["name"], i["column_names"]) for i in indexes] == [
+        ("ix_lease_test_jobs_lock_expires_at", ["lock_expires_at"])]
+
+
 def test_update_and_release_are_conditional_on_the_token(jobs: Database) -> None:
     _add(jobs, 1)
     clock = FakeClock()

@@ -295,6 +295,7 @@ def test_exec_runs_on_a_pty_in_the_workload_env_and_dir(provider: LocalProvider)
     handle = run(provider, spec("sh1", WorkloadKind.SHELL, 4))
     with provider.exec(handle, ["sh", "-c", "echo gpus=$CUDA_VISIBLE_DEVICES; pwd; tty"],
                        cols=100, rows=30) as session:
+        assert isinstance(session, ExecSession)
         out = read_until_eof(session).decode()
         assert session.wait(5) == 0
     assert "gpus=4" in out
