@@ -1,0 +1,46 @@
+"""Compute providers: where workloads run. Import the contract from ``.base``; the
+composition root picks a concrete provider (``.local``, later Slurm and Kubernetes)."""
+
+from aicloud.adapters.providers.base import (
+    Capability,
+    ComputeProvider,
+    Endpoint,
+    ExecSession,
+    GpuAssignment,
+    LogChunk,
+    ProviderError,
+    SupportsEndpoints,
+    SupportsExec,
+    TemporaryProviderError,
+    UnsupportedWorkload,
+    WorkloadConflict,
+    WorkloadHandle,
+    WorkloadKind,
+    WorkloadNotFound,
+    WorkloadPhase,
+    WorkloadSpec,
+    WorkloadStatus,
+    capabilities,
+)
+
+__all__ = [
+    "Capability",
+    "ComputeProvider",
+    "Endpoint",
+    "ExecSession",
+    "GpuAssignment",
+    "LogChunk",
+    "ProviderError",
+    "SupportsEndpoints",
+    "SupportsExec",
+    "TemporaryProviderError",
+    "UnsupportedWorkload",
+    "WorkloadConflict",
+    "WorkloadHandle",
+    "WorkloadKind",
+    "WorkloadNotFound",
+    "WorkloadPhase",
+    "WorkloadSpec",
+    "WorkloadStatus",
+    "capabilities",
+]

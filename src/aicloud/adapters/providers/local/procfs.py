@@ -1,0 +1,61 @@
+"""Reading /proc to tell whether a recorded process is still the one we started.
+
+A PID alone is not an identity: after the process ends the kernel may hand the number to
+another process. (pid, start time in clock ticks since boot, boot id) is.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    pid: int
+    state: str  # R, S, D, Z (zombie), T...
+    pgid: int
+    sid: int
+    start_ticks: int
+
+    @property
+    def zombie(self) -> bool:
+        return self.state in ("Z", "X")
+
+
+def read_stat(pid: int) -> ProcStat | None:
+    try:
+        raw = (PROC / str(pid) / "stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name (field 2) is in parentheses and may itself contain spaces or ')'.
+    fields = raw[raw.rindex(")") + 2 :].split()
+    # fields[0] is field 3 of proc(5): state, ppid, pgrp, session, ..., starttime is field 22.
+    return ProcStat(pid, fields[0], int(fields[2]), int(fields[3]), int(fields[19]))
+
+
+def boot_id() -> str:
+    return (PROC / "sys" / "kernel" / "random" / "boot_id").read_text().strip()
+
+
+def is_same_process(pid: int, start_ticks: int) -> bool:
+    """The process started as (pid, start_ticks) is alive (zombies count as ended)."""
+    stat = read_stat(pid)
+    return stat is not None and stat.start_ticks == start_ticks and not stat.zombie
+
+
+def group_members(pgid: int, not_before_ticks: int) -> list[int]:
+    """Live processes in process group ``pgid`` that started no earlier than the group's
+    leader did: the leader may be gone while its children live on in the group."""
+    members = []
+    for entry in os.scandir(PROC):
+        if not entry.name.isdigit():
+            continue
+        stat = read_stat(int(entry.name))
+        if (stat is not None and stat.pgid == pgid and not stat.zombie
+                and stat.start_ticks >= not_before_ticks):
+            members.append(stat.pid)
+    return members

@@ -1,0 +1,438 @@
+"""The local provider: each workload is a process group on this host.
+
+Layout of one workload, under ``root/<workload id>/``:
+
+- ``meta.json``   the spec and the allocated port (written by create)
+- ``state.json``  pid, start time (clock ticks since boot) and boot id of the supervisor
+                  that leads the process group (written by start)
+- ``launched.json`` written by the supervisor once the command runs
+- ``exit.json``   how it ended (written by the supervisor, or by stop after a SIGKILL)
+- ``output.log``  stdout and stderr, interleaved
+- ``work/``       the working directory and $HOME
+- ``execs/``      one record per interactive session, so stop can end them too
+
+Everything needed to answer status/logs/stop lives in these files, so a new provider
+instance (after a control-plane restart) re-attaches to running workloads; the recorded start
+time and boot id guard against a recycled PID.
+
+Isolation is soft: CUDA_VISIBLE_DEVICES picks the GPUs and the environment is rebuilt from an
+allow-list (the control plane's secrets never reach a workload), but processes run as the
+control plane's user. Use it for a single trusted host and for development.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aicloud.adapters.providers.base import (
+    SERVING_KINDS,
+    Endpoint,
+    GpuAssignment,
+    LogChunk,
+    ProviderError,
+    UnsupportedWorkload,
+    WorkloadConflict,
+    WorkloadHandle,
+    WorkloadKind,
+    WorkloadNotFound,
+    WorkloadPhase,
+    WorkloadSpec,
+    WorkloadStatus,
+)
+from aicloud.adapters.providers.local import procfs
+from aicloud.adapters.providers.local.terminal import PtySession
+
+HERE = Path(__file__).resolve().parent
+SUPERVISOR = HERE / "supervisor.py"
+APPS = HERE / "apps"
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# Inherited from the control plane's environment; nothing else is (no secrets leak).
+_INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
+_RESERVED_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "PORT", "AICLOUD_WORKLOAD_ID",
+                           "AICLOUD_WORKLOAD_KIND", "HOME"})
+_POLL = 0.05
+_LAUNCH_TIMEOUT = 10.0
+
+
+def _templates() -> dict[WorkloadKind, tuple[str, ...]]:
+    # The venv's own interpreter runs the demos, so they need nothing installed.
+    py = sys.executable
+    return {
+        WorkloadKind.SHELL: (py, "-c", "import signal\nwhile True: signal.pause()"),
+        WorkloadKind.WEB_APP: (py, str(APPS / "web_app.py")),
+        WorkloadKind.API_APP: (py, str(APPS / "api_app.py")),
+    }
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    return data
+
+
+def _spec_to_json(spec: WorkloadSpec) -> dict[str, Any]:
+    data = asdict(spec)
+    data["kind"] = spec.kind.value
+    data["env"] = dict(spec.env)
+    # Round-trip so it compares equal to what was stored (tuples become lists).
+    return json.loads(json.dumps(data))  # type: ignore[no-any-return]
+
+
+def _spec_from_json(data: dict[str, Any]) -> WorkloadSpec:
+    gpus = data["gpus"]
+    return WorkloadSpec(
+        workload_id=data["workload_id"],
+        kind=WorkloadKind(data["kind"]),
+        gpus=GpuAssignment(gpus["count"], gpus["model"],
+                           None if gpus["indices"] is None else tuple(gpus["indices"])),
+        command=None if data["command"] is None else tuple(data["command"]),
+        env=data["env"],
+        image=data["image"],
+    )
+
+
+def _free_port(taken: set[int]) -> int:
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in taken:
+            return int(port)
+    raise ProviderError("no free local port found")
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+class LocalProvider:
+    """Runs workloads as process groups under ``root``. One instance per host."""
+
+    name = "local"
+    supported_kinds = frozenset(WorkloadKind)
+
+    def __init__(self, root: Path | str, *, endpoint_host: str = "127.0.0.1"):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.endpoint_host = endpoint_host
+        # Our own children, reaped when seen so they do not linger as zombies. A re-attached
+        # provider has none and relies on the files alone.
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+
+    # --- files ----------------------------------------------------------------------------
+
+    def _dir(self, handle: WorkloadHandle) -> Path:
+        if handle.provider != self.name:
+            raise WorkloadNotFound(f"handle of provider {handle.provider!r}, not {self.name!r}")
+        if not _ID.match(handle.ref):
+            raise WorkloadNotFound(f"malformed local workload ref {handle.ref!r}")
+        path = self.root / handle.ref
+        if not (path / "meta.json").is_file():
+            raise WorkloadNotFound(f"no local workload {handle.ref!r}")
+        return path
+
+    def _meta(self, path: Path) -> dict[str, Any]:
+        meta = _read_json(path / "meta.json")
+        assert meta is not None  # _dir checked it
+        return meta
+
+    def _handle(self, workload_id: str) -> WorkloadHandle:
+        return WorkloadHandle(self.name, workload_id)
+
+    # --- create / start -------------------------------------------------------------------
+
+    def _validate(self, spec: WorkloadSpec) -> None:
+        if not _ID.match(spec.workload_id):
+            raise UnsupportedWorkload(
+                f"workload id {spec.workload_id!r}: use letters, digits, '_', '-', '.'")
+        if spec.image is not None:
+            raise UnsupportedWorkload("the local provider runs built-in templates, not images")
+        if spec.kind is WorkloadKind.BATCH and not spec.command:
+            raise UnsupportedWorkload("a batch workload needs a command")
+        if spec.gpus.count and spec.gpus.indices is None:
+            raise UnsupportedWorkload(
+                "the local provider needs the GPU indices chosen by placement")
+        reserved = sorted(_RESERVED_ENV & set(spec.env))
+        if reserved:
+            raise UnsupportedWorkload(f"env may not set {', '.join(reserved)}: "
+                                      "the provider sets them")
+
+    def create(self, spec: WorkloadSpec) -> WorkloadHandle:
+        self._validate(spec)
+        path = self.root / spec.workload_id
+        wanted = _spec_to_json(spec)
+        existing = _read_json(path / "meta.json")
+        if existing is not None:
+            if existing["spec"] != wanted:
+                raise WorkloadConflict(
+                    f"workload {spec.workload_id!r} exists with a different spec")
+            return self._handle(spec.workload_id)
+        (path / "work").mkdir(parents=True, exist_ok=True)
+        (path / "execs").mkdir(exist_ok=True)
+        port = _free_port(self._ports_in_use()) if spec.kind in SERVING_KINDS else None
+        _write_json(path / "meta.json", {
+            "spec": wanted, "port": port, "created_at": datetime.now(UTC).isoformat()})
+        return self._handle(spec.workload_id)
+
+    def _ports_in_use(self) -> set[int]:
+        ports = set()
+        for meta_path in self.root.glob("*/meta.json"):
+            with contextlib.suppress(ValueError, OSError):
+                meta = _read_json(meta_path)
+                if meta and meta.get("port") and not (meta_path.parent / "exit.json").exists():
+                    ports.add(int(meta["port"]))
+        return ports
+
+    def _env(self, path: Path, meta: dict[str, Any]) -> dict[str, str]:
+        spec = _spec_from_json(meta["spec"])
+        env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
+        env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+        env.update(spec.env)
+        env.update({
+            "HOME": str(path / "work"),
+            "AICLOUD_WORKLOAD_ID": spec.workload_id,
+            "AICLOUD_WORKLOAD_KIND": spec.kind.value,
+            # Empty hides every GPU from CUDA: a workload without GPUs sees none.
+            "CUDA_VISIBLE_DEVICES": ",".join(map(str, spec.gpus.indices or ())),
+            "PYTHONUNBUFFERED": "1",
+        })
+        if meta.get("port"):
+            env["PORT"] = str(meta["port"])
+        return env
+
+    def start(self, handle: WorkloadHandle) -> WorkloadStatus:
+        path = self._dir(handle)
+        if (path / "state.json").exists() or (path / "exit.json").exists():
+            return self.status(handle)  # already started (or stopped before starting)
+        meta = self._meta(path)
+        spec = _spec_from_json(meta["spec"])
+        argv = spec.command or _templates()[spec.kind]
+        with open(path / "output.log", "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, str(SUPERVISOR), str(path), "--", *argv],
+                cwd=path / "work", env=self._env(path, meta), stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+            )
+        stat = procfs.read_stat(proc.pid)  # our unreaped child: readable even if it ended
+        if stat is None:
+            raise ProviderError(f"workload {handle.ref}: supervisor vanished at start")
+        self._children[handle.ref] = proc
+        _write_json(path / "state.json", {
+            "pid": proc.pid, "start_ticks": stat.start_ticks, "boot_id": procfs.boot_id(),
+            "started_at": datetime.now(UTC).isoformat(),
+        })
+        # Until the supervisor has launched the command it does not handle SIGTERM yet; a
+        # stop right after start would kill it without an exit record. Wait for it.
+        deadline = time.monotonic() + _LAUNCH_TIMEOUT
+        while not ((path / "launched.json").exists() or (path / "exit.json").exists()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        return self.status(handle)
+
+    # --- status ---------------------------------------------------------------------------
+
+    def _reap(self, ref: str) -> None:
+        proc = self._children.get(ref)
+        if proc is not None and proc.poll() is not None:
+            del self._children[ref]
+
+    def _live_members(self, state: dict[str, Any]) -> list[int]:
+        """Processes of the workload's group still alive (empty after a reboot)."""
+        if state.get("boot_id") != procfs.boot_id():
+            return []
+        pid, ticks = int(state["pid"]), int(state["start_ticks"])
+        if procfs.is_same_process(pid, ticks):
+            return [pid]
+        return procfs.group_members(pid, ticks)
+
+    def status(self, handle: WorkloadHandle) -> WorkloadStatus:
+        path = self._dir(handle)
+        self._reap(handle.ref)
+        try:
+            state = _read_json(path / "state.json")
+            ended = _read_json(path / "exit.json")
+        except (ValueError, OSError) as exc:
+            return WorkloadStatus(WorkloadPhase.UNKNOWN, detail=f"unreadable state: {exc}")
+        started_at = _time(state.get("started_at")) if state else None
+        if ended is not None:
+            return WorkloadStatus(WorkloadPhase.EXITED, ended.get("exit_code"),
+                                  ended.get("detail", ""), started_at,
+                                  _time(ended.get("finished_at")))
+        if state is None:
+            return WorkloadStatus(WorkloadPhase.CREATED, detail="not started")
+        try:
+            alive = bool(self._live_members(state))
+        except (OSError, KeyError, ValueError) as exc:
+            return WorkloadStatus(WorkloadPhase.UNKNOWN, detail=f"cannot read /proc: {exc}",
+                                  started_at=started_at)
+        if alive:
+            return WorkloadStatus(WorkloadPhase.RUNNING, started_at=started_at)
+        return WorkloadStatus(WorkloadPhase.EXITED, None,
+                              "ended without recording an exit code (killed, or the host "
+                              "rebooted)", started_at)
+
+    # --- stop / remove --------------------------------------------------------------------
+
+    def stop(self, handle: WorkloadHandle, *, grace_seconds: float) -> WorkloadStatus:
+        path = self._dir(handle)
+        self._end_exec_sessions(path)
+        try:
+            state = _read_json(path / "state.json")
+        except ValueError as exc:
+            raise ProviderError(f"workload {handle.ref}: cannot tell what to stop: {exc}") from exc
+        if state is None:
+            if not (path / "exit.json").exists():
+                _write_json(path / "exit.json", {
+                    "exit_code": None, "signal": None, "detail": "stopped before it started",
+                    "finished_at": datetime.now(UTC).isoformat()})
+            return self.status(handle)
+        pgid = int(state["pid"])
+        if self._live_members(state):
+            self._signal_group(pgid, signal.SIGTERM)
+            if not self._wait_gone(handle, state, grace_seconds):
+                self._signal_group(pgid, signal.SIGKILL)
+                if not self._wait_gone(handle, state, 10.0):
+                    raise ProviderError(f"workload {handle.ref}: survived SIGKILL")
+                if not (path / "exit.json").exists():
+                    _write_json(path / "exit.json", {
+                        "exit_code": 128 + signal.SIGKILL, "signal": "SIGKILL",
+                        "detail": f"killed: still running {grace_seconds:g}s after SIGTERM",
+                        "finished_at": datetime.now(UTC).isoformat()})
+        self._reap(handle.ref)
+        return self.status(handle)
+
+    @staticmethod
+    def _signal_group(pgid: int, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signum)
+
+    def _wait_gone(self, handle: WorkloadHandle, state: dict[str, Any], seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while True:
+            self._reap(handle.ref)
+            if not self._live_members(state):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_POLL)
+
+    def remove(self, handle: WorkloadHandle) -> None:
+        try:
+            path = self._dir(handle)
+        except WorkloadNotFound:
+            return
+        if self.status(handle).active:
+            raise WorkloadConflict(f"workload {handle.ref} is running; stop it first")
+        self._children.pop(handle.ref, None)
+        shutil.rmtree(path)
+
+    def list_workloads(self) -> list[WorkloadHandle]:
+        return [self._handle(p.parent.name) for p in sorted(self.root.glob("*/meta.json"))]
+
+    # --- logs -----------------------------------------------------------------------------
+
+    def logs(self, handle: WorkloadHandle, *, offset: int = 0, limit: int = 65536,
+             tail_lines: int | None = None) -> LogChunk:
+        path = self._dir(handle)
+        if offset < 0 or limit <= 0:
+            raise ValueError("offset must be >= 0 and limit > 0")
+        ended = (path / "exit.json").exists()
+        try:
+            f = open(path / "output.log", "rb")  # noqa: SIM115 (closed below)
+        except FileNotFoundError:
+            return LogChunk(b"", 0, 0, complete=ended)
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            if tail_lines is not None:
+                offset = self._tail_start(f, size, tail_lines, limit)
+            offset = min(offset, size)
+            f.seek(offset)
+            data = f.read(min(limit, size - offset))
+        next_offset = offset + len(data)
+        return LogChunk(data, offset, next_offset, complete=ended and next_offset >= size)
+
+    @staticmethod
+    def _tail_start(f: Any, size: int, lines: int, limit: int) -> int:
+        """Offset where the last ``lines`` lines begin (reading back at most ``limit``)."""
+        if lines <= 0:
+            return size
+        start = max(0, size - limit)
+        f.seek(start)
+        window = f.read(size - start)
+        # A final line without its newline still counts as a line.
+        end = len(window) - 1 if window.endswith(b"\n") else len(window)
+        cut = end
+        for _ in range(lines):
+            cut = window.rfind(b"\n", 0, cut)
+            if cut < 0:
+                return start
+        return start + cut + 1
+
+    # --- capabilities ---------------------------------------------------------------------
+
+    def endpoint(self, handle: WorkloadHandle) -> Endpoint:
+        meta = self._meta(self._dir(handle))
+        if not meta.get("port"):
+            kind = meta["spec"]["kind"]
+            raise UnsupportedWorkload(f"a {kind} workload serves no endpoint")
+        return Endpoint(self.endpoint_host, int(meta["port"]))
+
+    def exec(self, handle: WorkloadHandle, command: Sequence[str] | None = None, *,
+             cols: int = 80, rows: int = 24) -> PtySession:
+        path = self._dir(handle)
+        current = self.status(handle)
+        if current.phase is not WorkloadPhase.RUNNING:
+            raise WorkloadConflict(
+                f"workload {handle.ref} is {current.phase.value}; exec needs it running")
+        env = self._env(path, self._meta(path))
+        env["TERM"] = "xterm-256color"
+        argv = list(command) if command else [
+            "/bin/bash" if Path("/bin/bash").exists() else "/bin/sh", "-i"]
+        execs = path / "execs"
+
+        def forget(pid: int) -> None:
+            (execs / f"{pid}.json").unlink(missing_ok=True)
+
+        session = PtySession(argv, cwd=path / "work", env=env, cols=cols, rows=rows,
+                             on_close=forget)
+        stat = procfs.read_stat(session.pid)
+        if stat is not None:
+            _write_json(execs / f"{session.pid}.json",
+                        {"pid": session.pid, "start_ticks": stat.start_ticks})
+        return session
+
+    def _end_exec_sessions(self, path: Path) -> None:
+        """Hang up interactive sessions (each leads its own session, outside the group)."""
+        for record in (path / "execs").glob("*.json"):
+            with contextlib.suppress(ValueError, OSError, KeyError):
+                data = _read_json(record) or {}
+                pid, ticks = int(data["pid"]), int(data["start_ticks"])
+                if procfs.is_same_process(pid, ticks):
+                    for signum in (signal.SIGHUP, signal.SIGKILL):
+                        self._signal_group(pid, signum)
+            record.unlink(missing_ok=True)
