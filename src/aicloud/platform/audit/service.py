@@ -31,6 +31,10 @@ _PENDING = "aicloud.audit.pending"
 HEAD_ID = 1
 
 
+class AuditChainBroken(RuntimeError):
+    """The chain cannot be appended to safely; an operator must look at it."""
+
+
 @dataclass(frozen=True)
 class Actor:
     """Who caused a change, as the audit log records it."""
@@ -115,6 +119,10 @@ def record(
         changes=canonical_json(dict(changes or {})),
         details=canonical_json(dict(details or {})),
     )
+    if not session.in_transaction():
+        # Tie the event to a transaction now, so a rollback before the first query still
+        # drops it (autobegin would only start one at the first statement).
+        session.begin()
     txn = session.get_nested_transaction() or session.get_transaction()
     session.info.setdefault(_PENDING, []).append(_Pending(model, txn))
     return model
@@ -146,7 +154,7 @@ def _seal(session: Session) -> None:
     pending: list[_Pending] = session.info.pop(_PENDING, [])
     if not pending:
         return
-    head = _lock_head(session)
+    head = lock_head(session)
     seq, prev = head.seq, head.hash
     for p in pending:
         seq += 1
@@ -160,11 +168,22 @@ def _seal(session: Session) -> None:
     session.flush()
 
 
-def _lock_head(session: Session) -> AuditChainHeadModel:
-    stmt = select(AuditChainHeadModel).where(AuditChainHeadModel.id == HEAD_ID).with_for_update()
+def lock_head(session: Session) -> AuditChainHeadModel:
+    """The chain head row, locked until the transaction ends (appenders queue here)."""
+    # populate_existing: sessions keep objects across commits (expire_on_commit=False), so a
+    # head loaded by an earlier transaction of this session would otherwise be returned with
+    # its stale seq and hash, and the next event would fork the chain.
+    stmt = (select(AuditChainHeadModel).where(AuditChainHeadModel.id == HEAD_ID)
+            .with_for_update().execution_options(populate_existing=True))
     head = session.execute(stmt).scalar_one_or_none()
     if head is None:
-        # The migration seeds the row; recreate it if it was removed, without racing others.
+        # The migration seeds the row. Without it and without events (an emptied database)
+        # it is recreated at genesis. With events it was removed by hand: appending would
+        # restart at seq 1, so refuse (fail closed) rather than guess where the chain ends.
+        if session.execute(select(AuditEventModel.seq).limit(1)).first() is not None:
+            raise AuditChainBroken(
+                "the audit chain head row is missing while events exist; nothing can be "
+                "audited until it is restored (run `aicloud audit verify`)")
         dialect = session.get_bind().dialect.name
         insert = pg_insert if dialect == "postgresql" else sqlite_insert
         session.execute(
@@ -178,7 +197,7 @@ def _lock_head(session: Session) -> AuditChainHeadModel:
 
 def event_fields(m: AuditEventModel) -> dict[str, Any]:
     return {
-        "seq": m.seq, "occurred_at": m.occurred_at, "actor_id": m.actor_id,
+        "id": m.id, "seq": m.seq, "occurred_at": m.occurred_at, "actor_id": m.actor_id,
         "actor_kind": m.actor_kind, "api_key_id": m.api_key_id, "ip": m.ip,
         "user_agent": m.user_agent, "request_id": m.request_id, "action": m.action,
         "target_type": m.target_type, "target_id": m.target_id, "scope_path": m.scope_path,
