@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from aicloud.cli.common import ProfileOption, context_or_exit
@@ -43,9 +44,9 @@ def _signing_key(ctx: AppContext) -> audit.SigningKey:
     return key
 
 
-def _trusted(ctx: AppContext) -> dict[str, object]:
+def _trusted(ctx: AppContext) -> dict[str, Ed25519PublicKey]:
     try:
-        return audit.trusted_public_keys(ctx.settings)  # type: ignore[return-value]
+        return audit.trusted_public_keys(ctx.settings)
     except ConfigError as exc:
         raise fail(str(exc), 2) from None
 
@@ -84,7 +85,7 @@ def verify(
             progress.update(task, completed=done, total=total)
 
     try:
-        result = audit.verify_chain(ctx.db, trusted, batch_size=batch_size,  # type: ignore[arg-type]
+        result = audit.verify_chain(ctx.db, trusted, batch_size=batch_size,
                                     on_progress=on_progress)
     finally:
         if started:
