@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import event, select
+from sqlalchemy import Table, event, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, SessionTransaction
@@ -29,6 +29,8 @@ ACTOR_KINDS = ("user", "service_account", "system", "anonymous")
 SECRET_MASK = "********"
 _PENDING = "aicloud.audit.pending"
 HEAD_ID = 1
+EVENTS: Table = AuditEventModel.__table__  # type: ignore[assignment]
+HEAD: Table = AuditChainHeadModel.__table__  # type: ignore[assignment]
 
 
 class AuditChainBroken(RuntimeError):
@@ -154,8 +156,10 @@ def _seal(session: Session) -> None:
     pending: list[_Pending] = session.info.pop(_PENDING, [])
     if not pending:
         return
-    head = lock_head(session)
-    seq, prev = head.seq, head.hash
+    # Write the change itself first, so the head lock is held only while the events go in.
+    session.flush()
+    seq, prev = lock_head(session)
+    rows = []
     for p in pending:
         seq += 1
         m = p.model
@@ -163,36 +167,40 @@ def _seal(session: Session) -> None:
         m.prev_hash = prev
         m.hash = event_hash(prev, event_fields(m))
         prev = m.hash
-        session.add(m)
-    head.seq, head.hash = seq, prev
-    session.flush()
+        rows.append({**event_fields(m), "prev_hash": m.prev_hash, "hash": m.hash})
+    # Core statements, not the unit of work: every appender in the deployment queues behind
+    # this lock, so the time it is held is the audit log's throughput limit.
+    session.execute(insert(EVENTS), rows)
+    session.execute(update(HEAD).where(HEAD.c.id == HEAD_ID).values(seq=seq, hash=prev))
 
 
-def lock_head(session: Session) -> AuditChainHeadModel:
-    """The chain head row, locked until the transaction ends (appenders queue here)."""
-    # populate_existing: sessions keep objects across commits (expire_on_commit=False), so a
-    # head loaded by an earlier transaction of this session would otherwise be returned with
-    # its stale seq and hash, and the next event would fork the chain.
-    stmt = (select(AuditChainHeadModel).where(AuditChainHeadModel.id == HEAD_ID)
-            .with_for_update().execution_options(populate_existing=True))
-    head = session.execute(stmt).scalar_one_or_none()
+class ChainHead(NamedTuple):
+    seq: int
+    hash: str
+
+
+def lock_head(session: Session) -> ChainHead:
+    """The chain head, locked until the transaction ends (appenders queue here)."""
+    # Plain columns, never the ORM object: a session keeps loaded objects across commits
+    # (expire_on_commit=False), and a stale head object would fork the chain.
+    stmt = select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == HEAD_ID).with_for_update()
+    head = session.execute(stmt).first()
     if head is None:
         # The migration seeds the row. Without it and without events (an emptied database)
         # it is recreated at genesis. With events it was removed by hand: appending would
         # restart at seq 1, so refuse (fail closed) rather than guess where the chain ends.
-        if session.execute(select(AuditEventModel.seq).limit(1)).first() is not None:
+        if session.execute(select(EVENTS.c.seq).limit(1)).first() is not None:
             raise AuditChainBroken(
                 "the audit chain head row is missing while events exist; nothing can be "
                 "audited until it is restored (run `aicloud audit verify`)")
         dialect = session.get_bind().dialect.name
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        upsert = pg_insert if dialect == "postgresql" else sqlite_insert
         session.execute(
-            insert(AuditChainHeadModel)
-            .values(id=HEAD_ID, seq=0, hash=GENESIS_HASH)
+            upsert(HEAD).values(id=HEAD_ID, seq=0, hash=GENESIS_HASH)
             .on_conflict_do_nothing(index_elements=["id"])
         )
-        head = session.execute(stmt).scalar_one()
-    return head
+        head = session.execute(stmt).one()
+    return ChainHead(head.seq, head.hash)
 
 
 def event_fields(m: AuditEventModel) -> dict[str, Any]:
