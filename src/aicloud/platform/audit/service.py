@@ -165,9 +165,10 @@ def _seal(session: Session) -> None:
         m = p.model
         m.seq = seq
         m.prev_hash = prev
-        m.hash = event_hash(prev, event_fields(m))
+        fields = event_fields(m)
+        m.hash = event_hash(prev, fields)
         prev = m.hash
-        rows.append({**event_fields(m), "prev_hash": m.prev_hash, "hash": m.hash})
+        rows.append({**fields, "prev_hash": m.prev_hash, "hash": m.hash})
     # Core statements, not the unit of work: every appender in the deployment queues behind
     # this lock, so the time it is held is the audit log's throughput limit.
     session.execute(insert(EVENTS), rows)
@@ -186,19 +187,21 @@ def lock_head(session: Session) -> ChainHead:
     stmt = select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == HEAD_ID).with_for_update()
     head = session.execute(stmt).first()
     if head is None:
-        # The migration seeds the row. Without it and without events (an emptied database)
-        # it is recreated at genesis. With events it was removed by hand: appending would
-        # restart at seq 1, so refuse (fail closed) rather than guess where the chain ends.
-        if session.execute(select(EVENTS.c.seq).limit(1)).first() is not None:
+        # The migration seeds the row; an emptied database (tests, a restore) has none. Create
+        # it at genesis, racing other appenders safely: the insert waits for a concurrent
+        # creator and then does nothing. If this transaction did create it while events
+        # exist, the row was removed by hand: appending would restart at seq 1, so refuse
+        # (fail closed) rather than guess where the chain ends.
+        dialect = session.get_bind().dialect.name
+        upsert = pg_insert if dialect == "postgresql" else sqlite_insert
+        created = session.execute(
+            upsert(HEAD).values(id=HEAD_ID, seq=0, hash=GENESIS_HASH)
+            .on_conflict_do_nothing(index_elements=["id"]).returning(HEAD.c.id)
+        ).first()
+        if created is not None and session.execute(select(EVENTS.c.seq).limit(1)).first():
             raise AuditChainBroken(
                 "the audit chain head row is missing while events exist; nothing can be "
                 "audited until it is restored (run `aicloud audit verify`)")
-        dialect = session.get_bind().dialect.name
-        upsert = pg_insert if dialect == "postgresql" else sqlite_insert
-        session.execute(
-            upsert(HEAD).values(id=HEAD_ID, seq=0, hash=GENESIS_HASH)
-            .on_conflict_do_nothing(index_elements=["id"])
-        )
         head = session.execute(stmt).one()
     return ChainHead(head.seq, head.hash)
 
