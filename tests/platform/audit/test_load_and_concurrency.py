@@ -110,9 +110,12 @@ def test_parallel_checkpoints_and_writers_agree(db: Database) -> None:
 
     def checkpointer() -> None:
         try:
-            while not stop.is_set():
+            while True:
+                last = stop.is_set()  # one more checkpoint after the writers are done
                 with db.transaction() as s:
                     audit.create_checkpoint(s, KEY)
+                if last:
+                    return
         except BaseException as exc:
             errors.append(exc)
 

@@ -95,7 +95,10 @@ def record(
     details: Mapping[str, Any] | None = None,
     occurred_at: datetime | None = None,
 ) -> AuditEventModel:
-    """Queue an audit event; it is sealed into the chain when the transaction commits."""
+    """Queue an audit event; it is sealed into the chain when the transaction commits.
+
+    The returned object carries the event's id now and its seq and hash after the commit; it
+    is inserted with a Core statement and never attached to the session."""
     if outcome not in OUTCOMES:
         raise ValueError(f"outcome must be one of {OUTCOMES}")
     if actor.kind not in ACTOR_KINDS:
