@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from aicloud.shared.config import PROFILES, ConfigError, load_settings, mask_url_password
@@ -7,6 +9,7 @@ from aicloud.shared.config import PROFILES, ConfigError, load_settings, mask_url
 PROD_ENV = {
     "AICLOUD_DATABASE_URL": "postgresql://aicloud:s3cret@db.internal:5432/aicloud",
     "AICLOUD_SECRET_KEY": "x" * 48,
+    "AICLOUD_AUDIT_SIGNING_KEY": base64.b64encode(bytes(range(32))).decode(),
 }
 
 
@@ -32,8 +35,10 @@ def test_strict_profiles_refuse_unsafe_config_listing_every_problem(
     with pytest.raises(ConfigError) as info:
         settings.validate_for_start()
     text = str(info.value)
-    assert len(info.value.problems) == 3 + 1  # sqlite, secret, bootstrap admin, cookies
-    for needle in ("SQLite", "secret_key", "bootstrap_admin_enabled", "cookie_secure"):
+    # sqlite, secret, bootstrap admin, cookies, audit signing key
+    assert len(info.value.problems) == 3 + 1 + 1
+    for needle in ("SQLite", "secret_key", "bootstrap_admin_enabled", "cookie_secure",
+                   "audit_signing_key"):
         assert needle in text
 
 
@@ -68,10 +73,29 @@ def test_masked_config_hides_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(k, v)
     data = load_settings("prod").masked()
     assert data["secret_key"] == "********"
+    assert data["audit_signing_key"] == "********"
     assert "s3cret" not in str(data)
+    assert PROD_ENV["AICLOUD_AUDIT_SIGNING_KEY"] not in str(data)
     assert data["database_url"] == "postgresql://aicloud:********@db.internal:5432/aicloud"
 
 
 def test_mask_url_password_leaves_passwordless_urls() -> None:
     assert mask_url_password("sqlite:///var/a.db") == "sqlite:///var/a.db"
     assert mask_url_password("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("not base64!", "not valid base64"),
+    (base64.b64encode(b"short").decode(), "expected 32 bytes"),
+])
+def test_a_malformed_audit_signing_key_is_a_clear_error(
+    value: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AICLOUD_AUDIT_SIGNING_KEY", value)
+    with pytest.raises(ValueError, match=message):
+        load_settings("dev")
+
+
+def test_an_empty_audit_signing_key_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AICLOUD_AUDIT_SIGNING_KEY", "")
+    assert load_settings("dev").audit_signing_key is None

@@ -13,6 +13,7 @@ import typer
 from aicloud import __version__
 from aicloud.cli import admin, arch, auth, config_cmd, db, serve
 from aicloud.cli import inventory as inventory_cmd
+from aicloud.cli import audit as audit_cmd
 
 app = typer.Typer(
     name="aicloud",
@@ -44,6 +45,7 @@ app.add_typer(admin.app, name="admin", rich_help_panel="Operator")
 app.add_typer(config_cmd.app, name="config", rich_help_panel="Operator")
 app.add_typer(arch.app, name="arch", rich_help_panel="Operator")
 app.add_typer(inventory_cmd.app, name="inventory", rich_help_panel="Operator")
+app.add_typer(audit_cmd.app, name="audit", rich_help_panel="Operator")
 app.command(rich_help_panel="Tenant (via the API)")(auth.login)
 app.command(rich_help_panel="Tenant (via the API)")(auth.logout)
 app.command(rich_help_panel="Tenant (via the API)")(auth.whoami)

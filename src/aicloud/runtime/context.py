@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from aicloud.platform import audit
 from aicloud.shared import idempotency
 from aicloud.shared.clock import Clock, SystemClock
 from aicloud.shared.config import Settings
@@ -20,6 +21,18 @@ class AppContext:
     settings: Settings
     db: Database
     clock: Clock = field(default_factory=SystemClock)
+    _audit_key: audit.SigningKey | None = field(default=None, init=False, repr=False)
+
+    @property
+    def audit_signing_key(self) -> audit.SigningKey:
+        """Loaded once per process (a derived development key is announced once)."""
+        if self._audit_key is None:
+            self._audit_key = audit.signing_key(self.settings)
+            if self._audit_key.derived:
+                log.warning("audit_signing_key is not set: audit checkpoints are signed with a "
+                            "development key derived from secret_key (profile %s)",
+                            self.settings.profile)
+        return self._audit_key
 
     def controllers(self) -> list[Controller]:
         """The background controllers of this deployment."""
@@ -29,7 +42,21 @@ class AppContext:
                 interval_seconds=max(60.0, self.settings.controller_interval_seconds),
                 run_once=self._purge_idempotency_keys,
             ),
+            Controller(
+                name="audit-checkpoint",
+                interval_seconds=self.settings.audit_checkpoint_interval_seconds,
+                run_once=self.audit_checkpoint,
+            ),
         ]
+
+    def audit_checkpoint(self) -> audit.Checkpoint | None:
+        """Sign the audit chain head if it moved since the last checkpoint."""
+        with self.db.transaction() as session:
+            cp = audit.create_checkpoint(session, self.audit_signing_key, now=self.clock.now(),
+                                         only_if_advanced=True)
+        if cp:
+            log.info("signed audit checkpoint %s at seq %d", cp.id, cp.seq)
+        return cp
 
     def _purge_idempotency_keys(self) -> int:
         with self.db.transaction() as session:

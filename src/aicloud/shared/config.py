@@ -8,13 +8,15 @@ defaults.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -97,6 +99,30 @@ class Settings(BaseSettings):
     required_evidence: list[str] = Field(default_factory=list)
     providers: ProvidersConfig = Field(default_factory=ProvidersConfig)
 
+    # Ed25519 key that signs audit checkpoints: base64 of the 32-byte raw private key. Without
+    # one, non-strict profiles derive a development key from secret_key (and say so).
+    audit_signing_key: SecretStr | None = None
+    # Public keys (base64, 32 bytes raw) of earlier signing keys, so checkpoints signed before
+    # a key rotation still verify.
+    audit_trusted_public_keys: list[str] = Field(default_factory=list)
+    audit_checkpoint_interval_seconds: float = Field(default=300.0, gt=0)
+
+    @field_validator("audit_signing_key")
+    @classmethod
+    def _check_signing_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value() == "":
+            return None  # an empty environment variable means "not set"
+        if value is not None:
+            _raw_key(value.get_secret_value(), "audit_signing_key")
+        return value
+
+    @field_validator("audit_trusted_public_keys")
+    @classmethod
+    def _check_public_keys(cls, value: list[str]) -> list[str]:
+        for key in value:
+            _raw_key(key, "audit_trusted_public_keys")
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -133,6 +159,11 @@ class Settings(BaseSettings):
             problems.append("cookie_secure is false; session cookies would travel without TLS")
         if not self.tls_required:
             problems.append("tls_required is false")
+        if self.audit_signing_key is None:
+            problems.append(
+                "audit_signing_key is not set; strict profiles sign audit checkpoints with "
+                "their own Ed25519 key: set AICLOUD_AUDIT_SIGNING_KEY (base64 of a raw "
+                "32-byte key, e.g. from `aicloud audit generate-key`)")
         return problems
 
     def validate_for_start(self) -> None:
@@ -146,6 +177,7 @@ class Settings(BaseSettings):
         """The effective configuration with secrets masked, for display."""
         data = self.model_dump(mode="json")
         data["secret_key"] = "********" if self.secret_key.get_secret_value() else ""
+        data["audit_signing_key"] = "********" if self.audit_signing_key else None
         data["database_url"] = mask_url_password(self.database_url)
         return data
 
@@ -156,6 +188,17 @@ class Settings(BaseSettings):
             rest = self.database_url[len(prefix) :]
             return None if rest in ("", ":memory:") else Path(rest)
         return None
+
+
+def _raw_key(value: str, name: str) -> bytes:
+    """Decode a base64 Ed25519 key (32 raw bytes) or raise a message naming the setting."""
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{name}: not valid base64") from None
+    if len(raw) != 32:
+        raise ValueError(f"{name}: expected 32 bytes (a raw Ed25519 key), got {len(raw)}")
+    return raw
 
 
 def mask_url_password(url: str) -> str:

@@ -1,9 +1,51 @@
 """Audit: a hash-chained, append-only record of every state change.
 
-Public surface: ``record()`` in the transaction of the change, ``Actor`` for who did it,
-``diff()`` to build the old → new changes of a change.
+Public surface:
+- ``record()`` in the transaction of the change, ``Actor`` for who did it, ``diff()`` to build
+  the old → new changes of a change;
+- ``list_events()`` / ``iter_jsonl()`` to read the log, confined to ``allowed_scopes``;
+- ``create_checkpoint()`` with ``signing_key(settings)``; ``verify_chain()`` with
+  ``trusted_public_keys(settings)``.
 """
 
-from aicloud.platform.audit.service import Actor, diff, record
+from aicloud.platform.audit.checkpoints import Checkpoint, create_checkpoint, latest_checkpoint
+from aicloud.platform.audit.query import (
+    EventFilter,
+    iter_events,
+    iter_jsonl,
+    list_events,
+    to_json_line,
+)
+from aicloud.platform.audit.schemas import AuditEvent
+from aicloud.platform.audit.service import Actor, AuditChainBroken, diff, record
+from aicloud.platform.audit.signing import (
+    SigningKey,
+    generate_key_b64,
+    signing_key,
+    trusted_public_keys,
+)
+from aicloud.platform.audit.verify import BREAK_KINDS, Break, VerifyResult, verify_chain
 
-__all__ = ["Actor", "diff", "record"]
+__all__ = [
+    "BREAK_KINDS",
+    "Actor",
+    "AuditChainBroken",
+    "AuditEvent",
+    "Break",
+    "Checkpoint",
+    "EventFilter",
+    "SigningKey",
+    "VerifyResult",
+    "create_checkpoint",
+    "diff",
+    "generate_key_b64",
+    "iter_events",
+    "iter_jsonl",
+    "latest_checkpoint",
+    "list_events",
+    "record",
+    "signing_key",
+    "to_json_line",
+    "trusted_public_keys",
+    "verify_chain",
+]

@@ -43,3 +43,20 @@ class AuditChainHeadModel(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpointModel(Base):
+    """A signed statement "the chain had ``event_count`` events ending in ``head_hash`` at
+    ``seq``". Events cannot be removed or rewritten below a checkpoint without it showing,
+    even by someone who recomputes every hash, because only the key holder can sign."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, index=True)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    event_count: Mapped[int] = mapped_column(BigInteger)
+    signed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # "ed25519:" + the first 32 hex digits of SHA-256 of the raw public key.
+    key_id: Mapped[str] = mapped_column(String(80))
+    signature: Mapped[str] = mapped_column(String(128))  # base64 Ed25519 signature

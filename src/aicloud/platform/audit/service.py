@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import event, select
+from sqlalchemy import Table, event, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, SessionTransaction
@@ -29,6 +29,12 @@ ACTOR_KINDS = ("user", "service_account", "system", "anonymous")
 SECRET_MASK = "********"
 _PENDING = "aicloud.audit.pending"
 HEAD_ID = 1
+EVENTS: Table = AuditEventModel.__table__  # type: ignore[assignment]
+HEAD: Table = AuditChainHeadModel.__table__  # type: ignore[assignment]
+
+
+class AuditChainBroken(RuntimeError):
+    """The chain cannot be appended to safely; an operator must look at it."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,10 @@ def record(
     details: Mapping[str, Any] | None = None,
     occurred_at: datetime | None = None,
 ) -> AuditEventModel:
-    """Queue an audit event; it is sealed into the chain when the transaction commits."""
+    """Queue an audit event; it is sealed into the chain when the transaction commits.
+
+    The returned object carries the event's id now and its seq and hash after the commit; it
+    is inserted with a Core statement and never attached to the session."""
     if outcome not in OUTCOMES:
         raise ValueError(f"outcome must be one of {OUTCOMES}")
     if actor.kind not in ACTOR_KINDS:
@@ -115,6 +124,10 @@ def record(
         changes=canonical_json(dict(changes or {})),
         details=canonical_json(dict(details or {})),
     )
+    if not session.in_transaction():
+        # Tie the event to a transaction now, so a rollback before the first query still
+        # drops it (autobegin would only start one at the first statement).
+        session.begin()
     txn = session.get_nested_transaction() or session.get_transaction()
     session.info.setdefault(_PENDING, []).append(_Pending(model, txn))
     return model
@@ -146,39 +159,59 @@ def _seal(session: Session) -> None:
     pending: list[_Pending] = session.info.pop(_PENDING, [])
     if not pending:
         return
-    head = _lock_head(session)
-    seq, prev = head.seq, head.hash
+    # Write the change itself first, so the head lock is held only while the events go in.
+    session.flush()
+    seq, prev = lock_head(session)
+    rows = []
     for p in pending:
         seq += 1
         m = p.model
         m.seq = seq
         m.prev_hash = prev
-        m.hash = event_hash(prev, event_fields(m))
+        fields = event_fields(m)
+        m.hash = event_hash(prev, fields)
         prev = m.hash
-        session.add(m)
-    head.seq, head.hash = seq, prev
-    session.flush()
+        rows.append({**fields, "prev_hash": m.prev_hash, "hash": m.hash})
+    # Core statements, not the unit of work: every appender in the deployment queues behind
+    # this lock, so the time it is held is the audit log's throughput limit.
+    session.execute(insert(EVENTS), rows)
+    session.execute(update(HEAD).where(HEAD.c.id == HEAD_ID).values(seq=seq, hash=prev))
 
 
-def _lock_head(session: Session) -> AuditChainHeadModel:
-    stmt = select(AuditChainHeadModel).where(AuditChainHeadModel.id == HEAD_ID).with_for_update()
-    head = session.execute(stmt).scalar_one_or_none()
+class ChainHead(NamedTuple):
+    seq: int
+    hash: str
+
+
+def lock_head(session: Session) -> ChainHead:
+    """The chain head, locked until the transaction ends (appenders queue here)."""
+    # Plain columns, never the ORM object: a session keeps loaded objects across commits
+    # (expire_on_commit=False), and a stale head object would fork the chain.
+    stmt = select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == HEAD_ID).with_for_update()
+    head = session.execute(stmt).first()
     if head is None:
-        # The migration seeds the row; recreate it if it was removed, without racing others.
+        # The migration seeds the row; an emptied database (tests, a restore) has none. Create
+        # it at genesis, racing other appenders safely: the insert waits for a concurrent
+        # creator and then does nothing. If this transaction did create it while events
+        # exist, the row was removed by hand: appending would restart at seq 1, so refuse
+        # (fail closed) rather than guess where the chain ends.
         dialect = session.get_bind().dialect.name
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        session.execute(
-            insert(AuditChainHeadModel)
-            .values(id=HEAD_ID, seq=0, hash=GENESIS_HASH)
-            .on_conflict_do_nothing(index_elements=["id"])
-        )
-        head = session.execute(stmt).scalar_one()
-    return head
+        upsert = pg_insert if dialect == "postgresql" else sqlite_insert
+        created = session.execute(
+            upsert(HEAD).values(id=HEAD_ID, seq=0, hash=GENESIS_HASH)
+            .on_conflict_do_nothing(index_elements=["id"]).returning(HEAD.c.id)
+        ).first()
+        if created is not None and session.execute(select(EVENTS.c.seq).limit(1)).first():
+            raise AuditChainBroken(
+                "the audit chain head row is missing while events exist; nothing can be "
+                "audited until it is restored (run `aicloud audit verify`)")
+        head = session.execute(stmt).one()
+    return ChainHead(head.seq, head.hash)
 
 
 def event_fields(m: AuditEventModel) -> dict[str, Any]:
     return {
-        "seq": m.seq, "occurred_at": m.occurred_at, "actor_id": m.actor_id,
+        "id": m.id, "seq": m.seq, "occurred_at": m.occurred_at, "actor_id": m.actor_id,
         "actor_kind": m.actor_kind, "api_key_id": m.api_key_id, "ip": m.ip,
         "user_agent": m.user_agent, "request_id": m.request_id, "action": m.action,
         "target_type": m.target_type, "target_id": m.target_id, "scope_path": m.scope_path,

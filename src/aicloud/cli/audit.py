@@ -1,0 +1,177 @@
+"""``aicloud audit``: verify the audit chain, sign checkpoints, export (acts on the database
+directly, so it works with the API down)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from aicloud.cli.common import ProfileOption, context_or_exit
+from aicloud.cli.output import OutputFormat, OutputOption, console, emit, err_console, fail
+from aicloud.platform import audit
+from aicloud.runtime import AppContext
+from aicloud.shared.config import ConfigError
+from aicloud.shared.db import migrate
+from aicloud.shared.errors import ValidationFailed
+
+app = typer.Typer(help="The hash-chained audit log: verify, checkpoint, export.",
+                  no_args_is_help=True)
+
+# Below this many events a progress bar would only flicker.
+PROGRESS_THRESHOLD = 20_000
+
+
+def _migrated_context(profile: str | None) -> AppContext:
+    ctx = context_or_exit(profile)
+    if not migrate.is_up_to_date(ctx.db):
+        raise fail("the database schema is not at head; run `aicloud db upgrade` first", 2)
+    return ctx
+
+
+def _signing_key(ctx: AppContext) -> audit.SigningKey:
+    try:
+        key = audit.signing_key(ctx.settings)
+    except ConfigError as exc:
+        raise fail(str(exc), 2) from None
+    if key.derived:
+        err_console.print("[yellow]note:[/yellow] audit_signing_key is not set; using the "
+                          "development key derived from secret_key")
+    return key
+
+
+def _trusted(ctx: AppContext) -> dict[str, Ed25519PublicKey]:
+    try:
+        return audit.trusted_public_keys(ctx.settings)
+    except ConfigError as exc:
+        raise fail(str(exc), 2) from None
+
+
+def _time(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise fail(f"{name}: not an ISO 8601 time (e.g. 2026-11-23T10:00:00Z)", 2) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@app.command()
+def verify(
+    profile: ProfileOption = None,
+    output: OutputOption = OutputFormat.table,
+    batch_size: Annotated[int, typer.Option(min=100, help="Events read per query.")] = 5000,
+) -> None:
+    """Recompute the whole chain, the head and every checkpoint; exit 1 at the first broken
+    link, naming it."""
+    ctx = _migrated_context(profile)
+    trusted = _trusted(ctx)
+    progress = Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=err_console, transient=True)
+    task = progress.add_task("verify", total=None)
+    started = False
+
+    def on_progress(done: int, total: int) -> None:
+        nonlocal started
+        if output == OutputFormat.table and total >= PROGRESS_THRESHOLD:
+            if not started:
+                progress.start()
+                started = True
+            progress.update(task, completed=done, total=total)
+
+    try:
+        result = audit.verify_chain(ctx.db, trusted, batch_size=batch_size,
+                                    on_progress=on_progress)
+    finally:
+        if started:
+            progress.stop()
+    if output == OutputFormat.json:
+        emit(result.to_dict(), output)
+    elif result.ok:
+        console.print(f"[green]ok[/green]: {result.events_checked} event(s) chain to "
+                      f"{result.last_hash[:16]}…, head row consistent, "
+                      f"{result.checkpoints_checked} checkpoint(s) verified")
+    else:
+        brk = result.first_break
+        assert brk is not None
+        console.print(f"[red]BROKEN[/red] after {result.events_checked} good event(s): "
+                      f"first broken link at seq {brk.seq if brk.seq is not None else '-'} "
+                      f"(event {brk.event_id or '-'}), kind [bold]{brk.kind}[/bold]")
+        console.print(f"  {brk.message}")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def checkpoint(profile: ProfileOption = None, output: OutputOption = OutputFormat.table) -> None:
+    """Sign a checkpoint of the current chain head now."""
+    ctx = _migrated_context(profile)
+    key = _signing_key(ctx)
+    try:
+        with ctx.db.transaction() as session:
+            cp = audit.create_checkpoint(session, key, now=ctx.clock.now())
+    except audit.AuditChainBroken as exc:
+        raise fail(str(exc)) from None
+    if cp is None:
+        raise fail("the audit chain is empty; there is nothing to sign yet")
+    emit(cp.to_dict(), output)
+
+
+@app.command("public-key")
+def public_key(profile: ProfileOption = None, output: OutputOption = OutputFormat.table) -> None:
+    """Print the key that verifies checkpoints, for third parties to check them."""
+    ctx = context_or_exit(profile)
+    key = _signing_key(ctx)
+    emit({"key_id": key.key_id, "algorithm": "Ed25519", "public_key": key.public_key_b64,
+          "derived_development_key": key.derived,
+          "trusted_earlier_keys": list(ctx.settings.audit_trusted_public_keys)}, output)
+
+
+@app.command("generate-key")
+def generate_key(output: OutputOption = OutputFormat.table) -> None:
+    """Generate a new signing key to put in AICLOUD_AUDIT_SIGNING_KEY (printed once)."""
+    private_b64 = audit.generate_key_b64()
+    key = audit.SigningKey.from_b64(private_b64)
+    emit({"audit_signing_key": private_b64, "key_id": key.key_id,
+          "public_key": key.public_key_b64}, output)
+
+
+@app.command()
+def export(
+    output_file: Annotated[Path, typer.Option("--output-file", "-f", help=(
+        "JSON Lines file to write ('-' for standard output)."))],
+    since: Annotated[str | None, typer.Option(help="Events at or after this ISO 8601 time "
+                                                   "(UTC when no zone is given).")] = None,
+    until: Annotated[str | None, typer.Option(help="Events before this time.")] = None,
+    scope: Annotated[str | None, typer.Option(help="Only this scope path and below.")] = None,
+    actor: Annotated[str | None, typer.Option(help="Only this actor id.")] = None,
+    action: Annotated[str | None, typer.Option(
+        help="Only this action; a trailing * matches a prefix (iam.user.*).")] = None,
+    profile: ProfileOption = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Export events as JSON Lines, one canonical JSON event per line, in seq order."""
+    ctx = _migrated_context(profile)
+    try:
+        flt = audit.EventFilter(scope=scope, actor_id=actor, action=action,
+                                since=_time(since, "--since"), until=_time(until, "--until"))
+    except ValidationFailed as exc:
+        raise fail(exc.detail, 2) from None
+    to_stdout = str(output_file) == "-"
+    count = 0
+    with (open(1, "w", closefd=False) if to_stdout
+          else output_file.open("w", encoding="utf-8")) as out, \
+            err_console.status("exporting…") as status:
+        for line in audit.iter_jsonl(ctx.db, allowed_scopes=None, filter=flt):
+            out.write(line)
+            count += 1
+            if count % 5000 == 0:
+                status.update(f"exporting… {count:,} event(s)")
+    if to_stdout:
+        return
+    emit({"file": str(output_file), "events": count}, output)

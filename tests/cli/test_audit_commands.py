@@ -1,0 +1,119 @@
+"""``aicloud audit``: operator commands on the database, with the API down."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from aicloud.cli.main import app
+from aicloud.shared.db import Database, migrate
+from tests.platform.audit.helpers import EVENTS, attacker, seed
+
+AICLOUD = [sys.executable, "-m", "aicloud.cli"]
+
+
+@pytest.fixture
+def cli_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Database]:
+    for k in list(os.environ):
+        if k.startswith("AICLOUD_"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("AICLOUD_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("COLUMNS", "200")
+    db = Database(os.environ["AICLOUD_DATABASE_URL"])
+    migrate.upgrade(db)
+    yield db
+    db.dispose()
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    """Exit code and output; standard output alone when JSON was asked for."""
+    result = CliRunner().invoke(app, ["audit", *args])
+    return result.exit_code, result.stdout if "json" in args else result.output
+
+
+def test_verify_exit_codes_as_a_real_process(cli_db: Database) -> None:
+    ids = seed(cli_db, 30, per_txn=10)
+    ok = subprocess.run([*AICLOUD, "audit", "verify"], capture_output=True, text=True,
+                        timeout=120, env=os.environ)
+    assert ok.returncode == 0, ok.stderr
+    assert "ok" in ok.stdout and "30 event(s)" in ok.stdout
+    with attacker(cli_db) as conn:
+        conn.execute(sa.update(EVENTS).where(EVENTS.c.seq == 17).values(action="covered.up"))
+    broken = subprocess.run([*AICLOUD, "audit", "verify", "--output", "json"],
+                            capture_output=True, text=True, timeout=120, env=os.environ)
+    assert broken.returncode == 1
+    report = json.loads(broken.stdout)
+    assert report["ok"] is False and report["events_checked"] == 16
+    assert report["first_break"]["seq"] == 17
+    assert report["first_break"]["event_id"] == ids[16]
+    assert report["first_break"]["kind"] == "edited"
+    code, out = invoke("verify")
+    assert code == 1 and "BROKEN" in out and "seq 17" in out and ids[16] in out
+
+
+def test_verify_refuses_an_unmigrated_database(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AICLOUD_DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
+    code, out = invoke("verify")
+    assert code == 2 and "aicloud db upgrade" in out
+
+
+def test_checkpoint_then_public_key_verifies_it(cli_db: Database) -> None:
+    code, out = invoke("checkpoint")
+    assert code == 1 and "empty" in out
+    seed(cli_db, 3)
+    code, out = invoke("checkpoint", "-o", "json")
+    assert code == 0, out
+    cp = json.loads(out)
+    assert (cp["seq"], cp["event_count"]) == (3, 3)
+    code, out = invoke("public-key", "-o", "json")
+    key = json.loads(out)
+    assert key["key_id"] == cp["key_id"] and key["derived_development_key"] is True
+
+    # A third party checks the signature with nothing but the public key and the message.
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from aicloud.platform.audit.chain import canonical_json
+
+    body = {k: cp[k] for k in ("id", "seq", "head_hash", "event_count", "signed_at", "key_id")}
+    message = ("aicloud.audit.checkpoint.v1\n" + canonical_json(body)).encode()
+    Ed25519PublicKey.from_public_bytes(base64.b64decode(key["public_key"])).verify(
+        base64.b64decode(cp["signature"]), message)
+    code, out = invoke("verify", "-o", "json")
+    assert code == 0 and json.loads(out)["checkpoints_checked"] == 1
+
+
+def test_a_generated_key_signs_checkpoints(cli_db: Database,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out = invoke("generate-key", "-o", "json")
+    generated = json.loads(out)
+    monkeypatch.setenv("AICLOUD_AUDIT_SIGNING_KEY", generated["audit_signing_key"])
+    seed(cli_db, 1)
+    code, out = invoke("checkpoint", "-o", "json")
+    assert code == 0 and "development key" not in out
+    assert json.loads(out)["key_id"] == generated["key_id"]
+
+
+def test_export_writes_json_lines(cli_db: Database, tmp_path: Path) -> None:
+    seed(cli_db, 4, scope="/org_a")
+    seed(cli_db, 2, scope="/org_b")
+    target = tmp_path / "audit.jsonl"
+    code, out = invoke("export", "--output-file", str(target), "-o", "json")
+    assert code == 0 and json.loads(out) == {"file": str(target), "events": 6}
+    lines = target.read_text().splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == [1, 2, 3, 4, 5, 6]
+    code, out = invoke("export", "-f", str(target), "--scope", "/org_b",
+                       "--since", "2000-01-01T00:00:00", "-o", "json")
+    assert code == 0 and json.loads(out)["events"] == 2
+    code, out = invoke("export", "-f", str(target), "--since", "yesterday")
+    assert code == 2 and "ISO 8601" in out
