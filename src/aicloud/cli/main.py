@@ -12,8 +12,8 @@ import typer
 
 from aicloud import __version__
 from aicloud.cli import admin, arch, auth, config_cmd, db, serve
-from aicloud.cli import inventory as inventory_cmd
 from aicloud.cli import audit as audit_cmd
+from aicloud.cli import inventory as inventory_cmd
 
 app = typer.Typer(
     name="aicloud",
