@@ -26,6 +26,7 @@ from aicloud.platform.iam.models import (
     DenyBindingModel,
     DepartmentModel,
     GroupMemberModel,
+    GroupModel,
     OrganizationModel,
     ProjectModel,
     RoleBindingModel,
@@ -111,6 +112,7 @@ class Snapshot:
     groups_of: dict[str, tuple[str, ...]] = field(default_factory=dict)
     resource_project: dict[str, str] = field(default_factory=dict)
     service_account_org: dict[str, str] = field(default_factory=dict)
+    group_org: dict[str, str] = field(default_factory=dict)
     sorted_ids: dict[str, list[str]] = field(default_factory=dict)
 
     # -- the tree -------------------------------------------------------------------------
@@ -124,7 +126,11 @@ class Snapshot:
             if base is None or self.kind.get(target.project_id) != "project":
                 return None
             return (target.id, *base)
-        return self.paths.get(target)
+        path = self.paths.get(target)
+        if path is None and target in self.resource_project:
+            base = self.paths.get(self.resource_project[target])
+            return (target, *base) if base else None
+        return path
 
     def org_of(self, scope_id: str) -> str | None:
         path = self.paths.get(scope_id)
@@ -181,6 +187,34 @@ class Snapshot:
     def can(self, principal: Principal, permission: str, target: Target) -> bool:
         return self.authorize(principal, permission, target).allowed
 
+    def has_any_grant(self, principal: Principal, target: Target) -> bool:
+        """Whether any binding of the principal (or its groups) lies on the target's path:
+        the test for "may know this exists" that turns a refusal into 404 or 403."""
+        path = self.path_of(target)
+        if path is None:
+            return False
+        if principal.key_scope is not None and principal.key_scope not in path:
+            return False
+        groups = self.groups_of.get(principal.id)
+        for subject in (principal.id, *groups) if groups else (principal.id,):
+            by_scope = self.grants.get(subject)
+            if by_scope and any(scope in by_scope for scope in path):
+                return True
+        return False
+
+    def orgs_of(self, principal_id: str) -> set[str]:
+        """Organizations a user or service account belongs to (bound in, or in a group of)."""
+        out: set[str] = set()
+        if principal_id in self.service_account_org:
+            out.add(self.service_account_org[principal_id])
+        for scope in self.grants.get(principal_id, {}):
+            org = self.org_of(self.resource_project.get(scope, scope))
+            if org:
+                out.add(org)
+        out.update(self.group_org[g] for g in self.groups_of.get(principal_id, ())
+                   if g in self.group_org)
+        return out
+
     def visible(self, principal: Principal, permission: str, kind: str) -> list[str]:
         """Ids of the scopes of ``kind`` on which ``permission`` is allowed, sorted."""
         return [s for s in self.ids_of_kind(kind) if self.can(principal, permission, s)]
@@ -225,6 +259,7 @@ def build_snapshot(session: Session, version: int | None = None,
             select(GroupMemberModel.group_id, GroupMemberModel.user_id)):
         groups[user_id].append(group_id)
     snap.groups_of = {u: tuple(sorted(g)) for u, g in groups.items()}
+    snap.group_org = dict(session.execute(select(GroupModel.id, GroupModel.org_id)).all())
     snap.service_account_org = dict(
         session.execute(select(ServiceAccountModel.id, ServiceAccountModel.org_id)).all())
 

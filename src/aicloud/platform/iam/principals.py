@@ -118,6 +118,7 @@ def create_service_account(session: Session, owner_scope_id: str, name: str, *,
                             disabled=False, created_at=utcnow())
     session.add(m)
     session.flush()
+    bump_policy_version(session)
     audit.record(session, actor=actor, action="iam.service_account.create",
                  target_type="service_account", target_id=m.id,
                  scope_path=scope_path(session, owner_scope_id),
@@ -177,6 +178,7 @@ def create_group(session: Session, org_id: str, name: str, *, actor: audit.Actor
     m = GroupModel(id=new_id("grp"), org_id=org_id, name=name, created_at=utcnow())
     session.add(m)
     session.flush()
+    bump_policy_version(session)
     audit.record(session, actor=actor, action="iam.group.create", target_type="group",
                  target_id=m.id, scope_path=f"/{org_id}", changes=audit.diff(None, {"name": name}))
     return group_model_to_group(m)
