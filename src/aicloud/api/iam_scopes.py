@@ -35,7 +35,12 @@ def _api_key(caller: Caller, key_id: str) -> iam.Target:
     return iam.api_key_owner_scope(caller.session, m) or iam.PLATFORM
 
 
-for _prefix, _resolver in (("grp", _group), ("sa", _service_account), ("role", _role),
-                           ("rb", _binding), ("deny", _deny), ("inv", _invitation),
-                           ("key", _api_key)):
+def _user(caller: Caller, user_id: str) -> iam.Target:
+    # Accounts are platform objects; changing one is a platform administrator's act.
+    return iam.PLATFORM
+
+
+for _prefix, _resolver in (("user", _user), ("grp", _group), ("sa", _service_account),
+                           ("role", _role), ("rb", _binding), ("deny", _deny),
+                           ("inv", _invitation), ("key", _api_key)):
     register_scope_resolver(_prefix, _resolver)

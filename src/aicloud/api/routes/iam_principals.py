@@ -69,7 +69,8 @@ def get_user(user_id: str, caller: Authenticated) -> iam.User:
 
 @router.patch("/users/{user_id}", response_model=iam.User)
 def update_user(user_id: str, body: iam.UserUpdate,
-                caller: Annotated[Caller, Authorize("iam.users.update", scope=PLATFORM_SCOPE)],
+                caller: Annotated[Caller, Authorize("iam.users.update",
+                                                    scope=path_param("user_id"))],
                 ) -> iam.User:
     """Change a user's display name or disable them (platform administrators)."""
     return iam.update_user(caller.session, user_id, body, actor=caller.actor)
