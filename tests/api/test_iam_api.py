@@ -256,3 +256,19 @@ def test_binding_a_stranger_is_404_for_tenant_admins(api: tuple[TestClient, str]
     assert resp.status_code == 404
     assert client.get(f"/users/{b.owner_id}", headers=a.headers).status_code == 404
     assert client.get(f"/users/{a.owner_id}", headers=a.headers).status_code == 200
+
+
+def test_changes_are_audited_with_the_request_actor(ctx: AppContext,
+                                                    api: tuple[TestClient, str]) -> None:
+    client, admin = api
+    resp = client.post("/orgs", json={"name": "audited"},
+                       headers={**bearer(admin), "User-Agent": "pytest-agent",
+                                "X-Request-ID": "req-audit-1"})
+    assert resp.status_code == 201
+    with ctx.db.transaction() as s:
+        event = s.scalars(select(AuditEventModel).where(
+            AuditEventModel.action == "iam.org.create")).one()
+    me = client.get("/auth/me", headers=bearer(admin)).json()
+    assert (event.actor_id, event.actor_kind, event.request_id, event.user_agent) == (
+        me["id"], "user", "req-audit-1", "pytest-agent")
+    assert event.scope_path == f"/{resp.json()['id']}" and event.ip
