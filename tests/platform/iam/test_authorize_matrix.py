@@ -231,3 +231,32 @@ def test_every_change_is_audited_in_its_transaction(db: Database) -> None:
                                  .group_by(AuditEventModel.action)).all())
     assert actions == {"iam.org.create": 2, "iam.department.create": 2,
                        "iam.project.create": 3}
+
+
+def test_every_builtin_role_pattern_names_declared_permissions() -> None:
+    for role in iam.BUILTIN_ROLES.values():
+        for pattern in role.permissions:
+            assert iam.CATALOG.expand(pattern), (role.id, pattern)
+    # Scope bounds what a role reaches: an org-owner holds iam.orgs.create in its set, but
+    # the action targets the platform, where it is bound nowhere.
+    assert "iam.orgs.create" in iam.CATALOG.expand("iam.*")
+
+
+def test_api_key_narrowing_only_removes_access(db: Database) -> None:
+    with db.transaction() as s:
+        tree = build_tree(s)
+        p = user(s, "keyed")
+        iam.create_binding(s, tree.org, iam.RoleBindingCreate(
+            principal_id=p.id, role_id="org-admin"), actor=ACTOR)
+        narrowed = iam.Principal(id=p.id, kind="user", api_key_id="key_x",
+                                 key_scope=tree.dep1,
+                                 key_permissions=frozenset({"iam.projects.read"}))
+    with db.transaction() as s:
+        assert iam.authorize(s, narrowed, "iam.projects.read", tree.res).allowed
+        assert not iam.authorize(s, narrowed, "iam.projects.update", tree.prj).allowed
+        outside = iam.authorize(s, narrowed, "iam.projects.read", tree.prj_direct)
+        assert not outside.allowed and "scope" in outside.reason
+        # Narrowing to a permission the principal does not hold grants nothing.
+        wider = iam.Principal(id=p.id, kind="user", key_permissions=frozenset(
+            {"billing.prices.write"}))
+        assert not iam.authorize(s, wider, "billing.prices.write", iam.PLATFORM).allowed
