@@ -255,6 +255,11 @@ def test_binding_a_stranger_is_404_for_tenant_admins(api: tuple[TestClient, str]
                        json={"principal_id": b.owner_id, "role_id": "org-admin"})
     assert resp.status_code == 404
     assert client.get(f"/users/{b.owner_id}", headers=a.headers).status_code == 404
+    group = a.get("group_id")
+    stranger = client.put(f"/groups/{group}/members/{b.owner_id}", headers=a.headers)
+    assert stranger.status_code == 404
+    assert client.put(f"/groups/{group}/members/{a.owner_id}",
+                      headers=a.headers).status_code == 204
     assert client.get(f"/users/{a.owner_id}", headers=a.headers).status_code == 200
 
 

@@ -117,6 +117,11 @@ def list_group_members(group_id: str, caller: Annotated[Caller, Authorize(
 @router.put("/groups/{group_id}/members/{user_id}", status_code=204)
 def add_group_member(group_id: str, user_id: str, caller: Annotated[Caller, Authorize(
         "iam.groups.update", scope=GROUP)]) -> Response:
+    """Add a member of the organization (bound in it, or invited) to the group."""
+    org = iam.get_group_model(caller.session, group_id).org_id
+    if (not caller.can("iam.users.read", iam.PLATFORM)
+            and user_id not in iam.users_of_orgs(caller.session, [org])):
+        raise NotFound(f"user {user_id} not found")
     iam.add_group_member(caller.session, group_id, user_id, actor=caller.actor)
     return Response(status_code=204)
 
