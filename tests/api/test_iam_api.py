@@ -193,6 +193,8 @@ def test_api_keys_act_as_their_principal_narrowed(ctx: AppContext,
         assert iam.get_api_key_model(s, own["id"]).last_used_at is not None
     # Revoked: refused at once; another tenant cannot revoke it.
     b = make_tenant(client, admin, "beta")
+    probe = client.post("/api-keys", json={"name": "probe", "scope_id": prj}, headers=b.headers)
+    assert probe.status_code == 404
     assert client.delete(f"/api-keys/{own['id']}", headers=b.headers).status_code == 404
     assert client.delete(f"/api-keys/{own['id']}", headers=a.headers).status_code == 200
     assert client.get(f"/projects/{prj}", headers=mine).status_code == 401

@@ -180,6 +180,14 @@ def delete_service_account(service_account_id: str, caller: Annotated[Caller, Au
 # --- API keys --------------------------------------------------------------------------------
 
 
+def _check_key_scope(caller: Caller, body: iam.ApiKeyCreate) -> None:
+    """A key may be narrowed only to a scope the caller can see (else the answer would tell
+    whether another tenant's id exists)."""
+    if body.scope_id is not None and body.scope_id != iam.PLATFORM and not (
+            caller.snapshot().has_any_grant(caller.principal, body.scope_id)):
+        raise NotFound(f"scope {body.scope_id} not found")
+
+
 @router.post("/api-keys", status_code=201, response_model=iam.ApiKeyCreated)
 def create_own_api_key(body: iam.ApiKeyCreate, idem: Idempotency,
                        caller: Authenticated) -> Response:
@@ -188,6 +196,7 @@ def create_own_api_key(body: iam.ApiKeyCreate, idem: Idempotency,
         from aicloud.shared.errors import Forbidden
 
         raise Forbidden("an API key cannot mint API keys; log in with a password")
+    _check_key_scope(caller, body)
     return idem.respond(caller.session, lambda: iam.create_api_key(
         caller.session, caller.id, body, actor=caller.actor), status_code=201)
 
@@ -197,6 +206,7 @@ def create_own_api_key(body: iam.ApiKeyCreate, idem: Idempotency,
 def create_service_account_api_key(service_account_id: str, body: iam.ApiKeyCreate,
                                    idem: Idempotency, caller: Annotated[Caller, Authorize(
                                        "iam.api_keys.create", scope=SA)]) -> Response:
+    _check_key_scope(caller, body)
     return idem.respond(caller.session, lambda: iam.create_api_key(
         caller.session, service_account_id, body, actor=caller.actor), status_code=201)
 

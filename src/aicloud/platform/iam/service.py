@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit
@@ -112,11 +114,13 @@ def _is_locked(session: Session, key: str, now: datetime) -> bool:
 
 def _record_failure(session: Session, key: str, now: datetime, ip: str | None,
                     user_agent: str | None) -> None:
-    row = session.get(LoginThrottleModel, key, with_for_update=True)
-    if row is None:
-        row = LoginThrottleModel(key=key, failures=0, window_started_at=now)
-        session.add(row)
-    elif now - row.window_started_at > FAILURE_WINDOW:
+    # Insert-if-absent then lock: two concurrent first failures must not collide on the key.
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(insert(LoginThrottleModel).values(
+        key=key, failures=0, window_started_at=now).on_conflict_do_nothing())
+    row = session.get(LoginThrottleModel, key, with_for_update=True, populate_existing=True)
+    assert row is not None
+    if now - row.window_started_at > FAILURE_WINDOW:
         row.failures, row.window_started_at, row.locked_until = 0, now, None
     row.failures += 1
     if row.failures >= MAX_FAILURES:
