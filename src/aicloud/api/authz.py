@@ -48,7 +48,7 @@ class Caller:
 
     def snapshot(self) -> iam.Snapshot:
         # One snapshot per request unless this request changed the policy itself.
-        if self._snapshot is None or self.session.info.get("aicloud.iam.policy_dirty"):
+        if self._snapshot is None or iam.has_uncommitted_policy_changes(self.session):
             self._snapshot = iam.policy_snapshot(self.session)
         return self._snapshot
 

@@ -20,3 +20,17 @@ def iam_principal(user_id: str):  # type: ignore[no-untyped-def]
     from aicloud.platform import iam
 
     return iam.Principal(id=user_id, kind="user")
+
+
+def test_visible_walks_subtrees_but_agrees_with_checking_every_scope() -> None:
+    from aicloud.platform import iam
+
+    world = build_world(departments=5, projects=300, users=100, groups=10, bindings=1_500,
+                        denies=40, seed=9)
+    snap = world.snapshot
+    for user_id in world.users[:60]:
+        p = iam.Principal(id=user_id, kind="user")
+        for perm, kind in (("iam.projects.read", "project"), ("iam.projects.update", "project"),
+                           ("iam.departments.read", "department"), ("iam.orgs.read", "org")):
+            brute = [s for s in snap.ids_of_kind(kind) if snap.can(p, perm, s)]
+            assert snap.visible(p, perm, kind) == brute, (user_id, perm)

@@ -65,6 +65,7 @@ from aicloud.platform.iam.invitations import (
     revoke_invitation,
 )
 from aicloud.platform.iam.permissions import CATALOG, Permission, PermissionCatalog
+from aicloud.platform.iam.policy_version import has_uncommitted_policy_changes
 from aicloud.platform.iam.principals import (
     add_group_member,
     create_group,
@@ -167,6 +168,7 @@ __all__ = [
     "get_user_model",
     "group_members",
     "group_model_to_group",
+    "has_uncommitted_policy_changes",
     "key_model_to_key",
     "list_api_keys",
     "list_bindings",

@@ -114,6 +114,7 @@ class Snapshot:
     service_account_org: dict[str, str] = field(default_factory=dict)
     group_org: dict[str, str] = field(default_factory=dict)
     sorted_ids: dict[str, list[str]] = field(default_factory=dict)
+    children: dict[str, list[str]] = field(default_factory=dict)
 
     # -- the tree -------------------------------------------------------------------------
 
@@ -216,8 +217,28 @@ class Snapshot:
         return out
 
     def visible(self, principal: Principal, permission: str, kind: str) -> list[str]:
-        """Ids of the scopes of ``kind`` on which ``permission`` is allowed, sorted."""
-        return [s for s in self.ids_of_kind(kind) if self.can(principal, permission, s)]
+        """Ids of the scopes of ``kind`` on which ``permission`` is allowed, sorted.
+
+        Only the subtrees under bindings that hold the permission are walked, so a project
+        member lists their projects without a check per project of the platform."""
+        groups = self.groups_of.get(principal.id)
+        roots: set[str] = set()
+        for subject in (principal.id, *groups) if groups else (principal.id,):
+            for scope, grants in self.grants.get(subject, {}).items():
+                if any(permission in g.permissions for g in grants):
+                    roots.add(scope)
+        if PLATFORM in roots:
+            candidates: list[str] = self.ids_of_kind(kind)
+        else:
+            found: set[str] = set()
+            stack = [r for r in roots if r in self.paths]
+            while stack:
+                scope = stack.pop()
+                if self.kind.get(scope) == kind:
+                    found.add(scope)
+                stack.extend(self.children.get(scope, ()))
+            candidates = sorted(found)
+        return [s for s in candidates if self.can(principal, permission, s)]
 
 
 def _compile_roles(session: Session, catalog: PermissionCatalog) -> dict[str, frozenset[str]]:
@@ -252,6 +273,8 @@ def build_snapshot(session: Session, version: int | None = None,
     for prj, org, dep in projects:
         snap.kind[prj], snap.parent[prj] = "project", dep or org
         snap.paths[prj] = (prj, *snap.paths[dep or org])
+    for child, parent in snap.parent.items():
+        snap.children.setdefault(parent, []).append(child)
     snap.sorted_ids = {"org": sorted(orgs), "department": sorted(d for d, _ in deps),
                        "project": sorted(p for p, _, _ in projects)}
     groups: dict[str, list[str]] = defaultdict(list)
