@@ -41,6 +41,8 @@ from aicloud.platform.iam.policy_version import (
 from aicloud.platform.iam.roles import BUILTIN_ROLES
 
 PLATFORM = "platform"
+# The catalog's own name table: a dict lookup in the hot path instead of a method call.
+_DECLARED = CATALOG.declared
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,18 +74,50 @@ class Principal:
     key_permissions: frozenset[str] | None = None
 
 
-@dataclass(frozen=True, slots=True)
 class Decision:
-    allowed: bool
-    reason: str
-    binding_id: str | None = None
-    role_id: str | None = None
-    deny_binding_id: str | None = None
-    scope_id: str | None = None
-    path: tuple[str, ...] = ()
+    """An answer with its reason: the binding that allowed, the deny binding that refused, or
+    that nothing granted it. Plain slots and a reason built on demand keep a check cheap."""
+
+    __slots__ = ("allowed", "binding_id", "deny_binding_id", "kind", "path", "pattern",
+                 "role_id", "scope_id", "subject")
+
+    def __init__(self, allowed: bool, kind: str, *, binding_id: str | None = None,
+                 role_id: str | None = None, deny_binding_id: str | None = None,
+                 pattern: str | None = None, scope_id: str | None = None,
+                 subject: str | None = None, path: tuple[str, ...] = ()):
+        self.allowed = allowed
+        self.kind = kind  # allow | deny | none | unknown-scope | key-scope | key-permissions
+        self.binding_id = binding_id
+        self.role_id = role_id
+        self.deny_binding_id = deny_binding_id
+        self.pattern = pattern
+        self.scope_id = scope_id
+        self.subject = subject
+        self.path = path
+
+    @property
+    def reason(self) -> str:
+        if self.kind == "allow":
+            return (f"allowed by {self.binding_id} (role {self.role_id}) at {self.scope_id} "
+                    f"for {self.subject}")
+        if self.kind == "deny":
+            return (f"denied by {self.deny_binding_id} ({self.pattern}) at {self.scope_id} "
+                    f"for {self.subject}")
+        return _REASONS[self.kind]
 
     def __bool__(self) -> bool:
         return self.allowed
+
+    def __repr__(self) -> str:
+        return f"Decision(allowed={self.allowed}, reason={self.reason!r})"
+
+
+_REASONS = {
+    "none": "no binding grants it",
+    "unknown-scope": "unknown scope",
+    "key-scope": "outside the API key's scope",
+    "key-permissions": "not among the API key's permissions",
+}
 
 
 @dataclass(slots=True)
@@ -150,40 +184,39 @@ class Snapshot:
     # -- decisions ------------------------------------------------------------------------
 
     def authorize(self, principal: Principal, permission: str, target: Target) -> Decision:
-        if permission not in CATALOG:
+        if permission not in _DECLARED:
             raise ValueError(f"permission {permission!r} is not declared")
         path = self.path_of(target)
         if path is None:
-            return Decision(False, "unknown scope")
+            return Decision(False, "unknown-scope")
         if principal.key_scope is not None and principal.key_scope not in path:
-            return Decision(False, "outside the API key's scope", path=path)
+            return Decision(False, "key-scope", path=path)
         if principal.key_permissions is not None and permission not in principal.key_permissions:
-            return Decision(False, "not among the API key's permissions", path=path)
+            return Decision(False, "key-permissions", path=path)
         groups = self.groups_of.get(principal.id)
         subjects = (principal.id, *groups) if groups else (principal.id,)
+        denies = self.denies
         for subject in subjects:
-            by_scope = self.denies.get(subject)
+            by_scope = denies.get(subject)
             if by_scope is None:
                 continue
             for scope in path:
                 for deny in by_scope.get(scope, ()):
                     if permission in deny.permissions:
-                        return Decision(False, f"denied by {deny.deny_id} ({deny.pattern}) "
-                                               f"at {scope} for {subject}",
-                                        deny_binding_id=deny.deny_id, scope_id=scope,
+                        return Decision(False, "deny", deny_binding_id=deny.deny_id,
+                                        pattern=deny.pattern, scope_id=scope, subject=subject,
                                         path=path)
+        grants = self.grants
+        bound = [(subject, by_scope) for subject in subjects
+                 if (by_scope := grants.get(subject)) is not None]
         for scope in path:
-            for subject in subjects:
-                by_scope = self.grants.get(subject)
-                if by_scope is None:
-                    continue
+            for subject, by_scope in bound:
                 for grant in by_scope.get(scope, ()):
                     if permission in grant.permissions:
-                        return Decision(True, f"allowed by {grant.binding_id} (role "
-                                              f"{grant.role_id}) at {scope} for {subject}",
-                                        binding_id=grant.binding_id, role_id=grant.role_id,
-                                        scope_id=scope, path=path)
-        return Decision(False, "no binding grants it", path=path)
+                        return Decision(True, "allow", binding_id=grant.binding_id,
+                                        role_id=grant.role_id, scope_id=scope, subject=subject,
+                                        path=path)
+        return Decision(False, "none", path=path)
 
     def can(self, principal: Principal, permission: str, target: Target) -> bool:
         return self.authorize(principal, permission, target).allowed

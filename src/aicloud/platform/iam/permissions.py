@@ -30,6 +30,7 @@ class PermissionCatalog:
 
     def __init__(self) -> None:
         self._perms: dict[str, Permission] = {}
+        self.declared = self._perms  # read-only view for hot paths (``name in declared``)
         self.revision = 0
 
     def declare(self, name: str, description: str = "") -> None:
