@@ -205,6 +205,11 @@ def test_api_keys_act_as_their_principal_narrowed(ctx: AppContext,
             actor=iam_actor())
         iam.get_api_key_model(s, short.id).expires_at = utcnow() - timedelta(seconds=1)
     assert client.get("/auth/me", headers=bearer(short.secret)).status_code == 401
+    # Disabling the service account stops its keys.
+    assert client.get("/auth/me", headers=k).status_code == 200
+    off = client.patch(f"/service-accounts/{sa}", json={"disabled": True}, headers=a.headers)
+    assert off.status_code == 200 and off.json()["disabled"]
+    assert client.get("/auth/me", headers=k).status_code == 401
 
 
 def iam_actor():  # type: ignore[no-untyped-def]

@@ -117,6 +117,12 @@ service_accounts = crud(
                   opts=[Opt("org", "Owning organization id."),
                         Opt("project", "Owning project id."), NAME],
                   body=lambda v: {"name": v["name"]}),
+    extra=[Action("disable", "Disable a service account (its keys stop working).", "PATCH",
+                  lambda v: f"/service-accounts/{v['id']}", arg="id",
+                  body=lambda v: {"disabled": True}),
+           Action("enable", "Re-enable a service account.", "PATCH",
+                  lambda v: f"/service-accounts/{v['id']}", arg="id",
+                  body=lambda v: {"disabled": False})],
 )
 
 

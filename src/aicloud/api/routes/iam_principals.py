@@ -170,6 +170,15 @@ def get_service_account(service_account_id: str, caller: Annotated[Caller, Autho
     return iam.sa_model_to_sa(iam.get_service_account_model(caller.session, service_account_id))
 
 
+@router.patch("/service-accounts/{service_account_id}", response_model=iam.ServiceAccount)
+def update_service_account(service_account_id: str, body: iam.ServiceAccountUpdate,
+                           caller: Annotated[Caller, Authorize(
+                               "iam.service_accounts.update", scope=SA)]) -> iam.ServiceAccount:
+    """Disable (or re-enable) a service account; its keys stop working at once."""
+    return iam.set_service_account_disabled(caller.session, service_account_id, body.disabled,
+                                            actor=caller.actor)
+
+
 @router.delete("/service-accounts/{service_account_id}", status_code=204)
 def delete_service_account(service_account_id: str, caller: Annotated[Caller, Authorize(
         "iam.service_accounts.delete", scope=SA)]) -> Response:

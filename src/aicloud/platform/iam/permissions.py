@@ -86,7 +86,7 @@ IAM_PERMISSIONS: list[tuple[str, str]] = [
     *((f"iam.users.{v}", f"{v} users") for v in ("create", "read", "update")),
     *((f"iam.groups.{v}", f"{v} groups and their members") for v in _CRUD),
     *((f"iam.service_accounts.{v}", f"{v} service accounts") for v in ("create", "read",
-                                                                        "delete")),
+                                                                        "update", "delete")),
     *((f"iam.api_keys.{v}", f"{v} API keys of service accounts") for v in ("create", "read",
                                                                             "delete")),
     *((f"iam.roles.{v}", f"{v} custom roles") for v in ("create", "read", "delete")),

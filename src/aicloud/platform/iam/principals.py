@@ -126,6 +126,19 @@ def create_service_account(session: Session, owner_scope_id: str, name: str, *,
     return sa_model_to_sa(m)
 
 
+def set_service_account_disabled(session: Session, sa_id: str, disabled: bool, *,
+                                 actor: audit.Actor) -> ServiceAccount:
+    """A disabled service account's API keys stop working at once."""
+    m = get_service_account_model(session, sa_id)
+    if m.disabled != disabled:
+        audit.record(session, actor=actor, action="iam.service_account.update",
+                     target_type="service_account", target_id=m.id,
+                     scope_path=scope_path(session, service_account_scope(m)),
+                     changes=audit.diff({"disabled": m.disabled}, {"disabled": disabled}))
+        m.disabled = disabled
+    return sa_model_to_sa(m)
+
+
 def delete_service_account(session: Session, sa_id: str, *, actor: audit.Actor) -> None:
     m = get_service_account_model(session, sa_id)
     path = scope_path(session, service_account_scope(m))

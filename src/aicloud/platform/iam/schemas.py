@@ -119,6 +119,10 @@ class ServiceAccountCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
 
 
+class ServiceAccountUpdate(BaseModel):
+    disabled: bool
+
+
 class ApiKey(BaseModel):
     id: str
     principal_id: str
