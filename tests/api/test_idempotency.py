@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from aicloud.api import create_app
+from aicloud.api.authz import PUBLIC
 from aicloud.api.deps import DbSession
 from aicloud.api.idempotency import Idempotency
 from aicloud.platform import iam
@@ -25,7 +26,7 @@ class NewUser(BaseModel):
 def _app(ctx: AppContext) -> FastAPI:
     app = create_app(ctx)
 
-    @app.post("/_test/users", status_code=201)
+    @app.post("/_test/users", status_code=201, dependencies=[PUBLIC])
     def create(body: NewUser, session: DbSession, idem: Idempotency):  # type: ignore[no-untyped-def]
         return idem.respond(session, lambda: iam.User.model_validate(
             iam.create_user(session, email=body.email), from_attributes=True), status_code=201)

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from aicloud.api import create_app
+from aicloud.api.authz import PUBLIC
 from aicloud.runtime import AppContext
 from aicloud.shared.errors import Conflict
 
@@ -21,15 +22,15 @@ class Body(BaseModel):
 def _app_with_failing_routes(ctx: AppContext) -> FastAPI:
     app = create_app(ctx)
 
-    @app.get("/_test/boom")
+    @app.get("/_test/boom", dependencies=[PUBLIC])
     def boom() -> None:
         raise RuntimeError("secret internal detail")
 
-    @app.get("/_test/conflict")
+    @app.get("/_test/conflict", dependencies=[PUBLIC])
     def conflict() -> None:
         raise Conflict("the thing is busy", thing="t1")
 
-    @app.post("/_test/validate")
+    @app.post("/_test/validate", dependencies=[PUBLIC])
     def validate(body: Body) -> Body:
         return body
 

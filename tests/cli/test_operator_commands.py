@@ -156,10 +156,19 @@ def test_serve_migrates_bootstraps_once_serves_and_stops_on_ctrl_c(
 
 def test_worker_runs_controllers_and_stops_on_sigterm(env: dict[str, str]) -> None:
     assert run(["db", "upgrade"], env).returncode == 0
-    proc = subprocess.Popen([*AICLOUD, "worker"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    time.sleep(3)
+    proc = subprocess.Popen([*AICLOUD, "worker"], env={**env, "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Signal only once the worker says it runs (its handlers are installed by then): a fixed
+    # sleep raced the interpreter's start-up on a loaded machine.
+    seen = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline() if proc.stdout else ""
+        seen.append(line)
+        if "worker running" in line or not line:
+            break
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=30)
+    rest, _ = proc.communicate(timeout=30)
+    out = "".join(seen) + rest
     assert proc.returncode == 0, out
     assert "idempotency-gc" in out

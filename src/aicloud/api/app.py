@@ -9,9 +9,11 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from aicloud import __version__
+from aicloud.api import iam_scopes  # noqa: F401  (registers IAM's scope resolvers)
+from aicloud.api.authz import check_route_declarations
 from aicloud.api.middleware import RequestContextMiddleware, RequestMetrics
 from aicloud.api.problems import install_problem_handlers
-from aicloud.api.routes import auth, health
+from aicloud.api.routes import auth, health, iam_access, iam_hierarchy, iam_principals
 from aicloud.runtime import AppContext
 from aicloud.shared.controllers import ControllerRunner
 
@@ -25,6 +27,7 @@ def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        check_route_declarations(app)  # routes added after create_app are checked too
         runner.start()
         try:
             yield
@@ -45,4 +48,9 @@ def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(health.router)
     app.include_router(auth.router)
+    app.include_router(iam_hierarchy.router)
+    app.include_router(iam_principals.router)
+    app.include_router(iam_access.router)
+    # Refuse to build an app with a route that does not declare who may call it.
+    app.state.route_access = check_route_declarations(app)
     return app

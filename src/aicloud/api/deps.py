@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from aicloud.platform import iam
+from aicloud.platform import audit, iam
 from aicloud.runtime import AppContext
 from aicloud.shared.errors import Unauthenticated
 
@@ -54,3 +54,15 @@ def current_principal(request: Request, session: DbSession) -> iam.Principal:
 
 
 CurrentPrincipal = Annotated[iam.Principal, Depends(current_principal)]
+
+
+def request_actor(request: Request, principal: iam.Principal) -> audit.Actor:
+    """Who did it, for the audit log: the principal, the key it used, where from."""
+    return audit.Actor(
+        id=principal.id,
+        kind=principal.kind,
+        api_key_id=principal.api_key_id,
+        ip=request.client.host if request.client else None,
+        user_agent=request.headers.get("user-agent"),
+        request_id=getattr(request.state, "request_id", None),
+    )

@@ -13,6 +13,7 @@ import typer
 from aicloud import __version__
 from aicloud.cli import admin, arch, auth, config_cmd, db, serve
 from aicloud.cli import audit as audit_cmd
+from aicloud.cli import iam as iam_cmds
 from aicloud.cli import inventory as inventory_cmd
 
 app = typer.Typer(
@@ -49,6 +50,8 @@ app.add_typer(audit_cmd.app, name="audit", rich_help_panel="Operator")
 app.command(rich_help_panel="Tenant (via the API)")(auth.login)
 app.command(rich_help_panel="Tenant (via the API)")(auth.logout)
 app.command(rich_help_panel="Tenant (via the API)")(auth.whoami)
+for _name, _sub in iam_cmds.COMMANDS:
+    app.add_typer(_sub, name=_name, rich_help_panel="Tenant (via the API)")
 
 
 def main() -> None:

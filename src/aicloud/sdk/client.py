@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -65,3 +66,22 @@ class ApiClient:
 
     def post(self, path: str, json: Any = None, *, idempotency_key: str | None = None) -> Any:
         return self.request("POST", path, json=json, idempotency_key=idempotency_key)
+
+    def patch(self, path: str, json: Any = None) -> Any:
+        return self.request("PATCH", path, json=json)
+
+    def put(self, path: str, json: Any = None) -> Any:
+        return self.request("PUT", path, json=json)
+
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)
+
+    def iterate(self, path: str, **params: Any) -> Iterator[Any]:
+        """Every item of a cursor-paginated list, page after page."""
+        cursor = None
+        while True:
+            page = self.get(path, **params, cursor=cursor)
+            yield from page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return

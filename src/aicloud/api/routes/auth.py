@@ -4,21 +4,29 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from aicloud.api.deps import SESSION_COOKIE, Context, CurrentPrincipal, DbSession
+from aicloud.api.authz import PUBLIC, Authenticated
+from aicloud.api.deps import SESSION_COOKIE, Context
 from aicloud.platform import iam
+from aicloud.shared.errors import AppError
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-@router.post("/login", response_model=iam.LoginResponse)
-def login(body: iam.LoginRequest, request: Request, response: Response, session: DbSession,
+@router.post("/login", response_model=iam.LoginResponse, dependencies=[PUBLIC])
+def login(body: iam.LoginRequest, request: Request, response: Response,
           ctx: Context) -> iam.LoginResponse:
-    """Exchange email and password for a session token (also set as an HttpOnly cookie)."""
-    result = iam.login(
-        session, email=body.email, password=body.password,
-        ip=request.client.host if request.client else None,
-        user_agent=request.headers.get("user-agent"),
-    )
+    """Exchange email and password for a session token (also set as an HttpOnly cookie).
+    Repeated failures for an email lock it for a while (429)."""
+    # Its own transaction, committed before a failure is raised: the failure count must
+    # survive the 401 it causes.
+    with ctx.db.transaction() as session:
+        result = iam.attempt_login(
+            session, email=body.email, password=body.password,
+            ip=request.client.host if request.client else None,
+            user_agent=request.headers.get("user-agent"),
+        )
+    if isinstance(result, AppError):
+        raise result
     response.set_cookie(
         SESSION_COOKIE, result.token, httponly=True, samesite="lax",
         secure=ctx.settings.cookie_secure, expires=result.expires_at,
@@ -27,15 +35,17 @@ def login(body: iam.LoginRequest, request: Request, response: Response, session:
 
 
 @router.post("/logout", status_code=204)
-def logout(principal: CurrentPrincipal, session: DbSession, response: Response) -> Response:
+def logout(caller: Authenticated, response: Response) -> Response:
     """Revoke the current session."""
-    iam.logout(session, principal)
+    iam.logout(caller.session, caller.principal)
     response.delete_cookie(SESSION_COOKIE)
     response.status_code = 204
     return response
 
 
-@router.get("/me", response_model=iam.User)
-def me(principal: CurrentPrincipal, session: DbSession) -> iam.User:
-    """Who the token belongs to."""
-    return iam.get_user(session, principal.id)
+@router.get("/me", response_model=iam.User | iam.ServiceAccount)
+def me(caller: Authenticated) -> iam.User | iam.ServiceAccount:
+    """Who the token belongs to (a user, or the service account of an API key)."""
+    if caller.principal.kind == "service_account":
+        return iam.sa_model_to_sa(iam.get_service_account_model(caller.session, caller.id))
+    return iam.get_user(caller.session, caller.id)

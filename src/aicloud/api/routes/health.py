@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
+from aicloud.api.authz import PUBLIC
 from aicloud.api.deps import Context
 from aicloud.shared.db import migrate
 from aicloud.shared.errors import ServiceUnavailable
@@ -25,13 +26,14 @@ class Readiness(BaseModel):
     migrations: str
 
 
-@router.get("/healthz", response_model=Health)
+@router.get("/healthz", response_model=Health, dependencies=[PUBLIC])
 def healthz(request: Request, ctx: Context) -> Health:
     """The process is alive (does not touch the database)."""
     return Health(status="ok", version=request.app.version, profile=ctx.settings.profile)
 
 
-@router.get("/readyz", response_model=Readiness, responses={503: {"description": "Not ready"}})
+@router.get("/readyz", response_model=Readiness, dependencies=[PUBLIC],
+            responses={503: {"description": "Not ready"}})
 def readyz(ctx: Context) -> Readiness:
     """Ready to serve: the database answers and its schema is at the code's revision."""
     try:
@@ -43,7 +45,7 @@ def readyz(ctx: Context) -> Readiness:
     return Readiness(status="ready", database=ctx.db.dialect, migrations="head")
 
 
-@router.get("/metrics", response_class=Response,
+@router.get("/metrics", response_class=Response, dependencies=[PUBLIC],
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
 def metrics(request: Request) -> Response:
     """Prometheus text format."""

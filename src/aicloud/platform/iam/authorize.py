@@ -1,0 +1,377 @@
+"""authorize(): one pure, in-memory decision over a policy snapshot.
+
+A snapshot holds the scope tree (parent pointers, with each scope's path to the platform
+precomputed), role bindings and deny bindings indexed by subject then scope, roles compiled
+to sets of concrete permissions (wildcards expanded against the catalog), and each user's
+groups. A check walks at most five scopes (resource, project, department, organization,
+platform) for the principal and its groups: a handful of dict and set lookups.
+
+Snapshots are shared per database engine and rebuilt only when the policy version row moved
+(every hierarchy, binding, role and group change bumps it in its own transaction), so every
+process sees a committed change on its next request: moving a project changes access at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from aicloud.platform.iam.models import (
+    DenyBindingModel,
+    DepartmentModel,
+    GroupMemberModel,
+    GroupModel,
+    OrganizationModel,
+    ProjectModel,
+    RoleBindingModel,
+    RoleModel,
+    ServiceAccountModel,
+)
+from aicloud.platform.iam.permissions import CATALOG, PermissionCatalog
+from aicloud.platform.iam.policy_version import (
+    current_policy_version,
+    has_uncommitted_policy_changes,
+)
+from aicloud.platform.iam.roles import BUILTIN_ROLES
+
+PLATFORM = "platform"
+# The catalog's own name table: a dict lookup in the hot path instead of a method call.
+_DECLARED = CATALOG.declared
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRef:
+    """A product resource: IAM knows only its type, id and project, never its table."""
+
+    type: str
+    id: str
+    project_id: str
+
+
+Target = str | ResourceRef
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, resolved once per request from a session token or an API key.
+
+    An API key may narrow its principal to one scope (``key_scope``) and to a subset of
+    permissions (``key_permissions``); both only ever remove access.
+    """
+
+    id: str
+    kind: str  # "user" | "service_account"
+    email: str | None = None
+    session_id: str | None = None
+    api_key_id: str | None = None
+    key_scope: str | None = None
+    key_permissions: frozenset[str] | None = None
+
+
+class Decision:
+    """An answer with its reason: the binding that allowed, the deny binding that refused, or
+    that nothing granted it. Plain slots and a reason built on demand keep a check cheap."""
+
+    __slots__ = ("allowed", "binding_id", "deny_binding_id", "kind", "path", "pattern",
+                 "role_id", "scope_id", "subject")
+
+    def __init__(self, allowed: bool, kind: str, *, binding_id: str | None = None,
+                 role_id: str | None = None, deny_binding_id: str | None = None,
+                 pattern: str | None = None, scope_id: str | None = None,
+                 subject: str | None = None, path: tuple[str, ...] = ()):
+        self.allowed = allowed
+        self.kind = kind  # allow | deny | none | unknown-scope | key-scope | key-permissions
+        self.binding_id = binding_id
+        self.role_id = role_id
+        self.deny_binding_id = deny_binding_id
+        self.pattern = pattern
+        self.scope_id = scope_id
+        self.subject = subject
+        self.path = path
+
+    @property
+    def reason(self) -> str:
+        if self.kind == "allow":
+            return (f"allowed by {self.binding_id} (role {self.role_id}) at {self.scope_id} "
+                    f"for {self.subject}")
+        if self.kind == "deny":
+            return (f"denied by {self.deny_binding_id} ({self.pattern}) at {self.scope_id} "
+                    f"for {self.subject}")
+        return _REASONS[self.kind]
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+    def __repr__(self) -> str:
+        return f"Decision(allowed={self.allowed}, reason={self.reason!r})"
+
+
+_REASONS = {
+    "none": "no binding grants it",
+    "unknown-scope": "unknown scope",
+    "key-scope": "outside the API key's scope",
+    "key-permissions": "not among the API key's permissions",
+}
+
+
+@dataclass(slots=True)
+class _Grant:
+    binding_id: str
+    role_id: str
+    permissions: frozenset[str]
+
+
+@dataclass(slots=True)
+class _Deny:
+    deny_id: str
+    pattern: str
+    permissions: frozenset[str]
+
+
+@dataclass
+class Snapshot:
+    version: int
+    catalog_revision: int
+    kind: dict[str, str] = field(default_factory=dict)  # scope id -> org|department|project
+    parent: dict[str, str] = field(default_factory=dict)
+    paths: dict[str, tuple[str, ...]] = field(default_factory=dict)  # scope -> .. -> platform
+    grants: dict[str, dict[str, list[_Grant]]] = field(default_factory=dict)
+    denies: dict[str, dict[str, list[_Deny]]] = field(default_factory=dict)
+    groups_of: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    resource_project: dict[str, str] = field(default_factory=dict)
+    service_account_org: dict[str, str] = field(default_factory=dict)
+    group_org: dict[str, str] = field(default_factory=dict)
+    sorted_ids: dict[str, list[str]] = field(default_factory=dict)
+    children: dict[str, list[str]] = field(default_factory=dict)
+
+    # -- the tree -------------------------------------------------------------------------
+
+    def exists(self, scope_id: str) -> bool:
+        return scope_id in self.paths
+
+    def path_of(self, target: Target) -> tuple[str, ...] | None:
+        if isinstance(target, ResourceRef):
+            base = self.paths.get(target.project_id)
+            if base is None or self.kind.get(target.project_id) != "project":
+                return None
+            return (target.id, *base)
+        path = self.paths.get(target)
+        if path is None and target in self.resource_project:
+            base = self.paths.get(self.resource_project[target])
+            return (target, *base) if base else None
+        return path
+
+    def org_of(self, scope_id: str) -> str | None:
+        path = self.paths.get(scope_id)
+        return path[-2] if path and len(path) >= 2 else None
+
+    def scope_path(self, target: Target) -> str:
+        """``/org_x/dep_y/prj_z`` (the form audit events and billing use)."""
+        path = self.path_of(target)
+        if path is None:
+            raise KeyError(target)
+        return "/" + "/".join(reversed(path[:-1]))
+
+    def ids_of_kind(self, kind: str) -> list[str]:
+        return self.sorted_ids.get(kind, [])
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def authorize(self, principal: Principal, permission: str, target: Target) -> Decision:
+        if permission not in _DECLARED:
+            raise ValueError(f"permission {permission!r} is not declared")
+        path = self.path_of(target)
+        if path is None:
+            return Decision(False, "unknown-scope")
+        if principal.key_scope is not None and principal.key_scope not in path:
+            return Decision(False, "key-scope", path=path)
+        if principal.key_permissions is not None and permission not in principal.key_permissions:
+            return Decision(False, "key-permissions", path=path)
+        groups = self.groups_of.get(principal.id)
+        subjects = (principal.id, *groups) if groups else (principal.id,)
+        denies = self.denies
+        for subject in subjects:
+            by_scope = denies.get(subject)
+            if by_scope is None:
+                continue
+            for scope in path:
+                for deny in by_scope.get(scope, ()):
+                    if permission in deny.permissions:
+                        return Decision(False, "deny", deny_binding_id=deny.deny_id,
+                                        pattern=deny.pattern, scope_id=scope, subject=subject,
+                                        path=path)
+        grants = self.grants
+        bound = [(subject, by_scope) for subject in subjects
+                 if (by_scope := grants.get(subject)) is not None]
+        for scope in path:
+            for subject, by_scope in bound:
+                for grant in by_scope.get(scope, ()):
+                    if permission in grant.permissions:
+                        return Decision(True, "allow", binding_id=grant.binding_id,
+                                        role_id=grant.role_id, scope_id=scope, subject=subject,
+                                        path=path)
+        return Decision(False, "none", path=path)
+
+    def can(self, principal: Principal, permission: str, target: Target) -> bool:
+        return self.authorize(principal, permission, target).allowed
+
+    def has_any_grant(self, principal: Principal, target: Target) -> bool:
+        """Whether any binding of the principal (or its groups) lies on the target's path:
+        the test for "may know this exists" that turns a refusal into 404 or 403."""
+        path = self.path_of(target)
+        if path is None:
+            return False
+        if principal.key_scope is not None and principal.key_scope not in path:
+            return False
+        groups = self.groups_of.get(principal.id)
+        for subject in (principal.id, *groups) if groups else (principal.id,):
+            by_scope = self.grants.get(subject)
+            if by_scope and any(scope in by_scope for scope in path):
+                return True
+        return False
+
+    def orgs_of(self, principal_id: str) -> set[str]:
+        """Organizations a user or service account belongs to (bound in, or in a group of)."""
+        out: set[str] = set()
+        if principal_id in self.service_account_org:
+            out.add(self.service_account_org[principal_id])
+        for scope in self.grants.get(principal_id, {}):
+            org = self.org_of(self.resource_project.get(scope, scope))
+            if org:
+                out.add(org)
+        out.update(self.group_org[g] for g in self.groups_of.get(principal_id, ())
+                   if g in self.group_org)
+        return out
+
+    def visible(self, principal: Principal, permission: str, kind: str) -> list[str]:
+        """Ids of the scopes of ``kind`` on which ``permission`` is allowed, sorted.
+
+        Only the subtrees under bindings that hold the permission are walked, so a project
+        member lists their projects without a check per project of the platform."""
+        groups = self.groups_of.get(principal.id)
+        roots: set[str] = set()
+        for subject in (principal.id, *groups) if groups else (principal.id,):
+            for scope, grants in self.grants.get(subject, {}).items():
+                if any(permission in g.permissions for g in grants):
+                    roots.add(scope)
+        if PLATFORM in roots:
+            candidates: list[str] = self.ids_of_kind(kind)
+        else:
+            found: set[str] = set()
+            stack = [r for r in roots if r in self.paths]
+            while stack:
+                scope = stack.pop()
+                if self.kind.get(scope) == kind:
+                    found.add(scope)
+                stack.extend(self.children.get(scope, ()))
+            candidates = sorted(found)
+        return [s for s in candidates if self.can(principal, permission, s)]
+
+
+def _compile_roles(session: Session, catalog: PermissionCatalog) -> dict[str, frozenset[str]]:
+    def expand(patterns: Any) -> frozenset[str]:
+        out: set[str] = set()
+        for p in patterns:
+            out |= catalog.expand(p)
+        return frozenset(out)
+
+    roles = {rid: expand(r.permissions) for rid, r in BUILTIN_ROLES.items()}
+    for rid, perms in session.execute(select(RoleModel.id, RoleModel.permissions)):
+        roles[rid] = expand(perms)
+    return roles
+
+
+def build_snapshot(session: Session, version: int | None = None,
+                   catalog: PermissionCatalog = CATALOG) -> Snapshot:
+    version = current_policy_version(session) if version is None else version
+    snap = Snapshot(version=version, catalog_revision=catalog.revision)
+    snap.paths[PLATFORM] = (PLATFORM,)
+    snap.kind[PLATFORM] = "platform"
+    orgs = [r[0] for r in session.execute(select(OrganizationModel.id))]
+    for org in orgs:
+        snap.kind[org], snap.parent[org] = "org", PLATFORM
+        snap.paths[org] = (org, PLATFORM)
+    deps = list(session.execute(select(DepartmentModel.id, DepartmentModel.org_id)))
+    for dep, org in deps:
+        snap.kind[dep], snap.parent[dep] = "department", org
+        snap.paths[dep] = (dep, org, PLATFORM)
+    projects = list(session.execute(
+        select(ProjectModel.id, ProjectModel.org_id, ProjectModel.department_id)))
+    for prj, org, dep in projects:
+        snap.kind[prj], snap.parent[prj] = "project", dep or org
+        snap.paths[prj] = (prj, *snap.paths[dep or org])
+    for child, parent in snap.parent.items():
+        snap.children.setdefault(parent, []).append(child)
+    snap.sorted_ids = {"org": sorted(orgs), "department": sorted(d for d, _ in deps),
+                       "project": sorted(p for p, _, _ in projects)}
+    groups: dict[str, list[str]] = defaultdict(list)
+    for group_id, user_id in session.execute(
+            select(GroupMemberModel.group_id, GroupMemberModel.user_id)):
+        groups[user_id].append(group_id)
+    snap.groups_of = {u: tuple(sorted(g)) for u, g in groups.items()}
+    snap.group_org = dict(session.execute(select(GroupModel.id, GroupModel.org_id)).all())
+    snap.service_account_org = dict(
+        session.execute(select(ServiceAccountModel.id, ServiceAccountModel.org_id)).all())
+
+    roles = _compile_roles(session, catalog)
+    for bid, pid, rid, scope, parent in session.execute(select(
+            RoleBindingModel.id, RoleBindingModel.principal_id, RoleBindingModel.role_id,
+            RoleBindingModel.scope_id, RoleBindingModel.parent_scope_id)):
+        perms = roles.get(rid)
+        if perms is None:
+            continue
+        if parent:
+            snap.resource_project[scope] = parent
+        snap.grants.setdefault(pid, {}).setdefault(scope, []).append(_Grant(bid, rid, perms))
+    expanded: dict[str, frozenset[str]] = {}
+    for did, pid, pattern, scope in session.execute(select(
+            DenyBindingModel.id, DenyBindingModel.principal_id, DenyBindingModel.permission,
+            DenyBindingModel.scope_id)):
+        perms = expanded.get(pattern)
+        if perms is None:
+            perms = expanded[pattern] = catalog.expand(pattern)
+        snap.denies.setdefault(pid, {}).setdefault(scope, []).append(_Deny(did, pattern, perms))
+    return snap
+
+
+class PolicyStore:
+    """The latest committed snapshot per database engine, shared by all requests."""
+
+    def __init__(self) -> None:
+        self._cache: weakref.WeakKeyDictionary[Any, Snapshot] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def snapshot(self, session: Session) -> Snapshot:
+        version = current_policy_version(session)
+        engine = session.get_bind().engine
+        dirty = has_uncommitted_policy_changes(session)
+        snap = self._cache.get(engine)
+        if (snap is not None and not dirty and snap.version == version
+                and snap.catalog_revision == CATALOG.revision):
+            return snap
+        snap = build_snapshot(session, version)
+        # A snapshot that includes this transaction's own uncommitted changes must not be
+        # shared: the transaction could still roll back.
+        if not dirty:
+            with self._lock:
+                self._cache[engine] = snap
+        return snap
+
+
+POLICY = PolicyStore()
+
+
+def policy_snapshot(session: Session) -> Snapshot:
+    return POLICY.snapshot(session)
+
+
+def authorize(session: Session, principal: Principal, permission: str,
+              target: Target) -> Decision:
+    """The single decision function: may ``principal`` use ``permission`` on ``target``?"""
+    return policy_snapshot(session).authorize(principal, permission, target)

@@ -1,0 +1,193 @@
+"""Role bindings (allow) and deny bindings: who may do what, where."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from aicloud.platform import audit
+from aicloud.platform.iam.authorize import PLATFORM
+from aicloud.platform.iam.hierarchy import scope_path
+from aicloud.platform.iam.models import (
+    DenyBindingModel,
+    GroupModel,
+    RoleBindingModel,
+    ServiceAccountModel,
+    UserModel,
+)
+from aicloud.platform.iam.permissions import CATALOG
+from aicloud.platform.iam.policy_version import bump_policy_version
+from aicloud.platform.iam.principals import principal_kind
+from aicloud.platform.iam.roles import role_org
+from aicloud.platform.iam.schemas import (
+    DenyBinding,
+    DenyBindingCreate,
+    ResourceScope,
+    RoleBinding,
+    RoleBindingCreate,
+)
+from aicloud.shared.clock import utcnow
+from aicloud.shared.errors import Conflict, NotFound, ValidationFailed
+from aicloud.shared.ids import id_prefix, new_id
+
+
+def binding_model_to_binding(m: RoleBindingModel) -> RoleBinding:
+    return RoleBinding(id=m.id, principal_id=m.principal_id, role_id=m.role_id,
+                       scope_id=m.scope_id, resource_type=m.resource_type,
+                       created_at=m.created_at)
+
+
+def deny_model_to_deny(m: DenyBindingModel) -> DenyBinding:
+    return DenyBinding(id=m.id, principal_id=m.principal_id, permission=m.permission,
+                       scope_id=m.scope_id, resource_type=m.resource_type,
+                       created_at=m.created_at)
+
+
+def _scope_org(path: str) -> str | None:
+    return path.split("/")[1] or None
+
+
+def _check_principal(session: Session, principal_id: str, org_id: str | None) -> str:
+    """The principal exists and may be bound in this organization (service accounts and
+    groups only inside their own; users anywhere, which is how they join organizations)."""
+    kind = principal_kind(principal_id)
+    if kind == "user":
+        if session.get(UserModel, principal_id) is None:
+            raise NotFound(f"principal {principal_id} not found")
+        return kind
+    model = ServiceAccountModel if kind == "service_account" else GroupModel
+    row = session.get(model, principal_id)
+    if row is None or row.org_id != org_id:
+        raise NotFound(f"principal {principal_id} not found")
+    return kind
+
+
+def _resolve_scope(session: Session, scope_id: str,
+                   resource: ResourceScope | None) -> tuple[str, str | None, str | None, str]:
+    """(scope id to store, resource type, parent scope, scope path)."""
+    path = scope_path(session, scope_id)
+    if resource is None:
+        return scope_id, None, None, path
+    if id_prefix(scope_id) != "prj":
+        raise ValidationFailed("a resource binding is made on the resource's project",
+                               field="resource")
+    return resource.id, resource.type, scope_id, f"{path}/{resource.id}"
+
+
+def create_binding(session: Session, scope_id: str, body: RoleBindingCreate, *,
+                   actor: audit.Actor) -> RoleBinding:
+    target, rtype, parent, path = _resolve_scope(session, scope_id, body.resource)
+    org_id = _scope_org(path)
+    _check_principal(session, body.principal_id, org_id)
+    owner = role_org(session, body.role_id)
+    if owner is not None and owner != org_id:
+        raise NotFound(f"role {body.role_id} not found")
+    if session.scalar(select(RoleBindingModel.id).where(
+            RoleBindingModel.principal_id == body.principal_id,
+            RoleBindingModel.role_id == body.role_id, RoleBindingModel.scope_id == target)):
+        raise Conflict("this binding already exists")
+    m = RoleBindingModel(id=new_id("rb"), principal_id=body.principal_id, role_id=body.role_id,
+                         scope_id=target, resource_type=rtype, parent_scope_id=parent,
+                         org_id=org_id, created_at=utcnow())
+    session.add(m)
+    session.flush()
+    bump_policy_version(session)
+    audit.record(session, actor=actor, action="iam.binding.create", target_type="role_binding",
+                 target_id=m.id, scope_path=path,
+                 changes=audit.diff(None, {"principal_id": m.principal_id,
+                                           "role_id": m.role_id, "scope_id": m.scope_id}))
+    return binding_model_to_binding(m)
+
+
+def get_binding_model(session: Session, binding_id: str) -> RoleBindingModel:
+    m = session.get(RoleBindingModel, binding_id)
+    if m is None:
+        raise NotFound(f"binding {binding_id} not found")
+    return m
+
+
+def binding_scope(m: RoleBindingModel | DenyBindingModel) -> str:
+    """The hierarchy scope that governs a binding (a resource binding's project)."""
+    return m.parent_scope_id or m.scope_id
+
+
+def delete_binding(session: Session, binding_id: str, *, actor: audit.Actor) -> None:
+    m = get_binding_model(session, binding_id)
+    path = scope_path(session, binding_scope(m))
+    session.delete(m)
+    bump_policy_version(session)
+    audit.record(session, actor=actor, action="iam.binding.delete", target_type="role_binding",
+                 target_id=binding_id, scope_path=path,
+                 changes=audit.diff({"principal_id": m.principal_id, "role_id": m.role_id,
+                                     "scope_id": m.scope_id}, None))
+
+
+def list_bindings(session: Session, scope_id: str, *, after: str | None,
+                  limit: int) -> list[RoleBinding]:
+    """Bindings made at this scope or on resources of this project."""
+    stmt = select(RoleBindingModel).where(
+        (RoleBindingModel.scope_id == scope_id) | (RoleBindingModel.parent_scope_id == scope_id)
+    ).order_by(RoleBindingModel.id).limit(limit)
+    if after:
+        stmt = stmt.where(RoleBindingModel.id > after)
+    return [binding_model_to_binding(m) for m in session.scalars(stmt)]
+
+
+def bind_platform_admin(session: Session, user_id: str, *, actor: audit.Actor) -> None:
+    if session.scalar(select(RoleBindingModel.id).where(
+            RoleBindingModel.principal_id == user_id,
+            RoleBindingModel.role_id == "platform-admin",
+            RoleBindingModel.scope_id == PLATFORM)):
+        return
+    create_binding(session, PLATFORM, RoleBindingCreate(principal_id=user_id,
+                                                        role_id="platform-admin"), actor=actor)
+
+
+# --- deny bindings ---------------------------------------------------------------------------
+
+
+def create_deny_binding(session: Session, scope_id: str, body: DenyBindingCreate, *,
+                        actor: audit.Actor) -> DenyBinding:
+    CATALOG.validate_pattern(body.permission)
+    target, rtype, parent, path = _resolve_scope(session, scope_id, body.resource)
+    org_id = _scope_org(path)
+    _check_principal(session, body.principal_id, org_id)
+    m = DenyBindingModel(id=new_id("deny"), principal_id=body.principal_id,
+                         permission=body.permission, scope_id=target, resource_type=rtype,
+                         parent_scope_id=parent, org_id=org_id, created_at=utcnow())
+    session.add(m)
+    session.flush()
+    bump_policy_version(session)
+    audit.record(session, actor=actor, action="iam.deny_binding.create",
+                 target_type="deny_binding", target_id=m.id, scope_path=path,
+                 changes=audit.diff(None, {"principal_id": m.principal_id,
+                                           "permission": m.permission, "scope_id": m.scope_id}))
+    return deny_model_to_deny(m)
+
+
+def get_deny_binding_model(session: Session, deny_id: str) -> DenyBindingModel:
+    m = session.get(DenyBindingModel, deny_id)
+    if m is None:
+        raise NotFound(f"deny binding {deny_id} not found")
+    return m
+
+
+def delete_deny_binding(session: Session, deny_id: str, *, actor: audit.Actor) -> None:
+    m = get_deny_binding_model(session, deny_id)
+    path = scope_path(session, binding_scope(m))
+    session.delete(m)
+    bump_policy_version(session)
+    audit.record(session, actor=actor, action="iam.deny_binding.delete",
+                 target_type="deny_binding", target_id=deny_id, scope_path=path,
+                 changes=audit.diff({"principal_id": m.principal_id,
+                                     "permission": m.permission, "scope_id": m.scope_id}, None))
+
+
+def list_deny_bindings(session: Session, scope_id: str, *, after: str | None,
+                       limit: int) -> list[DenyBinding]:
+    stmt = select(DenyBindingModel).where(
+        (DenyBindingModel.scope_id == scope_id) | (DenyBindingModel.parent_scope_id == scope_id)
+    ).order_by(DenyBindingModel.id).limit(limit)
+    if after:
+        stmt = stmt.where(DenyBindingModel.id > after)
+    return [deny_model_to_deny(m) for m in session.scalars(stmt)]

@@ -1,0 +1,157 @@
+"""Tenant isolation fixtures, shared by every domain's routes.
+
+``tests/api/test_tenant_isolation.py`` walks the app's route table. For each route with an
+id parameter it fills every parameter with an object of tenant A and calls the route as
+tenant B's owner, expecting 404; list routes must return nothing of A. A route whose
+parameter has no factory here FAILS that test, so a new route is covered the day it lands.
+
+To cover a new id parameter, register a factory that creates (once) an object of the tenant
+through the API and returns its id::
+
+    from tests.isolation import Tenant, id_factory
+
+    @id_factory("instance_id")
+    def _instance(t: Tenant) -> str:
+        return t.post(f"/projects/{t.get('project_id')}/instances", {...})["id"]
+
+Put it in this module (or a module this one imports) so the walker sees it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+IdFactory = Callable[["Tenant"], str]
+ID_FACTORIES: dict[str, IdFactory] = {}
+# Required non-id query parameters: a valid value so only authorization can refuse.
+QUERY_VALUES: dict[str, str] = {"permission": "iam.projects.read"}
+
+
+def id_factory(param: str) -> Callable[[IdFactory], IdFactory]:
+    def register(fn: IdFactory) -> IdFactory:
+        ID_FACTORIES[param] = fn
+        return fn
+    return register
+
+
+@dataclass
+class Tenant:
+    """An organization with an org-owner; ``get(param)`` makes one object per id parameter."""
+
+    name: str
+    client: TestClient
+    token: str
+    org_id: str
+    owner_id: str
+    objects: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        resp = self.client.post(path, json=body or {}, headers=self.headers)
+        assert resp.status_code in (200, 201), (path, resp.status_code, resp.text)
+        return resp.json()
+
+    def get(self, param: str) -> str:
+        if param not in self.objects:
+            factory = ID_FACTORIES.get(param)
+            if factory is None:
+                raise LookupError(param)
+            self.objects[param] = factory(self)
+        return self.objects[param]
+
+
+def make_tenant(client: TestClient, admin_token: str, name: str) -> Tenant:
+    """An organization and its owner, created through the API by a platform admin."""
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    password = "correct horse battery staple"
+    org = client.post("/orgs", json={"name": name}, headers=admin).json()
+    owner = client.post("/users", json={"email": f"owner@{name}.example", "password": password},
+                        headers=admin).json()
+    resp = client.post(f"/scopes/{org['id']}/bindings", headers=admin,
+                       json={"principal_id": owner["id"], "role_id": "org-owner"})
+    assert resp.status_code == 201, resp.text
+    token = client.post("/auth/login", json={"email": owner["email"],
+                                             "password": password}).json()["token"]
+    return Tenant(name=name, client=client, token=token, org_id=org["id"],
+                  owner_id=owner["id"])
+
+
+# --- IAM's id parameters ---------------------------------------------------------------------
+
+
+@id_factory("org_id")
+def _org(t: Tenant) -> str:
+    return t.org_id
+
+
+@id_factory("user_id")
+def _user(t: Tenant) -> str:
+    return t.owner_id
+
+
+@id_factory("department_id")
+def _department(t: Tenant) -> str:
+    return t.post(f"/orgs/{t.org_id}/departments", {"name": "research"})["id"]
+
+
+@id_factory("project_id")
+def _project(t: Tenant) -> str:
+    return t.post(f"/departments/{t.get('department_id')}/projects", {"name": "llm"})["id"]
+
+
+@id_factory("scope_id")
+def _scope(t: Tenant) -> str:
+    return t.get("project_id")
+
+
+@id_factory("group_id")
+def _group(t: Tenant) -> str:
+    return t.post(f"/orgs/{t.org_id}/groups", {"name": "ml"})["id"]
+
+
+@id_factory("service_account_id")
+def _service_account(t: Tenant) -> str:
+    return t.post(f"/projects/{t.get('project_id')}/service-accounts", {"name": "ci"})["id"]
+
+
+@id_factory("api_key_id")
+def _api_key(t: Tenant) -> str:
+    return t.post(f"/service-accounts/{t.get('service_account_id')}/api-keys",
+                  {"name": "deploy"})["id"]
+
+
+@id_factory("role_id")
+def _role(t: Tenant) -> str:
+    return t.post(f"/orgs/{t.org_id}/roles", {"name": "gpu-user",
+                                              "permissions": ["gpuaas.instances.*"]})["id"]
+
+
+@id_factory("binding_id")
+def _binding(t: Tenant) -> str:
+    return t.post(f"/scopes/{t.get('project_id')}/bindings",
+                  {"principal_id": t.get("group_id"), "role_id": t.get("role_id")})["id"]
+
+
+@id_factory("deny_binding_id")
+def _deny(t: Tenant) -> str:
+    return t.post(f"/scopes/{t.get('project_id')}/deny-bindings",
+                  {"principal_id": t.get("group_id"),
+                   "permission": "gpuaas.instances.delete"})["id"]
+
+
+@id_factory("invitation_id")
+def _invitation(t: Tenant) -> str:
+    return t.post(f"/scopes/{t.get('project_id')}/invitations",
+                  {"email": f"new@{t.name}.example", "role_id": "project-member"})["id"]
+
+
+@id_factory("principal_id")
+def _principal(t: Tenant) -> str:
+    return t.owner_id
