@@ -77,6 +77,10 @@ class Caller:
     def visible(self, permission: str, kind: str) -> list[str]:
         return self.snapshot().visible(self.principal, permission, kind)
 
+    def visible_scope_paths(self, permission: str) -> list[str] | None:
+        """Scope path prefixes the caller may read path-scoped records under (None = all)."""
+        return self.snapshot().visible_scope_paths(self.principal, permission)
+
 
 def authenticate(request: Request, session: Session) -> Caller:
     from aicloud.api.deps import bearer_token

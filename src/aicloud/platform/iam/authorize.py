@@ -274,6 +274,33 @@ class Snapshot:
         return [s for s in candidates if self.can(principal, permission, s)]
 
 
+    def visible_scope_paths(self, principal: Principal, permission: str) -> list[str] | None:
+        """The smallest set of scope paths under which ``permission`` holds everywhere:
+        None when it holds on the whole platform, [] when nowhere.
+
+        A scope whose subtree contains a denied or unbound descendant is not returned as a
+        prefix; its allowed descendants are, and records at that scope's own level are left
+        out. Readers of path-scoped records (audit events, cost reports) never see too much.
+        """
+        if self.can(principal, permission, PLATFORM):
+            return None
+        allowed: set[str] = set()
+        for kind in ("org", "department", "project"):
+            allowed.update(self.visible(principal, permission, kind))
+
+        def whole(scope: str) -> bool:
+            return scope in allowed and all(whole(c) for c in self.children.get(scope, ()))
+
+        out: list[str] = []
+        for scope in sorted(allowed, key=lambda s: len(self.paths[s])):
+            if not whole(scope):
+                continue
+            path = self.scope_path(scope)
+            if not any(path == p or path.startswith(p + "/") for p in out):
+                out.append(path)
+        return sorted(out)
+
+
 def _compile_roles(session: Session, catalog: PermissionCatalog) -> dict[str, frozenset[str]]:
     def expand(patterns: Any) -> frozenset[str]:
         out: set[str] = set()
