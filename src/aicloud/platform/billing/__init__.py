@@ -1,0 +1,63 @@
+"""Billing: the immutable money path (metering -> rating -> ledger -> derived balance).
+
+This module is the public surface other layers may call. Owners and usage are identified by
+plain ids and scope paths ("/org_x/dep_y/prj_z") passed in by callers; billing does not look
+them up in IAM. Every function takes the caller's Session and writes in its transaction.
+"""
+
+from aicloud.platform.billing.catalog import (
+    DEFAULT_METERS,
+    PriceBook,
+    create_price_list,
+    declare_meter,
+    get_price_list,
+    list_meters,
+    register_default_meters,
+)
+from aicloud.platform.billing.check import check_ledger
+from aicloud.platform.billing.credits import adjust, set_credit_limit, top_up
+from aicloud.platform.billing.holds import create_hold, expire_holds, get_hold, post_hold, void_hold
+from aicloud.platform.billing.ledger import (
+    TransferSpec,
+    balance,
+    ensure_account,
+    get_account,
+    list_transfers,
+    org_wallet,
+    platform_account,
+    post_transfers,
+    reverse_transfer,
+)
+from aicloud.platform.billing.money import CURRENCIES, MICROS_PER_UNIT
+from aicloud.platform.billing.rating import rate_batch, requeue_unpriced
+from aicloud.platform.billing.schemas import (
+    Account,
+    AdjustmentIn,
+    Balance,
+    Discrepancy,
+    Hold,
+    HoldCreate,
+    IngestResult,
+    LedgerCheck,
+    Meter,
+    PriceIn,
+    PriceList,
+    PriceListCreate,
+    RateResult,
+    TopUpIn,
+    Transfer,
+    UsageIn,
+)
+from aicloud.platform.billing.usage import ingest_usage
+
+__all__ = [
+    "CURRENCIES", "DEFAULT_METERS", "MICROS_PER_UNIT", "Account", "AdjustmentIn", "Balance",
+    "Discrepancy", "Hold", "HoldCreate", "IngestResult", "LedgerCheck", "Meter", "PriceBook",
+    "PriceIn", "PriceList", "PriceListCreate", "RateResult", "TopUpIn", "Transfer",
+    "TransferSpec", "UsageIn", "adjust", "balance", "check_ledger", "create_hold",
+    "create_price_list", "declare_meter", "ensure_account", "expire_holds", "get_account",
+    "get_hold", "get_price_list", "ingest_usage", "list_meters", "list_transfers",
+    "org_wallet", "platform_account", "post_hold", "post_transfers", "rate_batch",
+    "register_default_meters", "requeue_unpriced", "reverse_transfer", "set_credit_limit",
+    "top_up", "void_hold",
+]
