@@ -12,6 +12,8 @@ import typer
 
 from aicloud import __version__
 from aicloud.cli import admin, arch, auth, config_cmd, db, serve
+from aicloud.cli import billing as billing_cmd
+from aicloud.cli import ledger as ledger_cmd
 
 app = typer.Typer(
     name="aicloud",
@@ -42,6 +44,8 @@ app.add_typer(db.app, name="db", rich_help_panel="Operator")
 app.add_typer(admin.app, name="admin", rich_help_panel="Operator")
 app.add_typer(config_cmd.app, name="config", rich_help_panel="Operator")
 app.add_typer(arch.app, name="arch", rich_help_panel="Operator")
+app.add_typer(ledger_cmd.app, name="ledger", rich_help_panel="Operator")
+app.add_typer(billing_cmd.app, name="billing", rich_help_panel="Operator")
 app.command(rich_help_panel="Tenant (via the API)")(auth.login)
 app.command(rich_help_panel="Tenant (via the API)")(auth.logout)
 app.command(rich_help_panel="Tenant (via the API)")(auth.whoami)

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from aicloud.platform import billing
 from aicloud.shared import idempotency
 from aicloud.shared.clock import Clock, SystemClock
 from aicloud.shared.config import Settings
@@ -29,6 +30,9 @@ class AppContext:
                 interval_seconds=max(60.0, self.settings.controller_interval_seconds),
                 run_once=self._purge_idempotency_keys,
             ),
+            *billing.controllers(
+                self.db, interval_seconds=self.settings.controller_interval_seconds,
+                clock=self.clock),
         ]
 
     def _purge_idempotency_keys(self) -> int:
