@@ -52,17 +52,17 @@ from aicloud.platform.billing.schemas import (
 from aicloud.platform.billing.usage import ingest_usage
 
 __all__ = [
+    "CURRENCIES",
+    "DEFAULT_METERS",
+    "MICROS_PER_UNIT",
     "Account",
     "AdjustmentIn",
     "Balance",
-    "CURRENCIES",
-    "DEFAULT_METERS",
     "Discrepancy",
     "Hold",
     "HoldCreate",
     "IngestResult",
     "LedgerCheck",
-    "MICROS_PER_UNIT",
     "Meter",
     "PriceBook",
     "PriceIn",
