@@ -43,7 +43,7 @@ def test_sigkilled_rater_never_loses_or_doubles_a_charge(db: Database) -> None:
         server.stdin.flush()
         word, pid = server.stdout.readline().split()
         assert word == "ready"
-        time.sleep(rng.uniform(0.0, 0.12))
+        time.sleep(rng.uniform(0.0, 0.05))
         os.kill(int(pid), signal.SIGKILL)
         word, _, status = server.stdout.readline().split()
         assert (word, os.waitstatus_to_exitcode(int(status))) == ("exit", -signal.SIGKILL), (
@@ -53,9 +53,8 @@ def test_sigkilled_rater_never_loses_or_doubles_a_charge(db: Database) -> None:
                 "SELECT count(*) FROM billing_usage_records WHERE state = 1")))
     server.stdin.close()
     server.wait(10)
-    # The workers did real work between kills (so kills landed amid it), and left some undone.
-    progressed = sum(b > a for a, b in zip([0, *rated_by_workers], rated_by_workers, strict=False))
-    assert progressed >= KILLS // 4, rated_by_workers
+    # Every worker committed work before its kill, and the killed workers left some undone.
+    assert all(b > a for a, b in zip([0, *rated_by_workers], rated_by_workers, strict=False))
     assert rated_by_workers[-1] < n
     rate_all(db)  # a surviving rater finishes what the killed ones left
 

@@ -7,6 +7,7 @@ a rated charge never changes afterwards.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -119,40 +120,61 @@ class ResolvedPrice:
                                  self.per_quantity * 10_000)
 
 
+@dataclass(frozen=True)
+class _ListVersion:
+    id: str
+    currency: str
+    discount_bp: int
+
+
 class PriceBook:
     """All price list versions in memory: the rater resolves thousands of records per batch
     without a query per record. Price lists are few and small."""
 
     def __init__(self, session: Session):
-        lists = session.scalars(select(PriceListModel).order_by(
-            PriceListModel.org_id, PriceListModel.effective_from.desc(),
-            PriceListModel.version.desc())).all()
-        self._lists: dict[str, list[PriceListModel]] = {}
-        for pl in lists:
-            self._lists.setdefault(pl.org_id, []).append(pl)
-        self._prices: dict[tuple[str, str, str], PriceModel] = {
-            (p.price_list_id, p.meter, p.dimension_value): p
-            for p in session.scalars(select(PriceModel))}
+        L, P = PriceListModel, PriceModel
+        self._starts: dict[str, list[datetime]] = {}
+        self._versions: dict[str, list[_ListVersion]] = {}
+        # Ascending by start; among versions with the same start the newest one wins.
+        for org, lid, currency, discount, start, _ in session.execute(select(
+                L.org_id, L.id, L.currency, L.discount_bp, L.effective_from, L.version)
+                .order_by(L.org_id, L.effective_from, L.version)):
+            self._starts.setdefault(org, []).append(start)
+            self._versions.setdefault(org, []).append(_ListVersion(lid, currency, discount))
+        self._prices: dict[tuple[str, str, str], tuple[str, int, int]] = {
+            (lid, meter, dim): (pid, unit_price, per_quantity)
+            for pid, lid, meter, dim, unit_price, per_quantity in session.execute(select(
+                P.id, P.price_list_id, P.meter, P.dimension_value, P.unit_price,
+                P.per_quantity))}
+        self._memo: dict[tuple[str, str, str, str, str], ResolvedPrice] = {}
 
-    def _in_effect(self, org: str, at: datetime) -> PriceListModel | None:
-        for pl in self._lists.get(org, []):  # newest first
-            if pl.effective_from <= at:
-                return pl
-        return None
+    def _in_effect(self, org: str, at: datetime) -> _ListVersion | None:
+        i = bisect_right(self._starts.get(org, ()), at)
+        return self._versions[org][i - 1] if i else None
 
-    def _find(self, pl: PriceListModel, meter: str, dimension_value: str) -> PriceModel | None:
+    def _find(self, pl: _ListVersion, meter: str,
+              dimension_value: str) -> tuple[str, int, int] | None:
         return (self._prices.get((pl.id, meter, dimension_value))
                 or self._prices.get((pl.id, meter, "")))
 
     def resolve(self, org_id: str, meter: str, dimension_value: str,
                 at: datetime) -> ResolvedPrice:
         contract = self._in_effect(org_id, at)
+        default = self._in_effect("", at)
+        key = (org_id, meter, dimension_value, contract.id if contract else "",
+               default.id if default else "")
+        found = self._memo.get(key)
+        if found is None:
+            found = self._memo[key] = self._resolve(org_id, meter, dimension_value, at,
+                                                    contract, default)
+        return found
+
+    def _resolve(self, org_id: str, meter: str, dimension_value: str, at: datetime,
+                 contract: _ListVersion | None, default: _ListVersion | None) -> ResolvedPrice:
         if contract is not None:
             price = self._find(contract, meter, dimension_value)
             if price is not None:
-                return ResolvedPrice(price.id, contract.currency, price.unit_price,
-                                     price.per_quantity, 0)
-        default = self._in_effect("", at)
+                return ResolvedPrice(price[0], contract.currency, price[1], price[2], 0)
         if default is None:
             raise NotFound(f"no default price list is in effect at {at.isoformat()}")
         price = self._find(default, meter, dimension_value)
@@ -163,8 +185,7 @@ class PriceBook:
         if contract is not None and contract.currency != default.currency:
             raise ValidationFailed(f"contract of {org_id} is in {contract.currency} but prices "
                                    f"{meter} only through the {default.currency} default list")
-        return ResolvedPrice(price.id, default.currency, price.unit_price, price.per_quantity,
-                             discount)
+        return ResolvedPrice(price[0], default.currency, price[1], price[2], discount)
 
 
 def get_price_list(session: Session, price_list_id: str) -> PriceList:

@@ -15,19 +15,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from aicloud.platform import audit
 from aicloud.platform.billing.models import AccountModel, HoldModel, TransferModel
 from aicloud.platform.billing.money import check_amount, check_currency
 from aicloud.platform.billing.schemas import Account, Balance, Transfer
 from aicloud.shared.clock import utcnow
+from aicloud.shared.db import bulk
 from aicloud.shared.errors import Conflict, NotFound, ValidationFailed
 from aicloud.shared.idempotency import validate_key
-from aicloud.shared.ids import new_id
+from aicloud.shared.ids import new_id, new_ids
 
 ACCOUNT_TYPES = ("asset", "liability", "revenue", "expense")
 OWNER_TYPES = ("platform", "organization", "department", "project")
@@ -151,11 +153,20 @@ def get_account(session: Session, account_id: str) -> AccountModel:
 
 def held_amount(session: Session, account_id: str, now: datetime | None = None) -> int:
     """Funds reserved by open holds (expired holds no longer reserve anything)."""
-    now = now or utcnow()
-    return int(session.scalar(
-        select(func.coalesce(func.sum(HoldModel.amount), 0)).where(
-            HoldModel.account_id == account_id, HoldModel.status == "pending",
-            HoldModel.expires_at > now)) or 0)
+    return held_amounts(session, [account_id], now).get(account_id, 0)
+
+
+def held_amounts(session: Session, account_ids: Iterable[str],
+                 now: datetime | None = None) -> dict[str, int]:
+    ids = list(account_ids)
+    if not ids:
+        return {}
+    H = HoldModel
+    rows = session.execute(
+        select(H.account_id, func.sum(H.amount)).where(
+            H.account_id.in_(bindparam("ids", expanding=True)), H.status == "pending",
+            H.expires_at > (now or utcnow())).group_by(H.account_id), {"ids": ids})
+    return {a: int(total) for a, total in rows}
 
 
 def balance(session: Session, account_id: str, now: datetime | None = None) -> Balance:
@@ -232,53 +243,59 @@ def post_transfers(
                     f"{accounts[account_id].currency}", field="currency")
         debits[s.debit_account_id] += s.amount
         credits[s.credit_account_id] += s.amount
+    held = held_amounts(session, [
+        a for a, acct in accounts.items()
+        if enforce_floor and acct.enforce_floor and debits[a] > 0]) if fresh else {}
     for account_id, acct in accounts.items():
-        _check_constraints(session, acct, debits[account_id], credits[account_id],
-                           enforce_floor=enforce_floor, now=now)
+        _check_constraints(acct, debits[account_id], credits[account_id],
+                           held=held.get(account_id, 0), enforce_floor=enforce_floor)
+    ids = new_ids("xfer", len(fresh))
     rows = [{
-        "id": new_id("xfer"), "debit_account_id": s.debit_account_id,
+        "id": ids[i], "debit_account_id": s.debit_account_id,
         "credit_account_id": s.credit_account_id, "amount": s.amount, "currency": s.currency,
         "idempotency_key": s.idempotency_key, "reason": s.reason, "usage_id": s.usage_id,
         "hold_id": s.hold_id, "cause_type": s.cause_type, "cause_id": s.cause_id,
         "reverses_transfer_id": s.reverses_transfer_id,
-        "metadata_json": json.dumps(dict(s.metadata), sort_keys=True, default=str),
+        "metadata_json": json.dumps(dict(s.metadata), sort_keys=True, default=str)
+        if s.metadata else "{}",
         "posted_at": now,
-    } for s in fresh]
+    } for i, s in enumerate(fresh)]
     if rows:
-        session.execute(insert(TransferModel), rows)
-        apply_to_cache(session, debits, credits)
-    new_ids = {r["idempotency_key"]: r["id"] for r in rows}
+        bulk.insert_rows(session.connection(), TransferModel.__table__, rows)
+        apply_to_cache(session, accounts, debits, credits)
+    stored_ids = {r["idempotency_key"]: r["id"] for r in rows}
     return [Posted(id=replays[s.idempotency_key].id, idempotency_key=s.idempotency_key,
                    replayed=True) if s.idempotency_key in replays else
-            Posted(id=new_ids[s.idempotency_key], idempotency_key=s.idempotency_key,
+            Posted(id=stored_ids[s.idempotency_key], idempotency_key=s.idempotency_key,
                    replayed=False) for s in specs]
 
 
-def apply_to_cache(session: Session, debits: Mapping[str, int],
-                   credits: Mapping[str, int]) -> None:
-    """Add posted totals to the account cache: one UPDATE per account, in id order."""
-    params = [{"b_id": a, "b_d": debits.get(a, 0), "b_c": credits.get(a, 0)}
-              for a in sorted(set(debits) | set(credits))]
-    t = AccountModel.__table__
-    session.execute(
-        update(t).where(t.c.id == bindparam("b_id")).values(
-            debits_posted=t.c.debits_posted + bindparam("b_d"),
-            credits_posted=t.c.credits_posted + bindparam("b_c")),
-        params, execution_options={"synchronize_session": False})
-    # The UPDATE bypassed the ORM: forget stale cached totals of loaded accounts.
-    for acct in list(session.identity_map.values()):
-        if isinstance(acct, AccountModel) and (acct.id in debits or acct.id in credits):
-            session.expire(acct)
+def apply_to_cache(session: Session, accounts: Mapping[str, AccountModel],
+                   debits: Mapping[str, int], credits: Mapping[str, int]) -> None:
+    """Write the new totals of locked accounts: one set-based UPDATE for all of them.
+
+    Absolute values are safe because the caller holds the rows' locks (PostgreSQL) or the
+    database's write lock (SQLite) since it read them.
+    """
+    rows = [{"id": a, "debits_posted": accounts[a].debits_posted + debits.get(a, 0),
+             "credits_posted": accounts[a].credits_posted + credits.get(a, 0)}
+            for a in sorted(set(debits) | set(credits))]
+    bulk.update_rows(session.connection(), AccountModel.__table__, "id", rows)
+    # The UPDATE bypassed the ORM: refresh the loaded accounts' totals.
+    for row in rows:
+        acct = accounts[row["id"]]
+        set_committed_value(acct, "debits_posted", row["debits_posted"])
+        set_committed_value(acct, "credits_posted", row["credits_posted"])
 
 
-def _check_constraints(session: Session, acct: AccountModel, debit: int, credit: int, *,
-                       enforce_floor: bool, now: datetime) -> None:
+def _check_constraints(acct: AccountModel, debit: int, credit: int, *, held: int,
+                       enforce_floor: bool) -> None:
     after = normal_balance(acct.type, acct.debits_posted + debit, acct.credits_posted + credit)
     before = normal_balance(acct.type, acct.debits_posted, acct.credits_posted)
     if acct.strict_non_negative and after < 0:
         raise Conflict(f"account {acct.id} may not go below zero", account_id=acct.id)
     if enforce_floor and acct.enforce_floor and after < before:
-        available = after - held_amount(session, acct.id, now)
+        available = after - held
         if available < -acct.credit_limit:
             raise Conflict(
                 f"insufficient funds in account {acct.id}: available after this transfer "
@@ -291,7 +308,8 @@ def _existing_by_key(session: Session, keys: Iterable[str]) -> dict[str, Transfe
     out: dict[str, TransferModel] = {}
     for i in range(0, len(keys), 500):
         for m in session.scalars(select(TransferModel).where(
-                TransferModel.idempotency_key.in_(keys[i:i + 500]))):
+                TransferModel.idempotency_key.in_(bindparam("keys", expanding=True))),
+                {"keys": keys[i:i + 500]}):
             out[m.idempotency_key] = m
     return out
 

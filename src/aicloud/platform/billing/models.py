@@ -169,7 +169,7 @@ class UsageRecordModel(Base):
     id: Mapped[str] = mapped_column(String(40), unique=True)
     idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
     fingerprint: Mapped[str] = mapped_column(String(64))
-    resource_id: Mapped[str] = mapped_column(String(64), index=True)
+    resource_id: Mapped[str] = mapped_column(String(64))
     org_id: Mapped[str] = mapped_column(String(64))
     project_id: Mapped[str] = mapped_column(String(64))
     scope_path: Mapped[str] = mapped_column(String(512))

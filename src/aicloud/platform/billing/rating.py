@@ -16,7 +16,7 @@ import hashlib
 import logging
 from datetime import datetime
 
-from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit
@@ -30,6 +30,7 @@ from aicloud.platform.billing.ledger import (
 from aicloud.platform.billing.models import RatingStreamModel, UsageRecordModel
 from aicloud.platform.billing.schemas import RateResult
 from aicloud.shared.clock import utcnow
+from aicloud.shared.db import bulk
 from aicloud.shared.errors import AppError
 from aicloud.shared.ids import new_id
 
@@ -54,7 +55,7 @@ def _claim(session: Session, batch_size: int) -> list:  # type: ignore[type-arg]
             .where(U.state == WAITING).order_by(U.seq).limit(batch_size))
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True, of=U)
-    return list(session.execute(stmt).all())
+    return list(session.connection().execute(stmt).all())
 
 
 def _lock_resources(session: Session, resource_ids: set[str]) -> None:
@@ -72,9 +73,10 @@ def _load_streams(session: Session, keys: set[StreamKey]) -> dict[StreamKey, dic
     found: dict[StreamKey, dict] = {}  # type: ignore[type-arg]
     resources = sorted({k[0] for k in keys})
     for i in range(0, len(resources), 500):
-        for row in session.execute(select(
+        for row in session.connection().execute(select(
                 S.id, S.resource_id, S.meter, S.dimension_value, S.price_id, S.discount_bp,
-                S.quantity, S.charged).where(S.resource_id.in_(resources[i:i + 500]))):
+                S.quantity, S.charged).where(S.resource_id.in_(bindparam("r", expanding=True))),
+                {"r": resources[i:i + 500]}):
             key = (row.resource_id, row.meter, row.dimension_value, row.price_id,
                    row.discount_bp)
             if key in keys:
@@ -131,32 +133,23 @@ def rate_batch(session: Session, *, batch_size: int = 2000,
                 idempotency_key=f"usage:{r.id}", reason="usage",  # type: ignore[attr-defined]
                 usage_id=r.id, cause_type="usage", cause_id=r.id))  # type: ignore[attr-defined]
             total += charge
-        updates.append({"b_seq": r.seq, "b_stream": s["id"], "b_price": price.price_id,  # type: ignore[attr-defined]
-                        "b_currency": price.currency, "b_charge": charge})
+        updates.append({"seq": r.seq, "stream_id": s["id"], "price_id": price.price_id,  # type: ignore[attr-defined]
+                        "currency": price.currency, "charge": charge})
     new_streams = [{"id": s["id"], "resource_id": k[0], "meter": k[1], "dimension_value": k[2],
                     "price_id": k[3], "discount_bp": k[4], "quantity": s["quantity"],
                     "charged": s["charged"]} for k, s in streams.items() if s["new"]]
-    old_streams = [{"b_id": s["id"], "b_q": s["quantity"], "b_c": s["charged"]}
+    old_streams = [{"id": s["id"], "quantity": s["quantity"], "charged": s["charged"]}
                    for s in streams.values() if not s["new"] and s.get("dirty")]
-    S, U = RatingStreamModel.__table__, UsageRecordModel.__table__
-    if new_streams:
-        session.execute(insert(RatingStreamModel), new_streams)
-    if old_streams:
-        session.execute(update(S).where(S.c.id == bindparam("b_id")).values(
-            quantity=bindparam("b_q"), charged=bindparam("b_c")), old_streams,
-            execution_options={"synchronize_session": False})
+    conn = session.connection()
+    bulk.insert_rows(conn, RatingStreamModel.__table__, new_streams)
+    bulk.update_rows(conn, RatingStreamModel.__table__, "id", old_streams)
     # Rating charges always post: the usage already happened. Admission (holds, budgets)
     # is where spending is stopped, not here.
     post_transfers(session, specs, enforce_floor=False, check_replays=False, now=now)
-    if updates:
-        session.execute(update(U).where(U.c.seq == bindparam("b_seq")).values(
-            state=RATED, stream_id=bindparam("b_stream"), price_id=bindparam("b_price"),
-            currency=bindparam("b_currency"), charge=bindparam("b_charge"), rated_at=now),
-            updates, execution_options={"synchronize_session": False})
-    if unpriced:
-        session.execute(update(U).where(U.c.seq == bindparam("b_seq")).values(
-            state=UNPRICED), [{"b_seq": s} for s in unpriced],
-            execution_options={"synchronize_session": False})
+    bulk.update_rows(conn, UsageRecordModel.__table__, "seq", updates, state=RATED,
+                     rated_at=now)
+    bulk.update_rows(conn, UsageRecordModel.__table__, "seq",
+                     [{"seq": seq} for seq in unpriced], state=UNPRICED)
     audit.record(session, actor=RATER, action="billing.usage.rate", target_type="usage_batch",
                  target_id=claimed[0].id,
                  details={"rated": len(updates), "unpriced": len(unpriced), "charged": total,

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,18 +16,20 @@ from aicloud.platform.billing.money import MAX_QUANTITY
 from aicloud.platform.billing.schemas import IngestResult, UsageIn
 from aicloud.platform.billing.scopes import split_scope
 from aicloud.shared.clock import utcnow
+from aicloud.shared.db import bulk
 from aicloud.shared.errors import Conflict, ValidationFailed
-from aicloud.shared.ids import new_id
+from aicloud.shared.ids import new_ids
 
 MAX_BATCH = 10_000
 _KEY_CHUNK = 500
 
 
 def _fingerprint(r: UsageIn) -> str:
-    payload = [r.resource_id, r.project_id, r.scope_path, r.principal_id, r.meter,
-               r.dimension_value, r.quantity, r.window_start.isoformat(),
-               r.window_end.isoformat(), r.source]
-    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
+    payload = "\x1f".join((
+        r.resource_id, r.project_id, r.scope_path, r.principal_id or "", r.meter,
+        r.dimension_value, str(r.quantity), r.window_start.isoformat(),
+        r.window_end.isoformat(), r.source))
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def _validate(r: UsageIn, meters: dict[str, str | None], i: int) -> str:
@@ -80,9 +81,11 @@ def ingest_usage(session: Session, records: Sequence[UsageIn], *, actor: audit.A
         for key, uid, fp in session.execute(select(
                 UsageRecordModel.idempotency_key, UsageRecordModel.id,
                 UsageRecordModel.fingerprint).where(
-                UsageRecordModel.idempotency_key.in_(keys[j:j + _KEY_CHUNK]))):
+                UsageRecordModel.idempotency_key.in_(bindparam("keys", expanding=True))),
+                {"keys": keys[j:j + _KEY_CHUNK]}):
             existing[key] = (uid, fp)
     rows = []
+    fresh_ids = iter(new_ids("usage", len(batch)))
     for key, (r, fp, org) in batch.items():
         if key in existing:
             if existing[key][1] != fp:
@@ -90,7 +93,7 @@ def ingest_usage(session: Session, records: Sequence[UsageIn], *, actor: audit.A
                                "payload", idempotency_key=key, usage_id=existing[key][0])
             continue
         rows.append({
-            "id": new_id("usage"), "idempotency_key": key, "fingerprint": fp,
+            "id": next(fresh_ids), "idempotency_key": key, "fingerprint": fp,
             "resource_id": r.resource_id, "org_id": org, "project_id": r.project_id,
             "scope_path": r.scope_path, "principal_id": r.principal_id, "meter": r.meter,
             "dimension_value": r.dimension_value, "quantity": r.quantity,
@@ -100,14 +103,14 @@ def ingest_usage(session: Session, records: Sequence[UsageIn], *, actor: audit.A
     if rows:
         try:
             with session.begin_nested():
-                session.execute(insert(UsageRecordModel), rows)
+                bulk.insert_rows(session.connection(), UsageRecordModel.__table__, rows)
         except IntegrityError:
             raise Conflict("another ingestion stored some of these keys at the same moment; "
                            "retry the batch (duplicates will be recognised)") from None
         audit.record(session, actor=actor, action="billing.usage.ingest",
                      target_type="usage_batch", target_id=rows[0]["id"],
                      details={"accepted": len(rows), "duplicates": len(records) - len(rows)})
-    new_ids = {row["idempotency_key"]: row["id"] for row in rows}
+    stored_ids = {row["idempotency_key"]: row["id"] for row in rows}
     for r in records:
-        ids.append(new_ids.get(r.idempotency_key) or existing[r.idempotency_key][0])
+        ids.append(stored_ids.get(r.idempotency_key) or existing[r.idempotency_key][0])
     return IngestResult(accepted=len(rows), duplicates=len(records) - len(rows), ids=ids)

@@ -178,7 +178,6 @@ def upgrade() -> None:
     sa.UniqueConstraint('id', name=op.f('uq_billing_usage_records_id')),
     sa.UniqueConstraint('idempotency_key', name=op.f('uq_billing_usage_records_idempotency_key'))
     )
-    op.create_index(op.f('ix_billing_usage_records_resource_id'), 'billing_usage_records', ['resource_id'], unique=False)
     op.create_index('ix_billing_usage_records_scope_path_window_start', 'billing_usage_records', ['scope_path', 'window_start'], unique=False)
     op.create_index('ix_billing_usage_records_state_seq', 'billing_usage_records', ['state', 'seq'], unique=False)
 
@@ -193,7 +192,6 @@ def downgrade() -> None:
         op.execute("DROP FUNCTION IF EXISTS billing_transfers_append_only()")
     op.drop_index('ix_billing_usage_records_state_seq', table_name='billing_usage_records')
     op.drop_index('ix_billing_usage_records_scope_path_window_start', table_name='billing_usage_records')
-    op.drop_index(op.f('ix_billing_usage_records_resource_id'), table_name='billing_usage_records')
     op.drop_table('billing_usage_records')
     op.drop_index(op.f('ix_billing_transfers_hold_id'), table_name='billing_transfers')
     op.drop_index('ix_billing_transfers_debit_account_id_posted_at', table_name='billing_transfers')
