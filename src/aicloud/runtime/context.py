@@ -32,7 +32,7 @@ class AppContext:
             ),
             *billing.controllers(
                 self.db, interval_seconds=self.settings.controller_interval_seconds,
-                clock=self.clock),
+                clock=self.clock, webhook_secret=self.settings.secret_key.get_secret_value()),
         ]
 
     def _purge_idempotency_keys(self) -> int:

@@ -5,6 +5,16 @@ plain ids and scope paths ("/org_x/dep_y/prj_z") passed in by callers; billing d
 them up in IAM. Every function takes the caller's Session and writes in its transaction.
 """
 
+from aicloud.platform.billing.budgets import (
+    EXCEEDED_TOPIC,
+    create_budget,
+    delete_budget,
+    evaluate_budgets,
+    launches_blocked,
+    list_alerts,
+    list_budgets,
+    scope_spend,
+)
 from aicloud.platform.billing.catalog import (
     DEFAULT_METERS,
     PriceBook,
@@ -35,6 +45,9 @@ from aicloud.platform.billing.schemas import (
     Account,
     AdjustmentIn,
     Balance,
+    Budget,
+    BudgetAlert,
+    BudgetCreate,
     Discrepancy,
     Hold,
     HoldCreate,
@@ -50,14 +63,20 @@ from aicloud.platform.billing.schemas import (
     UsageIn,
 )
 from aicloud.platform.billing.usage import ingest_usage
+from aicloud.platform.billing.webhooks import SIGNATURE_HEADER, deliver_due, sign, verify
 
 __all__ = [
     "CURRENCIES",
     "DEFAULT_METERS",
+    "EXCEEDED_TOPIC",
     "MICROS_PER_UNIT",
+    "SIGNATURE_HEADER",
     "Account",
     "AdjustmentIn",
     "Balance",
+    "Budget",
+    "BudgetAlert",
+    "BudgetCreate",
     "Discrepancy",
     "Hold",
     "HoldCreate",
@@ -77,15 +96,22 @@ __all__ = [
     "balance",
     "check_ledger",
     "controllers",
+    "create_budget",
     "create_hold",
     "create_price_list",
     "declare_meter",
+    "delete_budget",
+    "deliver_due",
     "ensure_account",
+    "evaluate_budgets",
     "expire_holds",
     "get_account",
     "get_hold",
     "get_price_list",
     "ingest_usage",
+    "launches_blocked",
+    "list_alerts",
+    "list_budgets",
     "list_meters",
     "list_transfers",
     "org_wallet",
@@ -97,7 +123,10 @@ __all__ = [
     "register_default_meters",
     "requeue_unpriced",
     "reverse_transfer",
+    "scope_spend",
     "set_credit_limit",
+    "sign",
     "top_up",
+    "verify",
     "void_hold",
 ]

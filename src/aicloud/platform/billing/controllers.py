@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 
+from aicloud.platform.billing.budgets import evaluate_budgets
 from aicloud.platform.billing.holds import expire_holds
 from aicloud.platform.billing.rating import rate_batch
+from aicloud.platform.billing.webhooks import deliver_due
 from aicloud.shared.clock import Clock, SystemClock
 from aicloud.shared.controllers import Controller
 from aicloud.shared.db import Database
@@ -29,9 +31,13 @@ def rate_until_idle(db: Database, *, batch_size: int = 2000, max_batches: int = 
     return rated
 
 
-def controllers(db: Database, *, interval_seconds: float,
-                clock: Clock | None = None) -> list[Controller]:
+def controllers(db: Database, *, interval_seconds: float, clock: Clock | None = None,
+                webhook_secret: str = "") -> list[Controller]:
     clock = clock or SystemClock()
+
+    def _budgets() -> int:
+        with db.transaction() as session:
+            return len(evaluate_budgets(session, now=clock.now()))
 
     def _expire() -> int:
         with db.transaction() as session:
@@ -42,4 +48,9 @@ def controllers(db: Database, *, interval_seconds: float,
                    run_once=lambda: rate_until_idle(db, clock=clock)),
         Controller(name="billing-hold-expiry", interval_seconds=max(interval_seconds, 10.0),
                    run_once=_expire),
+        Controller(name="billing-budgets", interval_seconds=max(interval_seconds, 30.0),
+                   run_once=_budgets),
+        Controller(name="billing-webhooks", interval_seconds=max(interval_seconds, 5.0),
+                   run_once=lambda: deliver_due(db, default_secret=webhook_secret,
+                                                clock=clock)),
     ]

@@ -211,3 +211,56 @@ class RatingStreamModel(Base):
     discount_bp: Mapped[int] = mapped_column(Integer)
     quantity: Mapped[int] = mapped_column(BigInteger, default=0)
     charged: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class BudgetModel(Base):
+    """A monthly spending budget for an organization, department or project scope."""
+
+    __tablename__ = "billing_budgets"
+    __table_args__ = (CheckConstraint("amount > 0", name="amount_positive"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    scope_path: Mapped[str] = mapped_column(String(512), index=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    amount: Mapped[int] = mapped_column(BigInteger)  # per calendar month, micro-units
+    thresholds: Mapped[str] = mapped_column(String(128))  # JSON list of percents
+    action: Mapped[str] = mapped_column(String(32))  # notify | block_launches | stop_workloads
+    webhook_url: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    webhook_secret: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class BudgetAlertModel(Base):
+    __tablename__ = "billing_budget_alerts"
+    __table_args__ = (
+        UniqueConstraint("budget_id", "period", "threshold",
+                         name="uq_billing_budget_alerts_budget_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    budget_id: Mapped[str] = mapped_column(String(40))
+    scope_path: Mapped[str] = mapped_column(String(512), index=True)
+    period: Mapped[str] = mapped_column(String(7))  # YYYY-MM
+    threshold: Mapped[int] = mapped_column(Integer)
+    spend: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    action: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WebhookDeliveryModel(Base):
+    __tablename__ = "billing_webhook_deliveries"
+    __table_args__ = (Index("ix_billing_webhook_deliveries_status_next_attempt_at", "status",
+                            "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    alert_id: Mapped[str] = mapped_column(String(40))
+    budget_id: Mapped[str] = mapped_column(String(40))
+    url: Mapped[str] = mapped_column(String(1024))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

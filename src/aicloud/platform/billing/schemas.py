@@ -162,3 +162,42 @@ class AdjustmentIn(BaseModel):
     currency: str
     idempotency_key: str = Field(min_length=1, max_length=200)
     reason: str = Field(min_length=1, max_length=256)
+
+
+BudgetAction = Literal["notify", "block_launches", "stop_workloads"]
+
+
+class BudgetCreate(BaseModel):
+    scope_path: str = Field(min_length=2, max_length=512, description="/org[/dep[/prj]]")
+    amount: int = Amount
+    currency: str
+    thresholds: list[int] = Field(default_factory=lambda: [50, 80, 100], min_length=1,
+                                  max_length=10)
+    action: BudgetAction = "notify"
+    webhook_url: str | None = Field(default=None, max_length=1024)
+    webhook_secret: str | None = Field(default=None, min_length=16, max_length=256,
+                                       description="HMAC key; the configured one if omitted")
+
+
+class Budget(BaseModel):
+    id: str
+    scope_path: str
+    amount: int
+    currency: str
+    thresholds: list[int]
+    action: BudgetAction
+    webhook_url: str | None
+    has_webhook_secret: bool
+    created_at: datetime
+
+
+class BudgetAlert(BaseModel):
+    id: str
+    budget_id: str
+    scope_path: str
+    period: str
+    threshold: int
+    spend: int
+    amount: int
+    action: BudgetAction
+    created_at: datetime
