@@ -27,6 +27,7 @@ from aicloud.platform.billing.catalog import (
 from aicloud.platform.billing.check import check_ledger
 from aicloud.platform.billing.controllers import controllers, rate_until_idle
 from aicloud.platform.billing.credits import adjust, set_credit_limit, top_up
+from aicloud.platform.billing.exports import cost_report_csv, statement_csv
 from aicloud.platform.billing.holds import create_hold, expire_holds, get_hold, post_hold, void_hold
 from aicloud.platform.billing.ledger import (
     TransferSpec,
@@ -41,6 +42,7 @@ from aicloud.platform.billing.ledger import (
 )
 from aicloud.platform.billing.money import CURRENCIES, MICROS_PER_UNIT
 from aicloud.platform.billing.rating import rate_batch, requeue_unpriced
+from aicloud.platform.billing.reports import cost_report
 from aicloud.platform.billing.schemas import (
     Account,
     AdjustmentIn,
@@ -48,6 +50,8 @@ from aicloud.platform.billing.schemas import (
     Budget,
     BudgetAlert,
     BudgetCreate,
+    CostReport,
+    CostRow,
     Discrepancy,
     Hold,
     HoldCreate,
@@ -58,10 +62,13 @@ from aicloud.platform.billing.schemas import (
     PriceList,
     PriceListCreate,
     RateResult,
+    Statement,
+    StatementLine,
     TopUpIn,
     Transfer,
     UsageIn,
 )
+from aicloud.platform.billing.statements import build_statement
 from aicloud.platform.billing.usage import ingest_usage
 from aicloud.platform.billing.webhooks import SIGNATURE_HEADER, deliver_due, sign, verify
 
@@ -77,6 +84,8 @@ __all__ = [
     "Budget",
     "BudgetAlert",
     "BudgetCreate",
+    "CostReport",
+    "CostRow",
     "Discrepancy",
     "Hold",
     "HoldCreate",
@@ -88,14 +97,19 @@ __all__ = [
     "PriceList",
     "PriceListCreate",
     "RateResult",
+    "Statement",
+    "StatementLine",
     "TopUpIn",
     "Transfer",
     "TransferSpec",
     "UsageIn",
     "adjust",
     "balance",
+    "build_statement",
     "check_ledger",
     "controllers",
+    "cost_report",
+    "cost_report_csv",
     "create_budget",
     "create_hold",
     "create_price_list",
@@ -126,6 +140,7 @@ __all__ = [
     "scope_spend",
     "set_credit_limit",
     "sign",
+    "statement_csv",
     "top_up",
     "verify",
     "void_hold",

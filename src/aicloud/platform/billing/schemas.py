@@ -201,3 +201,45 @@ class BudgetAlert(BaseModel):
     amount: int
     action: BudgetAction
     created_at: datetime
+
+
+class StatementLine(BaseModel):
+    kind: Literal["usage", "top_up", "adjustment", "hold_post", "reversal", "transfer"]
+    project_id: str | None = None
+    meter: str | None = None
+    dimension_value: str | None = None
+    price_id: str | None = None
+    unit_price: int | None = Field(default=None, description="micro-units per per_quantity")
+    per_quantity: int | None = None
+    discount_bp: int | None = None
+    quantity: int | None = None
+    amount: int = Field(description="signed: negative charges the wallet, positive credits it")
+    transfers: int
+
+
+class Statement(BaseModel):
+    org_id: str
+    period: str
+    currency: str
+    opening_balance: int
+    charges: int = Field(description="sum of negative lines, as a positive number")
+    credits: int = Field(description="sum of positive lines")
+    closing_balance: int
+    lines: list[StatementLine]
+
+
+class CostRow(BaseModel):
+    key: dict[str, str]
+    currency: str
+    amount: int
+    quantity: int
+    records: int
+
+
+class CostReport(BaseModel):
+    scope_path: str
+    start: datetime
+    end: datetime
+    group_by: list[str]
+    total: dict[str, int] = Field(description="per currency")
+    rows: list[CostRow]
