@@ -210,3 +210,17 @@ def test_two_raters_in_parallel_never_double_charge(db: Database) -> None:
     # Per stream rounding at 1000 micro/s is exact, so the total is simply 1000 * seconds.
     assert _wallet_balance(db) == -1000 * total_q
     assert_ledger_clean(db)
+
+
+def test_a_charge_beyond_the_transfer_maximum_is_set_aside_not_a_crash_loop(
+        db: Database) -> None:
+    setup_catalog(db)
+    with db.transaction() as s:
+        billing.create_price_list(s, actor=ADMIN, spec=billing.PriceListCreate(
+            org_id="org_rich", currency="USD", effective_from=T0, prices=[
+                billing.PriceIn(meter="vcpu_seconds", unit_price=10**15, per_quantity=1)]))
+    _ingest(db, [usage("huge", org="org_rich", meter="vcpu_seconds", quantity=10),
+                 usage("fine", org="org_rich", quantity=10)])
+    rate_all(db)
+    assert _charges(db) == {"huge": None, "fine": 10_000}
+    assert_ledger_clean(db)

@@ -7,9 +7,9 @@ from aicloud.shared.errors import ValidationFailed
 MICROS_PER_UNIT = 1_000_000
 CURRENCIES = frozenset({"USD", "EUR", "GBP", "CHF", "JPY", "CAD", "AUD"})
 DEFAULT_CURRENCY = "USD"
-# One trillion currency units: far above any real transfer, far below BIGINT overflow even
-# after summing millions of them.
-MAX_AMOUNT = 10**12 * MICROS_PER_UNIT
+# One billion currency units per transfer: far above any real transfer, and thousands of
+# them still sum below the BIGINT limit (9.2e18 micro-units).
+MAX_AMOUNT = 10**9 * MICROS_PER_UNIT
 MAX_QUANTITY = 10**13
 
 

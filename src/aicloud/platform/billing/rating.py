@@ -28,6 +28,7 @@ from aicloud.platform.billing.ledger import (
     post_transfers,
 )
 from aicloud.platform.billing.models import RatingStreamModel, UsageRecordModel
+from aicloud.platform.billing.money import MAX_AMOUNT
 from aicloud.platform.billing.schemas import RateResult
 from aicloud.shared.clock import utcnow
 from aicloud.shared.db import bulk
@@ -115,12 +116,16 @@ def rate_batch(session: Session, *, batch_size: int = 2000,
     total = 0
     for r, price, key in priced:
         s = streams[key]
-        s["quantity"] += r.quantity  # type: ignore[attr-defined]
+        quantity = s["quantity"] + r.quantity  # type: ignore[attr-defined]
         # Cumulative rounding: charge what rounds the stream's total, minus what was charged.
-        target = price.charge_for(s["quantity"])
+        target = price.charge_for(quantity)
         charge = target - s["charged"]
-        s["charged"] = target
-        s["dirty"] = True
+        if charge > MAX_AMOUNT:
+            log.warning("usage %s would charge %d, above the per-transfer maximum; left "
+                        "unpriced for an operator", r.id, charge)  # type: ignore[attr-defined]
+            unpriced.append(r.seq)  # type: ignore[attr-defined]
+            continue
+        s["quantity"], s["charged"], s["dirty"] = quantity, target, True
         if charge:
             wkey = (r.org_id, price.currency)  # type: ignore[attr-defined]
             if wkey not in wallets:
@@ -137,7 +142,8 @@ def rate_batch(session: Session, *, batch_size: int = 2000,
                         "currency": price.currency, "charge": charge})
     new_streams = [{"id": s["id"], "resource_id": k[0], "meter": k[1], "dimension_value": k[2],
                     "price_id": k[3], "discount_bp": k[4], "quantity": s["quantity"],
-                    "charged": s["charged"]} for k, s in streams.items() if s["new"]]
+                    "charged": s["charged"]}
+                   for k, s in streams.items() if s["new"] and s.get("dirty")]
     old_streams = [{"id": s["id"], "quantity": s["quantity"], "charged": s["charged"]}
                    for s in streams.values() if not s["new"] and s.get("dirty")]
     conn = session.connection()
