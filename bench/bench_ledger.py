@@ -20,6 +20,7 @@ from bench.harness import Measurement
 BATCH = 1_000
 BATCHES = 10
 WALLETS = 50
+REPEAT = 3
 
 
 def _setup(db: Database) -> tuple[list[str], str]:
@@ -32,18 +33,17 @@ def _setup(db: Database) -> tuple[list[str], str]:
         return wallets, billing.platform_account(s, "revenue", "USD").id
 
 
-def _ledger_rate(db: Database) -> float:
-    wallets, revenue = _setup(db)
+def _ledger_rate(db: Database, wallets: list[str], revenue: str, run: int) -> float:
     t0 = time.perf_counter()
     for b in range(BATCHES):
         specs = [billing.TransferSpec(wallets[i % WALLETS], revenue, 1 + i, "USD",
-                                      f"bench-{b}-{i}", "transfer") for i in range(BATCH)]
+                                      f"bench-{run}-{b}-{i}", "transfer") for i in range(BATCH)]
         with db.transaction() as s:
             billing.post_transfers(s, specs)
     return BATCH * BATCHES / (time.perf_counter() - t0)
 
 
-def _raw_rate(db: Database) -> float:
+def _plain_table(db: Database) -> sa.Table:
     meta = sa.MetaData()
     plain = sa.Table(
         "bench_plain_transfers", meta,
@@ -53,11 +53,15 @@ def _raw_rate(db: Database) -> float:
             "metadata_json")),
         sa.Column("amount", sa.BigInteger), sa.Column("posted_at", sa.String(40)))
     meta.create_all(db.engine)
+    return plain
+
+
+def _raw_rate(db: Database, plain: sa.Table, run: int) -> float:
     t0 = time.perf_counter()
     for b in range(BATCHES):
         rows = [{"id": new_id("xfer"), "debit_account_id": f"a{i % WALLETS}",
                  "credit_account_id": "rev", "currency": "USD",
-                 "idempotency_key": f"bench-{b}-{i}", "reason": "transfer",
+                 "idempotency_key": f"bench-{run}-{b}-{i}", "reason": "transfer",
                  "metadata_json": "{}", "amount": 1 + i, "posted_at": "2026-01-01"}
                 for i in range(BATCH)]
         with db.engine.begin() as c:
@@ -69,8 +73,13 @@ def run() -> list[Measurement]:
     out = []
     with each_database() as dbs:
         for name, db in dbs:
-            raw = _raw_rate(db)
-            ours = _ledger_rate(db)
+            plain = _plain_table(db)
+            wallets, revenue = _setup(db)
+            # Best of interleaved runs: the machine is shared, noise hits both sides alike.
+            raw = ours = 0.0
+            for run_no in range(REPEAT):
+                raw = max(raw, _raw_rate(db, plain, run_no))
+                ours = max(ours, _ledger_rate(db, wallets, revenue, run_no))
             out.append(Measurement(
                 f"ledger post_transfers, batches of {BATCH} ({name})", ours, "transfers/s",
                 f"raw INSERT of the same rows ({name})", raw, target=">= 0.50x of raw"))

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -62,6 +63,13 @@ class TransferModel(Base):
               "posted_at"),
         Index("ix_billing_transfers_credit_account_id_posted_at", "credit_account_id",
               "posted_at"),
+        # Partial indexes: most transfers have no usage, hold or reversal link, and an index
+        # entry per NULL would cost every posting for nothing.
+        *(Index(f"{'uq' if unique else 'ix'}_billing_transfers_{col}", col, unique=unique,
+                sqlite_where=text(f"{col} IS NOT NULL"),
+                postgresql_where=text(f"{col} IS NOT NULL"))
+          for col, unique in (("usage_id", True), ("hold_id", False),
+                              ("reverses_transfer_id", True))),
     )
 
     seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
@@ -72,13 +80,12 @@ class TransferModel(Base):
     currency: Mapped[str] = mapped_column(String(3))
     idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
     reason: Mapped[str] = mapped_column(String(32))
-    usage_id: Mapped[str | None] = mapped_column(String(40), nullable=True, unique=True)
-    hold_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    usage_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    hold_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     cause_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
     cause_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # A correction names what it reverses; each transfer can be reversed once.
-    reverses_transfer_id: Mapped[str | None] = mapped_column(String(40), nullable=True,
-                                                             unique=True)
+    reverses_transfer_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     metadata_json: Mapped[str] = mapped_column(Text, default="{}")
     posted_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

@@ -16,7 +16,7 @@ import hashlib
 import logging
 from datetime import datetime
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit
@@ -76,7 +76,8 @@ def _load_streams(session: Session, keys: set[StreamKey]) -> dict[StreamKey, dic
     for i in range(0, len(resources), 500):
         for row in session.connection().execute(select(
                 S.id, S.resource_id, S.meter, S.dimension_value, S.price_id, S.discount_bp,
-                S.quantity, S.charged).where(S.resource_id.in_(bindparam("r", expanding=True))),
+                S.quantity, S.charged).where(
+                bulk.in_values(S.resource_id, "r")),
                 {"r": resources[i:i + 500]}):
             key = (row.resource_id, row.meter, row.dimension_value, row.price_id,
                    row.discount_bp)

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -81,7 +81,7 @@ def ingest_usage(session: Session, records: Sequence[UsageIn], *, actor: audit.A
         for key, uid, fp in session.execute(select(
                 UsageRecordModel.idempotency_key, UsageRecordModel.id,
                 UsageRecordModel.fingerprint).where(
-                UsageRecordModel.idempotency_key.in_(bindparam("keys", expanding=True))),
+                bulk.in_values(UsageRecordModel.idempotency_key, "keys")),
                 {"keys": keys[j:j + _KEY_CHUNK]}):
             existing[key] = (uid, fp)
     rows = []

@@ -143,12 +143,14 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('seq', name=op.f('pk_billing_transfers')),
     sa.UniqueConstraint('id', name=op.f('uq_billing_transfers_id')),
     sa.UniqueConstraint('idempotency_key', name=op.f('uq_billing_transfers_idempotency_key')),
-    sa.UniqueConstraint('reverses_transfer_id', name=op.f('uq_billing_transfers_reverses_transfer_id')),
-    sa.UniqueConstraint('usage_id', name=op.f('uq_billing_transfers_usage_id'))
     )
     op.create_index('ix_billing_transfers_credit_account_id_posted_at', 'billing_transfers', ['credit_account_id', 'posted_at'], unique=False)
     op.create_index('ix_billing_transfers_debit_account_id_posted_at', 'billing_transfers', ['debit_account_id', 'posted_at'], unique=False)
-    op.create_index(op.f('ix_billing_transfers_hold_id'), 'billing_transfers', ['hold_id'], unique=False)
+    for col, unique in (("usage_id", True), ("hold_id", False), ("reverses_transfer_id", True)):
+        op.create_index(f"{'uq' if unique else 'ix'}_billing_transfers_{col}",
+                        "billing_transfers", [col], unique=unique,
+                        sqlite_where=sa.text(f"{col} IS NOT NULL"),
+                        postgresql_where=sa.text(f"{col} IS NOT NULL"))
     op.create_table('billing_usage_records',
     sa.Column('seq', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('id', sa.String(length=40), nullable=False),
@@ -193,7 +195,9 @@ def downgrade() -> None:
     op.drop_index('ix_billing_usage_records_state_seq', table_name='billing_usage_records')
     op.drop_index('ix_billing_usage_records_scope_path_window_start', table_name='billing_usage_records')
     op.drop_table('billing_usage_records')
-    op.drop_index(op.f('ix_billing_transfers_hold_id'), table_name='billing_transfers')
+    for name in ("uq_billing_transfers_usage_id", "ix_billing_transfers_hold_id",
+                 "uq_billing_transfers_reverses_transfer_id"):
+        op.drop_index(name, table_name="billing_transfers")
     op.drop_index('ix_billing_transfers_debit_account_id_posted_at', table_name='billing_transfers')
     op.drop_index('ix_billing_transfers_credit_account_id_posted_at', table_name='billing_transfers')
     op.drop_table('billing_transfers')
