@@ -130,3 +130,24 @@ def test_webhook_is_signed_retried_and_delivered_once(db: Database,
         status, attempts = c.execute(sa.text(
             "SELECT status, attempts FROM billing_webhook_deliveries")).one()
     assert (status, attempts) == ("delivered", 3)
+    with db.engine.connect() as c:
+        changes = c.scalar(sa.text(
+            "SELECT changes FROM audit_events WHERE action = 'billing.budget.create'"))
+    assert SECRET not in changes and "********" in changes
+
+
+def test_webhook_without_its_own_secret_is_signed_with_the_configured_one(
+        db: Database) -> None:
+    receiver = Receiver()
+    try:
+        setup_catalog(db)
+        _budget(db, "/org_a", thresholds=[50], webhook_url=receiver.url)
+        _spend(db, "u1", 600)
+        _evaluate(db)
+        assert billing.deliver_due(db, default_secret="configured-secret-abcdef",
+                                   clock=FakeClock(NOW)) == 1
+        [(body, headers)] = receiver.received
+        assert billing.verify("configured-secret-abcdef", body,
+                              headers[billing.SIGNATURE_HEADER])
+    finally:
+        receiver.close()
