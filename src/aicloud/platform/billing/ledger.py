@@ -236,7 +236,7 @@ def post_transfers(
             savepoint.commit()
             return [Posted(posted[s.idempotency_key], s.idempotency_key, False) for s in specs]
         savepoint.rollback()
-    replays: dict[str, TransferModel] = {}
+    replays: dict[str, _Existing] = {}
     if check_replays:
         replays = _existing_by_key(session, keys)
         for spec in specs:
@@ -339,14 +339,27 @@ def _check_constraints(acct: AccountModel, debit: int, credit: int, *, held: int
                 account_id=acct.id)
 
 
-def _existing_by_key(session: Session, keys: Iterable[str]) -> dict[str, TransferModel]:
+@dataclass(frozen=True)
+class _Existing:
+    id: str
+    debit_account_id: str
+    credit_account_id: str
+    amount: int
+    currency: str
+    reason: str
+
+
+def _existing_by_key(session: Session, keys: Iterable[str]) -> dict[str, _Existing]:
     keys = list(keys)
-    out: dict[str, TransferModel] = {}
+    T = TransferModel
+    out: dict[str, _Existing] = {}
+    conn = session.connection()
     for i in range(0, len(keys), 500):
-        for m in session.scalars(select(TransferModel).where(bulk.in_values(
-                TransferModel.idempotency_key, "keys")),
+        for row in conn.execute(select(
+                T.idempotency_key, T.id, T.debit_account_id, T.credit_account_id, T.amount,
+                T.currency, T.reason).where(bulk.in_values(T.idempotency_key, "keys")),
                 {"keys": keys[i:i + 500]}):
-            out[m.idempotency_key] = m
+            out[row[0]] = _Existing(*row[1:])
     return out
 
 
