@@ -21,7 +21,7 @@ def main(argv: list[str]) -> int:
     table = Table(title="benchmarks (ratio = ours vs baseline, >1 is better)")
     for col in ("benchmark", "value", "baseline", "baseline value", "ratio", "target"):
         table.add_column(col)
-    console = Console()
+    console = Console(width=max(Console().width, 180))  # keep table rows readable in logs
     for name in names:
         with console.status(f"running {name}…"):
             results = importlib.import_module(f"bench.{name}").run()
