@@ -13,8 +13,10 @@ import typer
 from aicloud import __version__
 from aicloud.cli import admin, arch, auth, config_cmd, db, serve
 from aicloud.cli import audit as audit_cmd
+from aicloud.cli import billing as billing_cmd
 from aicloud.cli import iam as iam_cmds
 from aicloud.cli import inventory as inventory_cmd
+from aicloud.cli import ledger as ledger_cmd
 
 app = typer.Typer(
     name="aicloud",
@@ -47,6 +49,8 @@ app.add_typer(config_cmd.app, name="config", rich_help_panel="Operator")
 app.add_typer(arch.app, name="arch", rich_help_panel="Operator")
 app.add_typer(inventory_cmd.app, name="inventory", rich_help_panel="Operator")
 app.add_typer(audit_cmd.app, name="audit", rich_help_panel="Operator")
+app.add_typer(ledger_cmd.app, name="ledger", rich_help_panel="Operator")
+app.add_typer(billing_cmd.app, name="billing", rich_help_panel="Operator")
 app.command(rich_help_panel="Tenant (via the API)")(auth.login)
 app.command(rich_help_panel="Tenant (via the API)")(auth.logout)
 app.command(rich_help_panel="Tenant (via the API)")(auth.whoami)

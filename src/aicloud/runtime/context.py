@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from aicloud.platform import audit
+from aicloud.platform import audit, billing
 from aicloud.shared import idempotency
 from aicloud.shared.clock import Clock, SystemClock
 from aicloud.shared.config import Settings
@@ -47,6 +47,9 @@ class AppContext:
                 interval_seconds=self.settings.audit_checkpoint_interval_seconds,
                 run_once=self.audit_checkpoint,
             ),
+            *billing.controllers(
+                self.db, interval_seconds=self.settings.controller_interval_seconds,
+                clock=self.clock, webhook_secret=self.settings.secret_key.get_secret_value()),
         ]
 
     def audit_checkpoint(self) -> audit.Checkpoint | None:

@@ -1,0 +1,35 @@
+"""``aicloud ledger``: operator checks of the money path (acts on the database directly)."""
+
+from __future__ import annotations
+
+import typer
+
+from aicloud.cli.common import ProfileOption, context_or_exit
+from aicloud.cli.output import OutputFormat, OutputOption, console, emit, err_console, fail
+from aicloud.platform import billing
+from aicloud.shared.db import migrate
+
+app = typer.Typer(help="Ledger integrity (acts on the database directly).",
+                  no_args_is_help=True)
+
+
+@app.command()
+def check(profile: ProfileOption = None, output: OutputOption = OutputFormat.table) -> None:
+    """Recompute every balance from the transfers; exit 1 naming each discrepancy."""
+    ctx = context_or_exit(profile)
+    if not migrate.is_up_to_date(ctx.db):
+        raise fail("the database schema is not at head; run `aicloud db upgrade` first", 2)
+    with err_console.status("recomputing balances from transfers…"), \
+            ctx.db.transaction() as session:
+        result = billing.check_ledger(session)
+    if output == OutputFormat.json:
+        emit(result, output)
+    elif result.ok:
+        console.print(f"ledger ok: {result.transfers} transfer(s) across {result.accounts} "
+                      "account(s); every balance matches, debits equal credits per currency")
+    else:
+        emit([d.model_dump() for d in result.discrepancies], output,
+             columns=["code", "subject", "message"],
+             title=f"{len(result.discrepancies)} discrepancy(ies)")
+    if not result.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,178 @@
+"""Monthly budgets per organization, department or project, with threshold alerts.
+
+A controller evaluates every budget against the rated spend of its scope in the current
+calendar month. Each threshold crossed records one alert per month (a unique key makes this
+safe with several evaluators), queues a signed webhook when the budget has a URL, and at 100%
+an action other than "notify" is announced on the outbox topic ``billing.budget.exceeded`` for
+products to act on (block new launches, or stop running workloads).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from aicloud.platform import audit
+from aicloud.platform.billing.models import (
+    BudgetAlertModel,
+    BudgetModel,
+    UsageRecordModel,
+    WebhookDeliveryModel,
+)
+from aicloud.platform.billing.money import check_amount, check_currency
+from aicloud.platform.billing.rating import RATED
+from aicloud.platform.billing.schemas import Budget, BudgetAlert, BudgetCreate
+from aicloud.platform.billing.scopes import like_prefix, split_scope
+from aicloud.shared import events
+from aicloud.shared.clock import utcnow
+from aicloud.shared.errors import NotFound, ValidationFailed
+from aicloud.shared.ids import new_id
+
+EXCEEDED_TOPIC = "billing.budget.exceeded"
+EVALUATOR = audit.Actor.system("billing-budgets")
+BLOCKING_ACTIONS = ("block_launches", "stop_workloads")
+
+
+def month_bounds(at: datetime) -> tuple[str, datetime, datetime]:
+    start = datetime(at.year, at.month, 1, tzinfo=UTC)
+    end = datetime(at.year + (at.month == 12), at.month % 12 + 1, 1, tzinfo=UTC)
+    return f"{at.year:04d}-{at.month:02d}", start, end
+
+
+def budget_model_to_budget(m: BudgetModel) -> Budget:
+    return Budget(id=m.id, scope_path=m.scope_path, amount=m.amount, currency=m.currency,
+                  thresholds=json.loads(m.thresholds), action=m.action,  # type: ignore[arg-type]
+                  webhook_url=m.webhook_url, has_webhook_secret=bool(m.webhook_secret),
+                  created_at=m.created_at)
+
+
+def alert_model_to_alert(m: BudgetAlertModel) -> BudgetAlert:
+    return BudgetAlert(id=m.id, budget_id=m.budget_id, scope_path=m.scope_path,
+                       period=m.period, threshold=m.threshold, spend=m.spend, amount=m.amount,
+                       action=m.action, created_at=m.created_at)  # type: ignore[arg-type]
+
+
+def create_budget(session: Session, *, actor: audit.Actor, spec: BudgetCreate) -> Budget:
+    parts = split_scope(spec.scope_path)
+    if len(parts) > 3:
+        raise ValidationFailed("a budget applies to an organization, department or project")
+    check_amount(spec.amount)
+    check_currency(spec.currency)
+    if any(not 0 < t <= 1000 for t in spec.thresholds):
+        raise ValidationFailed("thresholds are percents between 1 and 1000", field="thresholds")
+    if spec.webhook_url is not None and not spec.webhook_url.startswith(("http://", "https://")):
+        raise ValidationFailed("webhook_url must be an http(s) URL", field="webhook_url")
+    now = utcnow()
+    m = BudgetModel(id=new_id("bdgt"), scope_path=spec.scope_path, currency=spec.currency,
+                    amount=spec.amount, thresholds=json.dumps(sorted(set(spec.thresholds))),
+                    action=spec.action, webhook_url=spec.webhook_url,
+                    webhook_secret=spec.webhook_secret, created_at=now, updated_at=now)
+    session.add(m)
+    session.flush()
+    audit.record(session, actor=actor, action="billing.budget.create", target_type="budget",
+                 target_id=m.id, scope_path=spec.scope_path,
+                 changes=audit.diff(None, spec.model_dump(), secret_fields=["webhook_secret"]))
+    return budget_model_to_budget(m)
+
+
+def delete_budget(session: Session, *, actor: audit.Actor, budget_id: str) -> None:
+    m = session.get(BudgetModel, budget_id)
+    if m is None:
+        raise NotFound(f"budget {budget_id} not found")
+    old = budget_model_to_budget(m).model_dump(mode="json")
+    session.delete(m)
+    audit.record(session, actor=actor, action="billing.budget.delete", target_type="budget",
+                 target_id=budget_id, scope_path=m.scope_path, changes=audit.diff(old, None))
+
+
+def list_budgets(session: Session, scope_path: str) -> list[Budget]:
+    """Budgets at or below a scope."""
+    rows = session.scalars(select(BudgetModel).where(
+        BudgetModel.scope_path.like(like_prefix(scope_path))).order_by(BudgetModel.id))
+    return [budget_model_to_budget(m) for m in rows]
+
+
+def list_alerts(session: Session, scope_path: str, *, period: str | None = None,
+                limit: int = 100) -> list[BudgetAlert]:
+    stmt = select(BudgetAlertModel).where(
+        BudgetAlertModel.scope_path.like(like_prefix(scope_path)))
+    if period:
+        stmt = stmt.where(BudgetAlertModel.period == period)
+    rows = session.scalars(stmt.order_by(BudgetAlertModel.created_at.desc(),
+                                         BudgetAlertModel.id.desc()).limit(limit))
+    return [alert_model_to_alert(m) for m in rows]
+
+
+def scope_spend(session: Session, scope_path: str, currency: str, start: datetime,
+                end: datetime) -> int:
+    """Rated spend of everything at or below a scope, for usage windows in [start, end)."""
+    U = UsageRecordModel
+    return int(session.scalar(select(func.coalesce(func.sum(U.charge), 0)).where(
+        U.scope_path.like(like_prefix(scope_path)), U.state == RATED, U.currency == currency,
+        U.window_start >= start, U.window_start < end)) or 0)
+
+
+def evaluate_budgets(session: Session, *, now: datetime | None = None) -> list[BudgetAlert]:
+    """Record the alerts of every threshold crossed this month (once each)."""
+    now = now or utcnow()
+    period, start, end = month_bounds(now)
+    recorded: list[BudgetAlert] = []
+    for b in session.scalars(select(BudgetModel).order_by(BudgetModel.id)).all():
+        spend = scope_spend(session, b.scope_path, b.currency, start, end)
+        done = set(session.scalars(select(BudgetAlertModel.threshold).where(
+            BudgetAlertModel.budget_id == b.id, BudgetAlertModel.period == period)))
+        for threshold in json.loads(b.thresholds):
+            if threshold in done or spend * 100 < threshold * b.amount:
+                continue
+            alert = _record_alert(session, b, period, threshold, spend, now)
+            if alert is not None:
+                recorded.append(alert)
+    return recorded
+
+
+def _record_alert(session: Session, b: BudgetModel, period: str, threshold: int, spend: int,
+                  now: datetime) -> BudgetAlert | None:
+    m = BudgetAlertModel(id=new_id("balrt"), budget_id=b.id, scope_path=b.scope_path,
+                         period=period, threshold=threshold, spend=spend, amount=b.amount,
+                         action=b.action, created_at=now)
+    try:
+        with session.begin_nested():
+            session.add(m)
+            session.flush()
+    except IntegrityError:
+        return None  # another evaluator recorded it first
+    alert = alert_model_to_alert(m)
+    audit.record(session, actor=EVALUATOR, action="billing.budget.alert", target_type="budget",
+                 target_id=b.id, scope_path=b.scope_path,
+                 details={"period": period, "threshold": threshold, "spend": spend,
+                          "amount": b.amount, "currency": b.currency})
+    payload = {"type": "budget.threshold_crossed", "alert": alert.model_dump(mode="json"),
+               "currency": b.currency}
+    if b.webhook_url:
+        session.add(WebhookDeliveryModel(
+            id=new_id("whd"), alert_id=m.id, budget_id=b.id, url=b.webhook_url,
+            body=json.dumps(payload, sort_keys=True), status="pending", attempts=0,
+            next_attempt_at=now))
+    if threshold >= 100 and b.action in BLOCKING_ACTIONS:
+        events.publish(session, EXCEEDED_TOPIC, {
+            "budget_id": b.id, "scope_path": b.scope_path, "action": b.action,
+            "period": period, "spend": spend, "amount": b.amount, "currency": b.currency})
+    return alert
+
+
+def launches_blocked(session: Session, scope_path: str, *,
+                     now: datetime | None = None) -> list[BudgetAlert]:
+    """The 100% alerts this month of blocking budgets on this scope or any scope above it;
+    empty when a new launch in ``scope_path`` may proceed."""
+    period, _, _ = month_bounds(now or utcnow())
+    parts = split_scope(scope_path)
+    ancestors = ["/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    rows = session.scalars(select(BudgetAlertModel).where(
+        BudgetAlertModel.scope_path.in_(ancestors), BudgetAlertModel.period == period,
+        BudgetAlertModel.threshold >= 100,
+        BudgetAlertModel.action.in_(BLOCKING_ACTIONS)))
+    return [alert_model_to_alert(m) for m in rows]

@@ -1,0 +1,56 @@
+"""Billing's background controllers, for the composition root to run."""
+
+from __future__ import annotations
+
+import logging
+
+from aicloud.platform.billing.budgets import evaluate_budgets
+from aicloud.platform.billing.holds import expire_holds
+from aicloud.platform.billing.rating import rate_batch
+from aicloud.platform.billing.webhooks import deliver_due
+from aicloud.shared.clock import Clock, SystemClock
+from aicloud.shared.controllers import Controller
+from aicloud.shared.db import Database
+
+log = logging.getLogger(__name__)
+
+
+def rate_until_idle(db: Database, *, batch_size: int = 2000, max_batches: int = 50,
+                    clock: Clock | None = None) -> int:
+    """Rate waiting usage, one transaction per batch, until none is left (or max_batches)."""
+    clock = clock or SystemClock()
+    rated = 0
+    for _ in range(max_batches):
+        with db.transaction() as session:
+            n = rate_batch(session, batch_size=batch_size, now=clock.now()).rated
+        rated += n
+        if n == 0:
+            break
+    if rated:
+        log.info("rated %d usage record(s)", rated)
+    return rated
+
+
+def controllers(db: Database, *, interval_seconds: float, clock: Clock | None = None,
+                webhook_secret: str = "") -> list[Controller]:
+    clock = clock or SystemClock()
+
+    def _budgets() -> int:
+        with db.transaction() as session:
+            return len(evaluate_budgets(session, now=clock.now()))
+
+    def _expire() -> int:
+        with db.transaction() as session:
+            return expire_holds(session, now=clock.now())
+
+    return [
+        Controller(name="billing-rater", interval_seconds=interval_seconds,
+                   run_once=lambda: rate_until_idle(db, clock=clock)),
+        Controller(name="billing-hold-expiry", interval_seconds=max(interval_seconds, 10.0),
+                   run_once=_expire),
+        Controller(name="billing-budgets", interval_seconds=max(interval_seconds, 30.0),
+                   run_once=_budgets),
+        Controller(name="billing-webhooks", interval_seconds=max(interval_seconds, 5.0),
+                   run_once=lambda: deliver_due(db, default_secret=webhook_secret,
+                                                clock=clock)),
+    ]

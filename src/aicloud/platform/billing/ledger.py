@@ -1,0 +1,405 @@
+"""The double-entry ledger: accounts, all-or-nothing batches of transfers, reversals.
+
+Transfers are append-only (the database refuses UPDATE and DELETE, see the migration). Each
+account row caches the sum of its debits and credits; the cache is written in the transaction
+that posts the transfers, after locking the account rows in id order (PostgreSQL) so that
+concurrent posters never deadlock and never lose an update. SQLite serializes writers already.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+
+from aicloud.platform import audit
+from aicloud.platform.billing.models import AccountModel, HoldModel, TransferModel
+from aicloud.platform.billing.money import check_amount, check_currency
+from aicloud.platform.billing.schemas import Account, Balance, Transfer
+from aicloud.shared.clock import utcnow
+from aicloud.shared.db import bulk
+from aicloud.shared.errors import Conflict, NotFound, ValidationFailed
+from aicloud.shared.idempotency import validate_key
+from aicloud.shared.ids import new_id, new_ids
+
+ACCOUNT_TYPES = ("asset", "liability", "revenue", "expense")
+OWNER_TYPES = ("platform", "organization", "department", "project")
+DEBIT_NORMAL = frozenset({"asset", "expense"})
+REASONS = frozenset({"usage", "hold_post", "top_up", "adjustment", "reversal", "transfer"})
+
+# Platform accounts, one per currency: where top-up money comes from, where usage revenue
+# goes, and the expense that balances goodwill adjustments.
+PLATFORM_ACCOUNTS = {"funding": "asset", "revenue": "revenue", "adjustments": "expense"}
+
+
+@dataclass(frozen=True)
+class TransferSpec:
+    debit_account_id: str
+    credit_account_id: str
+    amount: int
+    currency: str
+    idempotency_key: str
+    reason: str
+    usage_id: str | None = None
+    hold_id: str | None = None
+    cause_type: str | None = None
+    cause_id: str | None = None
+    reverses_transfer_id: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Posted:
+    id: str
+    idempotency_key: str
+    replayed: bool
+
+
+def normal_balance(account_type: str, debits: int, credits: int) -> int:
+    return debits - credits if account_type in DEBIT_NORMAL else credits - debits
+
+
+def account_model_to_account(m: AccountModel) -> Account:
+    return Account(
+        id=m.id, type=m.type, currency=m.currency, owner_type=m.owner_type,  # type: ignore[arg-type]
+        owner_id=m.owner_id, scope_path=m.scope_path, purpose=m.purpose,
+        enforce_floor=m.enforce_floor, credit_limit=m.credit_limit,
+        strict_non_negative=m.strict_non_negative, debits_posted=m.debits_posted,
+        credits_posted=m.credits_posted,
+        balance=normal_balance(m.type, m.debits_posted, m.credits_posted),
+    )
+
+
+def transfer_model_to_transfer(m: TransferModel) -> Transfer:
+    return Transfer(
+        id=m.id, seq=m.seq, debit_account_id=m.debit_account_id,
+        credit_account_id=m.credit_account_id, amount=m.amount, currency=m.currency,
+        idempotency_key=m.idempotency_key, reason=m.reason, usage_id=m.usage_id,
+        hold_id=m.hold_id, cause_type=m.cause_type, cause_id=m.cause_id,
+        reverses_transfer_id=m.reverses_transfer_id, metadata=json.loads(m.metadata_json),
+        posted_at=m.posted_at,
+    )
+
+
+def _insert(session: Session):  # type: ignore[no-untyped-def]
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+def ensure_account(
+    session: Session, *, type: str, currency: str, owner_type: str, owner_id: str,
+    scope_path: str, purpose: str, enforce_floor: bool = False,
+    strict_non_negative: bool = False,
+) -> AccountModel:
+    """The account of (owner, purpose, currency), created on first use without racing."""
+    if type not in ACCOUNT_TYPES:
+        raise ValidationFailed(f"account type must be one of {', '.join(ACCOUNT_TYPES)}")
+    if owner_type not in OWNER_TYPES:
+        raise ValidationFailed(f"owner type must be one of {', '.join(OWNER_TYPES)}")
+    check_currency(currency)
+    found = _find_account(session, owner_type, owner_id, purpose, currency)
+    if found is not None:
+        return found
+    session.execute(
+        _insert(session)(AccountModel).values(
+            id=new_id("acct"), type=type, currency=currency, owner_type=owner_type,
+            owner_id=owner_id, scope_path=scope_path, purpose=purpose,
+            enforce_floor=enforce_floor, credit_limit=0,
+            strict_non_negative=strict_non_negative, debits_posted=0, credits_posted=0,
+            created_at=utcnow(),
+        ).on_conflict_do_nothing()
+    )
+    found = _find_account(session, owner_type, owner_id, purpose, currency)
+    assert found is not None
+    return found
+
+
+def _find_account(session: Session, owner_type: str, owner_id: str, purpose: str,
+                  currency: str) -> AccountModel | None:
+    return session.scalar(select(AccountModel).where(
+        AccountModel.owner_type == owner_type, AccountModel.owner_id == owner_id,
+        AccountModel.purpose == purpose, AccountModel.currency == currency))
+
+
+def org_wallet(session: Session, org_id: str, currency: str) -> AccountModel:
+    """An organization's prepaid wallet: what the platform owes it (a liability)."""
+    if not org_id or "/" in org_id:
+        raise ValidationFailed("organization id is required", field="org_id")
+    return ensure_account(
+        session, type="liability", currency=currency, owner_type="organization",
+        owner_id=org_id, scope_path=f"/{org_id}", purpose="wallet", enforce_floor=True)
+
+
+def platform_account(session: Session, purpose: str, currency: str) -> AccountModel:
+    return ensure_account(
+        session, type=PLATFORM_ACCOUNTS[purpose], currency=currency, owner_type="platform",
+        owner_id="platform", scope_path="/", purpose=purpose)
+
+
+def get_account(session: Session, account_id: str) -> AccountModel:
+    m = session.get(AccountModel, account_id)
+    if m is None:
+        raise NotFound(f"account {account_id} not found")
+    return m
+
+
+def held_amount(session: Session, account_id: str, now: datetime | None = None) -> int:
+    """Funds reserved by open holds (expired holds no longer reserve anything)."""
+    return held_amounts(session, [account_id], now).get(account_id, 0)
+
+
+def held_amounts(session: Session, account_ids: Iterable[str],
+                 now: datetime | None = None) -> dict[str, int]:
+    ids = list(account_ids)
+    if not ids:
+        return {}
+    H = HoldModel
+    rows = session.execute(
+        select(H.account_id, func.sum(H.amount)).where(
+            bulk.in_values(H.account_id, "ids"),
+            H.status == "pending",
+            H.expires_at > (now or utcnow())).group_by(H.account_id), {"ids": ids})
+    return {a: int(total) for a, total in rows}
+
+
+def balance(session: Session, account_id: str, now: datetime | None = None) -> Balance:
+    m = get_account(session, account_id)
+    posted = normal_balance(m.type, m.debits_posted, m.credits_posted)
+    held = held_amount(session, account_id, now)
+    return Balance(account_id=m.id, currency=m.currency, posted=posted, held=held,
+                   available=posted - held, credit_limit=m.credit_limit)
+
+
+def lock_accounts(session: Session, account_ids: Iterable[str]) -> dict[str, AccountModel]:
+    """Load accounts with row locks, always in id order so lockers never deadlock."""
+    ids = sorted(set(account_ids))
+    rows = session.scalars(
+        select(AccountModel).where(AccountModel.id.in_(ids)).order_by(AccountModel.id)
+        .with_for_update().execution_options(populate_existing=True)).all()
+    found = {a.id: a for a in rows}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise ValidationFailed(f"unknown account(s): {', '.join(missing)}", field="account_id")
+    return found
+
+
+def validate_spec(spec: TransferSpec) -> None:
+    check_amount(spec.amount)
+    check_currency(spec.currency)
+    validate_key(spec.idempotency_key)
+    if spec.reason not in REASONS:
+        raise ValidationFailed(f"unknown reason code {spec.reason!r}", field="reason")
+    if spec.debit_account_id == spec.credit_account_id:
+        raise ValidationFailed("debit and credit accounts must differ")
+
+
+def post_transfers(
+    session: Session, specs: Sequence[TransferSpec], *, enforce_floor: bool = True,
+    check_replays: bool = True, now: datetime | None = None,
+) -> list[Posted]:
+    """Post a batch of transfers, all or nothing, in the caller's transaction.
+
+    A spec whose idempotency key was already posted with the same payload is a replay and is
+    returned as such; the same key with a different payload is a Conflict. A refused batch
+    writes nothing.
+    """
+    if not specs:
+        return []
+    now = now or utcnow()
+    keys: set[str] = set()
+    for spec in specs:
+        validate_spec(spec)
+        if spec.idempotency_key in keys:
+            raise ValidationFailed(f"idempotency key {spec.idempotency_key!r} repeats in the batch")
+        keys.add(spec.idempotency_key)
+    accounts = lock_accounts(
+        session, [a for s in specs for a in (s.debit_account_id, s.credit_account_id)])
+    if check_replays and session.get_bind().dialect.name == "postgresql":
+        # Optimistic: batches are nearly always all new. Insert them skipping known keys in a
+        # savepoint; if every row went in there was no replay, and the look-up of 1,000 keys
+        # is saved. Otherwise undo and take the careful path below.
+        savepoint = session.begin_nested()
+        try:
+            posted = _post_new(session, specs, accounts, enforce_floor, now, optimistic=True)
+        except BaseException:
+            savepoint.rollback()
+            raise
+        if posted is not None:
+            savepoint.commit()
+            return [Posted(posted[s.idempotency_key], s.idempotency_key, False) for s in specs]
+        savepoint.rollback()
+    replays: dict[str, _Existing] = {}
+    if check_replays:
+        replays = _existing_by_key(session, keys)
+        for spec in specs:
+            old = replays.get(spec.idempotency_key)
+            if old is not None and (old.debit_account_id, old.credit_account_id, old.amount,
+                                    old.currency, old.reason) != (
+                    spec.debit_account_id, spec.credit_account_id, spec.amount,
+                    spec.currency, spec.reason):
+                raise Conflict(f"idempotency key {spec.idempotency_key!r} was already used "
+                               "for a different transfer", transfer_id=old.id)
+    fresh = [s for s in specs if s.idempotency_key not in replays]
+    stored = _post_new(session, fresh, accounts, enforce_floor, now, optimistic=False) or {}
+    return [Posted(replays[s.idempotency_key].id, s.idempotency_key, True)
+            if s.idempotency_key in replays else
+            Posted(stored[s.idempotency_key], s.idempotency_key, False) for s in specs]
+
+
+def _post_new(session: Session, fresh: Sequence[TransferSpec],
+              accounts: Mapping[str, AccountModel], enforce_floor: bool, now: datetime, *,
+              optimistic: bool) -> dict[str, str] | None:
+    """Insert transfers believed new and update the cache; key -> id. When ``optimistic``,
+    known keys are skipped and None says some were (the caller undoes the savepoint)."""
+    if not fresh:
+        return {}
+    debits: dict[str, int] = defaultdict(int)
+    credits: dict[str, int] = defaultdict(int)
+    for s in fresh:
+        for account_id in (s.debit_account_id, s.credit_account_id):
+            if accounts[account_id].currency != s.currency:
+                raise ValidationFailed(
+                    f"currency mismatch: transfer in {s.currency}, account {account_id} holds "
+                    f"{accounts[account_id].currency}", field="currency")
+        debits[s.debit_account_id] += s.amount
+        credits[s.credit_account_id] += s.amount
+    touched = {a: accounts[a] for a in set(debits) | set(credits)}
+    if not optimistic:  # check before writing: a refused batch writes nothing
+        _check_all(session, touched, debits, credits, enforce_floor, now)
+    ids = new_ids("xfer", len(fresh))
+    rows = [{
+        "id": ids[i], "debit_account_id": s.debit_account_id,
+        "credit_account_id": s.credit_account_id, "amount": s.amount, "currency": s.currency,
+        "idempotency_key": s.idempotency_key, "reason": s.reason, "usage_id": s.usage_id,
+        "hold_id": s.hold_id, "cause_type": s.cause_type, "cause_id": s.cause_id,
+        "reverses_transfer_id": s.reverses_transfer_id,
+        "metadata_json": json.dumps(dict(s.metadata), sort_keys=True, default=str)
+        if s.metadata else "{}",
+        "posted_at": now,
+    } for i, s in enumerate(fresh)]
+    inserted = bulk.insert_rows(session.connection(), TransferModel.__table__, rows,
+                                skip_conflicts_on="idempotency_key" if optimistic else None)
+    if optimistic:
+        if inserted != len(rows):
+            return None
+        _check_all(session, touched, debits, credits, enforce_floor, now)
+    apply_to_cache(session, touched, debits, credits)
+    return {r["idempotency_key"]: r["id"] for r in rows}
+
+
+def _check_all(session: Session, accounts: Mapping[str, AccountModel],
+               debits: Mapping[str, int], credits: Mapping[str, int], enforce_floor: bool,
+               now: datetime) -> None:
+    held = held_amounts(session, [
+        a for a, acct in accounts.items()
+        if enforce_floor and acct.enforce_floor and debits.get(a, 0) > 0], now)
+    for account_id, acct in accounts.items():
+        _check_constraints(acct, debits.get(account_id, 0), credits.get(account_id, 0),
+                           held=held.get(account_id, 0), enforce_floor=enforce_floor)
+
+
+def apply_to_cache(session: Session, accounts: Mapping[str, AccountModel],
+                   debits: Mapping[str, int], credits: Mapping[str, int]) -> None:
+    """Write the new totals of locked accounts: one set-based UPDATE for all of them.
+
+    Absolute values are safe because the caller holds the rows' locks (PostgreSQL) or the
+    database's write lock (SQLite) since it read them.
+    """
+    rows = [{"id": a, "debits_posted": accounts[a].debits_posted + debits.get(a, 0),
+             "credits_posted": accounts[a].credits_posted + credits.get(a, 0)}
+            for a in sorted(set(debits) | set(credits))]
+    bulk.update_rows(session.connection(), AccountModel.__table__, "id", rows)
+    # The UPDATE bypassed the ORM: refresh the loaded accounts' totals.
+    for row in rows:
+        acct = accounts[row["id"]]
+        set_committed_value(acct, "debits_posted", row["debits_posted"])
+        set_committed_value(acct, "credits_posted", row["credits_posted"])
+
+
+def _check_constraints(acct: AccountModel, debit: int, credit: int, *, held: int,
+                       enforce_floor: bool) -> None:
+    after = normal_balance(acct.type, acct.debits_posted + debit, acct.credits_posted + credit)
+    before = normal_balance(acct.type, acct.debits_posted, acct.credits_posted)
+    if acct.strict_non_negative and after < 0:
+        raise Conflict(f"account {acct.id} may not go below zero", account_id=acct.id)
+    if enforce_floor and acct.enforce_floor and after < before:
+        available = after - held
+        if available < -acct.credit_limit:
+            raise Conflict(
+                f"insufficient funds in account {acct.id}: available after this transfer "
+                f"would be {available}, the floor is {-acct.credit_limit}",
+                account_id=acct.id)
+
+
+@dataclass(frozen=True)
+class _Existing:
+    id: str
+    debit_account_id: str
+    credit_account_id: str
+    amount: int
+    currency: str
+    reason: str
+
+
+def _existing_by_key(session: Session, keys: Iterable[str]) -> dict[str, _Existing]:
+    keys = list(keys)
+    T = TransferModel
+    out: dict[str, _Existing] = {}
+    conn = session.connection()
+    for i in range(0, len(keys), 500):
+        for row in conn.execute(select(
+                T.idempotency_key, T.id, T.debit_account_id, T.credit_account_id, T.amount,
+                T.currency, T.reason).where(bulk.in_values(T.idempotency_key, "keys")),
+                {"keys": keys[i:i + 500]}):
+            out[row[0]] = _Existing(*row[1:])
+    return out
+
+
+def get_transfer(session: Session, transfer_id: str) -> TransferModel:
+    m = session.scalar(select(TransferModel).where(TransferModel.id == transfer_id))
+    if m is None:
+        raise NotFound(f"transfer {transfer_id} not found")
+    return m
+
+
+def list_transfers(session: Session, account_id: str, *, limit: int = 100,
+                   after_seq: int = 0) -> list[Transfer]:
+    rows = session.scalars(select(TransferModel).where(
+        (TransferModel.debit_account_id == account_id)
+        | (TransferModel.credit_account_id == account_id),
+        TransferModel.seq > after_seq).order_by(TransferModel.seq).limit(limit))
+    return [transfer_model_to_transfer(m) for m in rows]
+
+
+def reverse_transfer(session: Session, *, actor: audit.Actor, transfer_id: str,
+                     note: str, idempotency_key: str | None = None) -> Transfer:
+    """Correct a transfer by posting its mirror image; a transfer is reversed at most once."""
+    original = get_transfer(session, transfer_id)
+    if original.reverses_transfer_id is not None:
+        raise ValidationFailed("a reversal cannot itself be reversed; post a new transfer")
+    key = idempotency_key or f"reversal:{original.id}"
+    already = session.scalar(select(TransferModel).where(
+        TransferModel.reverses_transfer_id == original.id))
+    if already is not None:
+        if already.idempotency_key == key:
+            return transfer_model_to_transfer(already)
+        raise Conflict(f"transfer {original.id} was already reversed by {already.id}")
+    [posted] = post_transfers(session, [TransferSpec(
+        debit_account_id=original.credit_account_id,
+        credit_account_id=original.debit_account_id, amount=original.amount,
+        currency=original.currency, idempotency_key=key, reason="reversal",
+        cause_type="transfer", cause_id=original.id, reverses_transfer_id=original.id,
+        metadata={"note": note})], enforce_floor=False)
+    audit.record(session, actor=actor, action="billing.transfer.reverse",
+                 target_type="transfer", target_id=original.id,
+                 details={"reversal_id": posted.id, "amount": original.amount,
+                          "currency": original.currency, "note": note})
+    return transfer_model_to_transfer(get_transfer(session, posted.id))

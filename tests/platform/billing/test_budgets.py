@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import sqlalchemy as sa
+
+from aicloud.platform import billing
+from aicloud.shared import events
+from aicloud.shared.clock import FakeClock
+from aicloud.shared.db import Database
+from aicloud.shared.errors import ValidationFailed
+from tests.platform.billing.factories import ADMIN, T0, rate_all, setup_catalog, usage
+
+NOW = T0 + timedelta(days=10)
+SECRET = "per-budget-secret-0123456789"
+
+
+class Receiver:
+    """A real HTTP server on localhost that fails its first ``fail_first`` requests."""
+
+    def __init__(self, fail_first: int = 0):
+        self.received: list[tuple[bytes, dict[str, str]]] = []
+        self.fail_first = fail_first
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.received.append((body, dict(self.headers)))
+                failing = len(receiver.received) <= receiver.fail_first
+                self.send_response(500 if failing else 204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver(fail_first=2)
+    yield r
+    r.close()
+
+
+def _spend(db: Database, key: str, seconds: int, project: str = "prj_a") -> None:
+    # A100 at 3.60/h = 1000 micro-units per second
+    with db.transaction() as s:
+        billing.ingest_usage(s, [usage(key, project=project, quantity=seconds,
+                                       start=NOW - timedelta(days=1))], actor=ADMIN)
+    rate_all(db)
+
+
+def _budget(db: Database, scope: str, **kw: object) -> billing.Budget:
+    with db.transaction() as s:
+        return billing.create_budget(s, actor=ADMIN, spec=billing.BudgetCreate(
+            scope_path=scope, amount=1_000_000, currency="USD", **kw))
+
+
+def _evaluate(db: Database) -> list[billing.BudgetAlert]:
+    with db.transaction() as s:
+        return billing.evaluate_budgets(s, now=NOW)
+
+
+def test_thresholds_alert_once_and_block_launches_at_100(db: Database) -> None:
+    setup_catalog(db)
+    org = _budget(db, "/org_a", thresholds=[50, 80, 100], action="block_launches")
+    prj = _budget(db, "/org_a/dep_a/prj_b", thresholds=[100])
+    _spend(db, "u1", 600)  # 0.60 of 1.00 in prj_a
+    assert [a.threshold for a in _evaluate(db)] == [50]
+    assert _evaluate(db) == []  # once per month
+    _spend(db, "u2", 500)  # 1.10
+    assert [a.threshold for a in _evaluate(db)] == [80, 100]
+    with db.transaction() as s:
+        assert [a.threshold for a in billing.list_alerts(s, "/org_a")] == [100, 80, 50]
+        assert billing.launches_blocked(s, "/org_a/dep_a/prj_a", now=NOW)[0].budget_id == org.id
+        assert billing.launches_blocked(s, "/org_z/dep/prj", now=NOW) == []
+        assert billing.launches_blocked(s, "/org_a/dep_a/prj_a",
+                                        now=NOW + timedelta(days=31)) == []  # next month
+        [evt] = events.read(s, "gpuaas", topics=[billing.EXCEEDED_TOPIC])
+        assert evt.payload["action"] == "block_launches"
+        assert evt.payload["scope_path"] == "/org_a"
+        assert billing.list_alerts(s, prj.scope_path) == []  # prj_b spent nothing
+
+
+def test_bad_budgets_are_refused(db: Database) -> None:
+    for kw in ({"scope_path": "org_a"}, {"scope_path": "/a/b/c/d"},
+               {"currency": "XYZ"}, {"thresholds": [0]}, {"webhook_url": "ftp://x"}):
+        spec = {"scope_path": "/org_a", "amount": 5, "currency": "USD", **kw}
+        with db.transaction() as s, pytest.raises(ValidationFailed):
+            billing.create_budget(s, actor=ADMIN, spec=billing.BudgetCreate(**spec))
+    with pytest.raises(ValueError):
+        billing.BudgetCreate(scope_path="/org_a", amount=0, currency="USD")
+
+
+def test_webhook_is_signed_retried_and_delivered_once(db: Database,
+                                                       receiver: Receiver) -> None:
+    setup_catalog(db)
+    _budget(db, "/org_a/dep_a", thresholds=[100], webhook_url=receiver.url,
+            webhook_secret=SECRET)
+    _spend(db, "u1", 1000)
+    assert [a.threshold for a in _evaluate(db)] == [100]
+    clock = FakeClock(NOW)
+    assert billing.deliver_due(db, default_secret="unused", clock=clock) == 0  # 500
+    assert billing.deliver_due(db, default_secret="unused", clock=clock) == 0  # not due yet
+    for _ in range(2):
+        clock.advance(minutes=10)
+        billing.deliver_due(db, default_secret="unused", clock=clock)
+    clock.advance(hours=2)
+    assert billing.deliver_due(db, default_secret="unused", clock=clock) == 0  # nothing left
+    assert len(receiver.received) == 3  # two failures, then success
+    body, headers = receiver.received[-1]
+    assert billing.verify(SECRET, body, headers[billing.SIGNATURE_HEADER])
+    assert not billing.verify("another-secret-xxxxxxxx", body, headers[billing.SIGNATURE_HEADER])
+    payload = json.loads(body)
+    assert payload["alert"]["threshold"] == 100 and payload["alert"]["scope_path"] == "/org_a/dep_a"
+    with db.engine.connect() as c:
+        status, attempts = c.execute(sa.text(
+            "SELECT status, attempts FROM billing_webhook_deliveries")).one()
+    assert (status, attempts) == ("delivered", 3)
+    with db.engine.connect() as c:
+        changes = c.scalar(sa.text(
+            "SELECT changes FROM audit_events WHERE action = 'billing.budget.create'"))
+    assert SECRET not in changes and "********" in changes
+
+
+def test_webhook_without_its_own_secret_is_signed_with_the_configured_one(
+        db: Database) -> None:
+    receiver = Receiver()
+    try:
+        setup_catalog(db)
+        _budget(db, "/org_a", thresholds=[50], webhook_url=receiver.url)
+        _spend(db, "u1", 600)
+        _evaluate(db)
+        assert billing.deliver_due(db, default_secret="configured-secret-abcdef",
+                                   clock=FakeClock(NOW)) == 1
+        [(body, headers)] = receiver.received
+        assert billing.verify("configured-secret-abcdef", body,
+                              headers[billing.SIGNATURE_HEADER])
+    finally:
+        receiver.close()

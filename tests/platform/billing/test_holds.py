@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from aicloud.platform import billing
+from aicloud.shared.clock import utcnow
+from aicloud.shared.db import Database
+from aicloud.shared.errors import AppError, Conflict, ValidationFailed
+from tests.platform.billing.factories import ADMIN, assert_ledger_clean
+
+
+def _wallet(db: Database, amount: int) -> tuple[str, str]:
+    with db.transaction() as s:
+        billing.top_up(s, actor=ADMIN, org_id="org_h", amount=amount, currency="USD",
+                       idempotency_key="fund")
+        return (billing.org_wallet(s, "org_h", "USD").id,
+                billing.platform_account(s, "revenue", "USD").id)
+
+
+def _hold(db: Database, wallet: str, revenue: str, amount: int, key: str,
+          ttl: timedelta = timedelta(hours=1)) -> billing.Hold:
+    with db.transaction() as s:
+        return billing.create_hold(s, actor=ADMIN, account_id=wallet, counter_account_id=revenue,
+                                   amount=amount, currency="USD", idempotency_key=key, ttl=ttl)
+
+
+def test_hold_reserves_then_posts_part_and_releases_the_rest(db: Database) -> None:
+    wallet, revenue = _wallet(db, 1_000)
+    h = _hold(db, wallet, revenue, 600, "h1")
+    assert _hold(db, wallet, revenue, 600, "h1").id == h.id  # idempotent
+    with db.transaction() as s:
+        assert billing.balance(s, wallet).available == 400
+    with pytest.raises(Conflict, match="insufficient funds"):
+        _hold(db, wallet, revenue, 500, "h2")
+    with db.transaction() as s:
+        posted = billing.post_hold(s, actor=ADMIN, hold_id=h.id, amount=250)
+        assert (posted.status, posted.posted_amount) == ("posted", 250)
+        b = billing.balance(s, wallet)
+        assert (b.posted, b.held, b.available) == (750, 0, 750)
+    with db.transaction() as s, pytest.raises(Conflict, match="is posted"):
+        billing.void_hold(s, actor=ADMIN, hold_id=h.id)
+    with db.transaction() as s, pytest.raises(ValidationFailed):
+        billing.post_hold(s, actor=ADMIN, hold_id=_hold(db, wallet, revenue, 10, "h3").id,
+                          amount=11)
+    assert_ledger_clean(db)
+
+
+def test_void_and_expiry_release_funds(db: Database) -> None:
+    wallet, revenue = _wallet(db, 1_000)
+    h = _hold(db, wallet, revenue, 900, "h1")
+    with db.transaction() as s:
+        billing.void_hold(s, actor=ADMIN, hold_id=h.id)
+        assert billing.balance(s, wallet).available == 1_000
+    short = _hold(db, wallet, revenue, 900, "h2", ttl=timedelta(seconds=30))
+    later = utcnow() + timedelta(minutes=1)
+    with db.transaction() as s:
+        assert billing.balance(s, wallet, now=later).available == 1_000
+        assert billing.expire_holds(s, now=later) == 1
+        assert billing.get_hold(s, short.id).status == "expired"
+    with db.transaction() as s, pytest.raises(Conflict, match="expired"):
+        billing.post_hold(s, actor=ADMIN, hold_id=short.id)
+    assert_ledger_clean(db)
+
+
+def test_bad_holds_are_refused(db: Database) -> None:
+    wallet, revenue = _wallet(db, 1_000)
+    for amount, currency, ttl in ((0, "USD", 60), (-1, "USD", 60), (5, "EUR", 60),
+                                  (5, "ZZZ", 60), (5, "USD", 0)):
+        with db.transaction() as s, pytest.raises(ValidationFailed):
+            billing.create_hold(s, actor=ADMIN, account_id=wallet, counter_account_id=revenue,
+                                amount=amount, currency=currency, idempotency_key="bad",
+                                ttl=timedelta(seconds=ttl))
+
+
+def test_twenty_concurrent_holds_against_a_wallet_that_funds_five(db: Database) -> None:
+    wallet, revenue = _wallet(db, 5_000)
+    results: list[str] = []
+    barrier = threading.Barrier(20)
+
+    def attempt(i: int) -> None:
+        barrier.wait()
+        try:
+            _hold(db, wallet, revenue, 1_000, f"c-{i}")
+            results.append("ok")
+        except AppError as exc:
+            results.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results.count("ok") == 5
+    assert results.count("Conflict") == 15
+    with db.transaction() as s:
+        assert billing.balance(s, wallet).available == 0

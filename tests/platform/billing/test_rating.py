@@ -1,0 +1,226 @@
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aicloud.platform import billing
+from aicloud.platform.audit import Actor
+from aicloud.platform.billing.catalog import ResolvedPrice
+from aicloud.shared.db import Database
+from aicloud.shared.errors import Conflict, ValidationFailed
+from tests.platform.billing.factories import (
+    ADMIN,
+    T0,
+    assert_ledger_clean,
+    rate_all,
+    setup_catalog,
+    usage,
+)
+
+AGENT = Actor.system("gpuaas-metering")
+
+
+def _ingest(db: Database, records: list[billing.UsageIn]) -> billing.IngestResult:
+    with db.transaction() as s:
+        return billing.ingest_usage(s, records, actor=AGENT)
+
+
+def _wallet_balance(db: Database, org: str = "org_a") -> int:
+    with db.transaction() as s:
+        return billing.balance(s, billing.org_wallet(s, org, "USD").id).posted
+
+
+def _charges(db: Database) -> dict[str, int]:
+    with db.engine.connect() as c:
+        return dict(c.execute(sa.text(
+            "SELECT idempotency_key, charge FROM billing_usage_records")).all())
+
+
+def test_ingest_is_idempotent_and_rejects_conflicting_payloads(db: Database) -> None:
+    setup_catalog(db)
+    first = _ingest(db, [usage("u1"), usage("u2")])
+    assert (first.accepted, first.duplicates) == (2, 0)
+    again = _ingest(db, [usage("u1"), usage("u3")])
+    assert (again.accepted, again.duplicates) == (1, 1)
+    assert again.ids[0] == first.ids[0]
+    with pytest.raises(Conflict) as exc:
+        _ingest(db, [usage("u4"), usage("u1", quantity=61)])
+    assert exc.value.status == 409
+    assert len(_charges(db)) == 3  # u4 was not written either
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"meter": "teleport_seconds"}, "unknown meter"),
+    ({"seconds": -10}, "window_end must be after"),
+    ({"dim": ""}, "needs a gpu_model"),
+    ({"org": "org_a", "project": "prj_a"}, None),
+])
+def test_bad_usage_is_refused_and_nothing_written(db: Database, kwargs: dict,  # type: ignore[type-arg]
+                                                  message: str | None) -> None:
+    setup_catalog(db)
+    if message is None:  # the valid control case
+        assert _ingest(db, [usage("ok", **kwargs)]).accepted == 1
+        return
+    with pytest.raises(ValidationFailed, match=message) as exc:
+        _ingest(db, [usage("ok"), usage("bad", **kwargs)])
+    assert exc.value.status == 422
+    assert _charges(db) == {}
+
+
+def test_pydantic_refuses_impossible_quantities() -> None:
+    for q in (0, -1, 10**20):
+        with pytest.raises(ValueError):
+            usage("x", quantity=q, seconds=60)
+
+
+def test_rating_charges_each_record_once_per_second(db: Database) -> None:
+    setup_catalog(db)
+    _ingest(db, [usage(f"u{i}", quantity=90) for i in range(10)]
+            + [usage("h", resource="inst_2", dim="H100", quantity=3600)])
+    assert rate_all(db, batch_size=4) == 11
+    assert rate_all(db) == 0
+    # A100: 1000 micro/s * 900 s; H100: 7.20 USD for an hour
+    assert _wallet_balance(db) == -(900_000 + 7_200_000)
+    assert_ledger_clean(db)
+
+
+def test_late_records_use_the_price_of_their_window_and_old_charges_never_change(
+        db: Database) -> None:
+    setup_catalog(db)
+    _ingest(db, [usage("jan", quantity=100)])
+    rate_all(db)
+    with db.transaction() as s:  # the price doubles from February
+        billing.create_price_list(s, actor=ADMIN, spec=billing.PriceListCreate(
+            currency="USD", effective_from=T0 + timedelta(days=31), prices=[
+                billing.PriceIn(meter="gpu_seconds", unit_price=7_200_000, per_quantity=3600)]))
+    _ingest(db, [usage("feb", quantity=100, start=T0 + timedelta(days=40)),
+                 usage("late-jan", quantity=100, start=T0 + timedelta(days=2))])
+    rate_all(db)
+    assert _charges(db) == {"jan": 100_000, "late-jan": 100_000, "feb": 200_000}
+    assert_ledger_clean(db)
+
+
+def test_org_contract_discount_and_specific_price(db: Database) -> None:
+    setup_catalog(db)
+    with db.transaction() as s:
+        billing.create_price_list(s, actor=ADMIN, spec=billing.PriceListCreate(
+            org_id="org_b", currency="USD", effective_from=T0, discount_bp=2_500, prices=[
+                billing.PriceIn(meter="vcpu_seconds", unit_price=0, per_quantity=1)]))
+    _ingest(db, [usage("g", org="org_b", quantity=1000),
+                 usage("v", org="org_b", meter="vcpu_seconds", quantity=1000),
+                 usage("other", quantity=1000)])
+    rate_all(db)
+    assert _charges(db) == {"g": 750_000, "v": 0, "other": 1_000_000}
+    assert _wallet_balance(db, "org_b") == -750_000
+    assert_ledger_clean(db)
+
+
+def test_usage_without_a_price_waits_until_requeued(db: Database) -> None:
+    setup_catalog(db)
+    _ingest(db, [usage("s", meter="storage_gib_hours", quantity=5)])
+    rate_all(db)
+    assert _charges(db) == {"s": None}
+    with db.transaction() as s:
+        billing.create_price_list(s, actor=ADMIN, spec=billing.PriceListCreate(
+            currency="USD", effective_from=T0, prices=[
+                billing.PriceIn(meter="storage_gib_hours", unit_price=100, per_quantity=1),
+                billing.PriceIn(meter="gpu_seconds", unit_price=1, per_quantity=1)]))
+        assert billing.requeue_unpriced(s, actor=ADMIN) == 1
+    rate_all(db)
+    assert _charges(db) == {"s": 500}
+    assert_ledger_clean(db)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chunks=st.lists(st.integers(min_value=1, max_value=5_000), min_size=1, max_size=25),
+       unit_price=st.integers(min_value=1, max_value=50_000_000),
+       per_quantity=st.sampled_from([1, 3, 7, 60, 3600, 86_400]),
+       discount_bp=st.sampled_from([0, 1, 3333, 5000, 9999]),
+       batch_size=st.integers(min_value=1, max_value=10))
+def test_charges_of_a_stream_sum_to_the_rounded_price_of_its_total(
+        sqlite_db: Database, chunks: list[int], unit_price: int, per_quantity: int,
+        discount_bp: int, batch_size: int) -> None:
+    """Property: however usage is split and batched, cumulative rounding is exact."""
+    db = sqlite_db
+    with db.transaction() as s:
+        if not billing.list_meters(s):
+            billing.register_default_meters(s)
+        # Each example gets its own default price version, effective from its own day, and
+        # its own org with a discount contract: its own wallet and its own rating stream.
+        n = s.scalar(sa.text("SELECT count(*) FROM billing_price_lists"))
+        org = f"org_{n}"
+        day = T0 + timedelta(days=n)
+        billing.create_price_list(s, actor=ADMIN, spec=billing.PriceListCreate(
+            currency="USD", effective_from=day, prices=[
+                billing.PriceIn(meter="endpoint_requests", unit_price=unit_price,
+                                per_quantity=per_quantity)]))
+        billing.create_price_list(s, actor=ADMIN, spec=billing.PriceListCreate(
+            org_id=org, currency="USD", effective_from=T0, discount_bp=discount_bp))
+    start = day + timedelta(hours=2)
+    records = [usage(f"{org}-{i}", org=org, resource=f"ep-{org}", meter="endpoint_requests",
+                     quantity=q, start=start + timedelta(seconds=i)) for i, q in enumerate(chunks)]
+    _ingest(db, records)
+    rate_all(db, batch_size=batch_size)
+    with db.engine.connect() as c:
+        charged = c.scalar(sa.text("SELECT sum(charge) FROM billing_usage_records "
+                                   "WHERE org_id = :o"), {"o": org})
+    # The reference computation uses Python's Fraction rounding, not the code under test.
+    from fractions import Fraction
+    exact = Fraction(sum(chunks) * unit_price * (10_000 - discount_bp), per_quantity * 10_000)
+    expected = int(exact) + (1 if exact - int(exact) >= Fraction(1, 2) else 0)
+    assert charged == expected
+    assert _wallet_balance(db, org) == -expected
+    assert ResolvedPrice("p", "USD", unit_price, per_quantity, discount_bp).charge_for(
+        sum(chunks)) == expected
+
+
+def test_two_raters_in_parallel_never_double_charge(db: Database) -> None:
+    setup_catalog(db)
+    records = [usage(f"u{i}", resource=f"inst_{i % 7}", quantity=1 + i % 13)
+               for i in range(600)]
+    for i in range(0, 600, 100):
+        _ingest(db, records[i:i + 100])
+    errors: list[BaseException] = []
+
+    def rater() -> None:
+        try:
+            rate_all(db, batch_size=25)
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=rater) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    with db.engine.connect() as c:
+        assert c.scalar(sa.text(
+            "SELECT count(*) FROM billing_usage_records WHERE state <> 1")) == 0
+        n_transfers = c.scalar(sa.text(
+            "SELECT count(*) FROM billing_transfers WHERE reason = 'usage'"))
+    assert n_transfers == 600
+    total_q = sum(r.quantity for r in records)
+    # Per stream rounding at 1000 micro/s is exact, so the total is simply 1000 * seconds.
+    assert _wallet_balance(db) == -1000 * total_q
+    assert_ledger_clean(db)
+
+
+def test_a_charge_beyond_the_transfer_maximum_is_set_aside_not_a_crash_loop(
+        db: Database) -> None:
+    setup_catalog(db)
+    with db.transaction() as s:
+        billing.create_price_list(s, actor=ADMIN, spec=billing.PriceListCreate(
+            org_id="org_rich", currency="USD", effective_from=T0, prices=[
+                billing.PriceIn(meter="vcpu_seconds", unit_price=10**15, per_quantity=1)]))
+    _ingest(db, [usage("huge", org="org_rich", meter="vcpu_seconds", quantity=10),
+                 usage("fine", org="org_rich", quantity=10)])
+    rate_all(db)
+    assert _charges(db) == {"huge": None, "fine": 10_000}
+    assert_ledger_clean(db)
