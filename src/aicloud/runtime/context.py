@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from aicloud.platform import audit, billing
+from aicloud.runtime import gpuaas as gpuaas_runtime
 from aicloud.shared import idempotency
 from aicloud.shared.clock import Clock, SystemClock
 from aicloud.shared.config import Settings
@@ -50,6 +51,7 @@ class AppContext:
             *billing.controllers(
                 self.db, interval_seconds=self.settings.controller_interval_seconds,
                 clock=self.clock, webhook_secret=self.settings.secret_key.get_secret_value()),
+            *gpuaas_runtime.controllers(self.settings, self.db, self.clock),
         ]
 
     def audit_checkpoint(self) -> audit.Checkpoint | None:
