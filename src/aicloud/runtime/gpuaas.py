@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from aicloud.adapters.inventory.base import InventoryUnavailable
-from aicloud.adapters.providers.base import ComputeProvider
+from aicloud.adapters.providers.base import ComputeProvider, WorkloadHandle, WorkloadNotFound
 from aicloud.adapters.providers.local.provider import LocalProvider
 from aicloud.platform import audit, billing
 from aicloud.products import gpuaas
@@ -85,7 +85,8 @@ def prepare_meters_and_prices(db: Database, *, seed_prices: bool) -> None:
             seed_default_prices(session)
 
 
-def controllers(settings: Settings, db: Database, clock: Clock) -> list[Controller]:
+def controllers(settings: Settings, db: Database, clock: Clock, *,
+                with_agent: bool = False) -> list[Controller]:
     interval = settings.controller_interval_seconds
     timeout = timedelta(seconds=settings.node_heartbeat_timeout_seconds)
     consumer = gpuaas.BudgetStopConsumer(db, clock=clock)
@@ -106,7 +107,7 @@ def controllers(settings: Settings, db: Database, clock: Clock) -> list[Controll
         Controller(name="gpuaas-budget-stop", interval_seconds=interval,
                    run_once=consumer.run_once),
     ]
-    if settings.agent_embedded:
+    if with_agent:
         agent = build_agent(settings, db, clock)
         heartbeat_every = max(1.0, settings.node_heartbeat_timeout_seconds / 3)
         found += [
@@ -116,3 +117,19 @@ def controllers(settings: Settings, db: Database, clock: Clock) -> list[Controll
                        run_once=agent.reconcile_once),
         ]
     return found
+
+
+def instance_logs(settings: Settings, provider_name: str | None, ref: str | None, *,
+                  offset: int, tail_lines: int | None, ended: bool) -> gpuaas.LogOutput:
+    """A workload's output, read through the provider of this process. The local provider
+    reads the files of this host: the API must run on the node (kind, dev: one machine)."""
+    if provider_name is None or ref is None:  # not started (yet)
+        return gpuaas.LogOutput(data="", offset=offset, next_offset=offset, complete=ended)
+    provider = compute_provider(settings)
+    try:
+        chunk = provider.logs(WorkloadHandle(provider_name, ref), offset=offset,
+                              tail_lines=tail_lines)
+    except WorkloadNotFound:
+        return gpuaas.LogOutput(data="", offset=offset, next_offset=offset, complete=True)
+    return gpuaas.LogOutput(data=chunk.data.decode("utf-8", "replace"), offset=chunk.offset,
+                            next_offset=chunk.next_offset, complete=chunk.complete)

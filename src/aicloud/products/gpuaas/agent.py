@@ -110,13 +110,14 @@ class NodeAgent:
             return True
 
     def _switch(self, lease: leases.Lease, target: InstanceState, reason: str,
-                extra: Callable[[InstanceModel], object] | None = None) -> bool:
+                extra: Callable[[InstanceModel], object] | None = None,
+                at: datetime | None = None) -> bool:
         def apply(inst: InstanceModel) -> None:
             session = _session(inst)
             if extra is not None:
                 extra(inst)
             switch_instance_status(session, inst, target, reason=reason, actor=self.actor,
-                                   at=self.clock.now())
+                                   at=at or self.clock.now())
         return self._write(lease, apply)
 
     def _snapshot(self, lease: leases.Lease) -> InstanceModel | None:
@@ -180,7 +181,7 @@ class NodeAgent:
             row.endpoint_url = endpoint
             row.started_at = row.last_metered_at = now
         self._switch(lease, S.RUNNING, "running" + (f", serving on {endpoint}" if endpoint
-                                                   else ""), started)
+                                                   else ""), started, at=now)
 
     def _handle_of(self, inst: InstanceModel) -> WorkloadHandle:
         return WorkloadHandle(inst.provider or self.provider.name, inst.provider_ref or inst.id)
@@ -218,7 +219,8 @@ class NodeAgent:
         def final(row: InstanceModel) -> None:
             meter_instance(_session(row), row, until=at, actor=self.actor)
             row.exit_code = exit_code
-        self._switch(lease, target, reason, final)
+        # The same instant ends the run and the last usage window.
+        self._switch(lease, target, reason, final, at=at)
 
 
 def _session(row: InstanceModel) -> Session:

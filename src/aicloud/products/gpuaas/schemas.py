@@ -8,7 +8,6 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 Template = Literal["shell", "web-app", "api-app", "batch"]
-NodeAction = Literal["cordon", "drain", "uncordon"]
 
 
 class InstanceLaunch(BaseModel):
@@ -96,7 +95,6 @@ class Node(BaseModel):
 
 
 class NodeStateChange(BaseModel):
-    action: NodeAction
     grace_seconds: int = Field(default=300, ge=0, le=7 * 24 * 3600,
                                description="drain: how long running instances may finish")
     reason: str = Field(default="", max_length=256)
