@@ -12,6 +12,7 @@ import typer
 
 from aicloud import __version__
 from aicloud.cli import admin, arch, auth, config_cmd, db, serve
+from aicloud.cli import agent as agent_cmd
 from aicloud.cli import audit as audit_cmd
 from aicloud.cli import billing as billing_cmd
 from aicloud.cli import iam as iam_cmds
@@ -43,6 +44,7 @@ def _root(
 app.command(rich_help_panel="Operator")(serve.serve)
 app.command(rich_help_panel="Operator")(serve.api)
 app.command(rich_help_panel="Operator")(serve.worker)
+app.command(rich_help_panel="Operator")(agent_cmd.agent)
 app.add_typer(db.app, name="db", rich_help_panel="Operator")
 app.add_typer(admin.app, name="admin", rich_help_panel="Operator")
 app.add_typer(config_cmd.app, name="config", rich_help_panel="Operator")

@@ -85,6 +85,7 @@ def worker(profile: ProfileOption = None) -> None:
     configure_logging(ctx.settings.log_format, ctx.settings.log_level)
     if not migrate.is_up_to_date(ctx.db):
         raise fail("the database schema is not at head; run `aicloud db upgrade` first", 2)
+    ctx.prepare_products()
     runner = ControllerRunner(ctx.controllers())
 
     def _stop(signum: int, _frame: object) -> None:

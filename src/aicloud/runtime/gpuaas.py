@@ -51,11 +51,24 @@ def node_report(settings: Settings, name: str | None = None) -> gpuaas.NodeRepor
 
 
 def build_agent(settings: Settings, db: Database, clock: Clock,
-                provider: ComputeProvider | None = None) -> gpuaas.NodeAgent:
+                provider: ComputeProvider | None = None,
+                node_name: str | None = None) -> gpuaas.NodeAgent:
     return gpuaas.NodeAgent(
         db=db, provider=provider or compute_provider(settings),
-        report=lambda: node_report(settings), clock=clock,
+        report=lambda: node_report(settings, node_name), clock=clock,
         meter_interval=timedelta(seconds=settings.usage_report_interval_seconds))
+
+
+def agent_controllers(settings: Settings, agent: gpuaas.NodeAgent) -> list[Controller]:
+    """Heartbeats (a third of the timeout) and the reconcile loop of one node agent."""
+    return [
+        Controller(name="gpuaas-agent-heartbeat",
+                   interval_seconds=max(1.0, settings.node_heartbeat_timeout_seconds / 3),
+                   run_once=agent.heartbeat),
+        Controller(name="gpuaas-agent",
+                   interval_seconds=min(settings.controller_interval_seconds, 0.5),
+                   run_once=agent.reconcile_once),
+    ]
 
 
 def seed_default_prices(session: Session) -> billing.PriceList | None:
@@ -108,14 +121,7 @@ def controllers(settings: Settings, db: Database, clock: Clock, *,
                    run_once=consumer.run_once),
     ]
     if with_agent:
-        agent = build_agent(settings, db, clock)
-        heartbeat_every = max(1.0, settings.node_heartbeat_timeout_seconds / 3)
-        found += [
-            Controller(name="gpuaas-agent-heartbeat", interval_seconds=heartbeat_every,
-                       run_once=agent.heartbeat),
-            Controller(name="gpuaas-agent", interval_seconds=min(interval, 0.5),
-                       run_once=agent.reconcile_once),
-        ]
+        found += agent_controllers(settings, build_agent(settings, db, clock))
     return found
 
 
