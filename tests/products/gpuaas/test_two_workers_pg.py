@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from aicloud.adapters.providers.base import WorkloadHandle
+from aicloud.adapters.providers.base import WorkloadHandle, WorkloadNotFound
 from aicloud.adapters.providers.local.provider import LocalProvider
 from aicloud.products.gpuaas.models import GpuAssignmentModel, TransitionModel
 from aicloud.shared.db import Database, migrate
@@ -83,6 +83,6 @@ def test_two_workers_two_agents_never_double_place_or_start(fresh_pg_url: str,
     for i in ids:
         try:
             provider.stop(WorkloadHandle("local", i), grace_seconds=1)
-        except Exception:  # noqa: BLE001 (not started: the 4 that waited)
+        except WorkloadNotFound:  # not started: the 4 that waited
             pass
     db.dispose()
