@@ -92,3 +92,17 @@ def test_budget_with_stop_action_stops_the_scope_and_says_why(db: Database,
         assert got.state == "stopped"
         assert got.stop_reason is not None and "exhausted" in got.stop_reason
         assert "spent 118560 of 50000 micro-USD" in got.state_reason
+
+
+def test_an_exhausted_wallet_stops_the_orgs_instances(db: Database, tmp_path: Path) -> None:
+    w = make_world(db, funds=70_000)  # covers the 59,280 hold, not much more
+    agent, [inst] = _running(w, tmp_path / "wl")
+    consumer = gpuaas.BudgetStopConsumer(db, clock=w.clock)
+    assert consumer.run_once() == 0  # still funded
+    w.clock.advance(120)
+    agent.reconcile_once()  # 120 s x 988 = 118,560 charged once rated
+    billing.rate_until_idle(db, clock=w.clock)
+    assert consumer.run_once() == 1
+    agent.reconcile_once()
+    got = w.get(inst)
+    assert got.state == "stopped" and "is exhausted" in got.state_reason

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from aicloud.platform import audit, billing
 from aicloud.products.gpuaas.lifecycle import (
     GPU_HOLDING_STATES,
+    ON_NODE_STATES,
     TERMINAL_STATES,
     InstanceState,
     transition,
@@ -190,3 +191,15 @@ def stop_scope(session: Session, scope_path: str, *, reason: str, actor: audit.A
     for instance_id in ids:
         request_stop(session, instance_id, reason=reason, actor=actor, now=now)
     return ids
+
+
+def wallets_in_use(session: Session) -> list[tuple[str, str]]:
+    """(org id, currency) of the wallets paying for instances on nodes now (their holds
+    name the currency; instances without a hold are not priced)."""
+    rows = session.execute(select(InstanceModel.org_id, InstanceModel.hold_id).where(
+        InstanceModel.state.in_([s.value for s in ON_NODE_STATES]),
+        InstanceModel.stop_requested_at.is_(None), InstanceModel.hold_id.is_not(None)))
+    found: set[tuple[str, str]] = set()
+    for org_id, hold_id in rows:
+        found.add((org_id, billing.get_hold(session, hold_id).currency))
+    return sorted(found)
