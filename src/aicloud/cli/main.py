@@ -15,6 +15,7 @@ from aicloud.cli import admin, arch, auth, config_cmd, db, serve
 from aicloud.cli import agent as agent_cmd
 from aicloud.cli import audit as audit_cmd
 from aicloud.cli import billing as billing_cmd
+from aicloud.cli import gpuaas as gpuaas_cmds
 from aicloud.cli import iam as iam_cmds
 from aicloud.cli import inventory as inventory_cmd
 from aicloud.cli import ledger as ledger_cmd
@@ -57,6 +58,8 @@ app.command(rich_help_panel="Tenant (via the API)")(auth.login)
 app.command(rich_help_panel="Tenant (via the API)")(auth.logout)
 app.command(rich_help_panel="Tenant (via the API)")(auth.whoami)
 for _name, _sub in iam_cmds.COMMANDS:
+    app.add_typer(_sub, name=_name, rich_help_panel="Tenant (via the API)")
+for _name, _sub in gpuaas_cmds.COMMANDS:
     app.add_typer(_sub, name=_name, rich_help_panel="Tenant (via the API)")
 
 

@@ -36,6 +36,7 @@ from aicloud.adapters.providers.base import (
     WorkloadNotFound,
     WorkloadPhase,
     WorkloadSpec,
+    WorkloadStatus,
 )
 from aicloud.platform import audit
 from aicloud.products.gpuaas.instances import switch_instance_status
@@ -170,18 +171,18 @@ class NodeAgent:
                 return
             self._switch(lease, S.FAILED, f"provider {self.provider.name} refused: {e}")
             return
-        if status.phase is WorkloadPhase.EXITED:
-            # Ended before we saw it run (e.g. a batch command that failed at once).
-            self._switch(lease, S.FAILED, f"workload exited at start (code {status.exit_code})")
-            return
         now = self.clock.now()
 
         def started(row: InstanceModel) -> None:
             row.provider, row.provider_ref = handle.provider, handle.ref
             row.endpoint_url = endpoint
             row.started_at = row.last_metered_at = now
-        self._switch(lease, S.RUNNING, "running" + (f", serving on {endpoint}" if endpoint
-                                                   else ""), started, at=now)
+        if not self._switch(lease, S.RUNNING, "running" + (
+                f", serving on {endpoint}" if endpoint else ""), started, at=now):
+            return
+        if status.phase is WorkloadPhase.EXITED:
+            # A short workload may end before start() returns: it ran, so record its end now.
+            self._exited(lease, status, now)
 
     def _handle_of(self, inst: InstanceModel) -> WorkloadHandle:
         return WorkloadHandle(inst.provider or self.provider.name, inst.provider_ref or inst.id)
@@ -194,17 +195,18 @@ class NodeAgent:
             self._end(lease, S.LOST, "the workload vanished from the node", now)
             return
         if status.phase is WorkloadPhase.EXITED:
-            end = _within(status.finished_at, inst.last_metered_at, now)
-            if status.exit_code == 0:
-                self._end(lease, S.STOPPED, "the workload ended by itself (exit 0)", end, 0)
-            else:
-                self._end(lease, S.FAILED, f"the workload exited with code "
-                          f"{status.exit_code}: {status.detail}".strip(": "), end,
-                          status.exit_code)
+            self._exited(lease, status, _within(status.finished_at, inst.last_metered_at, now))
             return
         if inst.last_metered_at is not None and now - inst.last_metered_at >= self.meter_interval:
             self._write(lease, lambda row: meter_instance(
                 _session(row), row, until=now, actor=self.actor))
+
+    def _exited(self, lease: leases.Lease, status: WorkloadStatus, end: datetime) -> None:
+        if status.exit_code == 0:
+            self._end(lease, S.STOPPED, "the workload ended by itself (exit 0)", end, 0)
+        else:
+            self._end(lease, S.FAILED, f"the workload exited with code {status.exit_code}: "
+                      f"{status.detail}".strip(": "), end, status.exit_code)
 
     def _stop(self, lease: leases.Lease, inst: InstanceModel) -> None:
         if inst.provider_ref is not None:
