@@ -155,3 +155,39 @@ def _invitation(t: Tenant) -> str:
 @id_factory("principal_id")
 def _principal(t: Tenant) -> str:
     return t.owner_id
+
+
+# --- GPUaaS's id parameters --------------------------------------------------------------------
+
+
+def _gpu_node(t: Tenant) -> str:
+    """A node with 8 simulated H100s, registered as its agent would (nodes are platform
+    resources: no tenant creates them)."""
+    from aicloud.platform import audit
+    from aicloud.products import gpuaas
+
+    report = gpuaas.NodeReport(name="isolation-node", inventory_source="static",
+                               simulated=True, gpus=tuple(gpuaas.GpuReport(
+                                   i, "H100", "H100 (simulated)", 80) for i in range(8)))
+    ctx = t.client.app.state.context  # type: ignore[attr-defined]
+    with ctx.db.transaction() as session:
+        return gpuaas.register_node(session, report, actor=audit.Actor.system("test"),
+                                    now=ctx.clock.now()).id
+
+
+@id_factory("node_id")
+def _node(t: Tenant) -> str:
+    return _gpu_node(t)
+
+
+@id_factory("instance_id")
+def _instance(t: Tenant) -> str:
+    from aicloud.platform import audit, billing
+
+    _gpu_node(t)
+    ctx = t.client.app.state.context  # type: ignore[attr-defined]
+    with ctx.db.transaction() as session:  # no billing routes yet: fund through the service
+        billing.top_up(session, actor=audit.Actor.system("test"), org_id=t.org_id,
+                       amount=10_000_000, currency="USD", idempotency_key=f"iso-{t.org_id}")
+    return t.post(f"/projects/{t.get('project_id')}/instances",
+                  {"name": "iso", "instance_type": "gpu.h100.1x"})["id"]

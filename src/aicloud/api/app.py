@@ -9,11 +9,23 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from aicloud import __version__
-from aicloud.api import iam_scopes  # noqa: F401  (registers IAM's scope resolvers)
+from aicloud.api import (
+    gpuaas_scopes,  # noqa: F401  (registers GPUaaS's scope resolvers)
+    iam_scopes,  # noqa: F401  (registers IAM's scope resolvers)
+)
 from aicloud.api.authz import check_route_declarations
 from aicloud.api.middleware import RequestContextMiddleware, RequestMetrics
 from aicloud.api.problems import install_problem_handlers
-from aicloud.api.routes import audit, auth, health, iam_access, iam_hierarchy, iam_principals
+from aicloud.api.routes import (
+    audit,
+    auth,
+    gpuaas_instances,
+    gpuaas_nodes,
+    health,
+    iam_access,
+    iam_hierarchy,
+    iam_principals,
+)
 from aicloud.runtime import AppContext
 from aicloud.shared.controllers import ControllerRunner
 
@@ -28,6 +40,7 @@ def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         check_route_declarations(app)  # routes added after create_app are checked too
+        ctx.prepare_products()
         runner.start()
         try:
             yield
@@ -52,6 +65,8 @@ def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
     app.include_router(iam_principals.router)
     app.include_router(iam_access.router)
     app.include_router(audit.router)
+    app.include_router(gpuaas_instances.router)
+    app.include_router(gpuaas_nodes.router)
     # Refuse to build an app with a route that does not declare who may call it.
     app.state.route_access = check_route_declarations(app)
     return app

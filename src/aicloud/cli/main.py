@@ -12,8 +12,10 @@ import typer
 
 from aicloud import __version__
 from aicloud.cli import admin, arch, auth, config_cmd, db, serve
+from aicloud.cli import agent as agent_cmd
 from aicloud.cli import audit as audit_cmd
 from aicloud.cli import billing as billing_cmd
+from aicloud.cli import gpuaas as gpuaas_cmds
 from aicloud.cli import iam as iam_cmds
 from aicloud.cli import inventory as inventory_cmd
 from aicloud.cli import ledger as ledger_cmd
@@ -43,6 +45,7 @@ def _root(
 app.command(rich_help_panel="Operator")(serve.serve)
 app.command(rich_help_panel="Operator")(serve.api)
 app.command(rich_help_panel="Operator")(serve.worker)
+app.command(rich_help_panel="Operator")(agent_cmd.agent)
 app.add_typer(db.app, name="db", rich_help_panel="Operator")
 app.add_typer(admin.app, name="admin", rich_help_panel="Operator")
 app.add_typer(config_cmd.app, name="config", rich_help_panel="Operator")
@@ -55,6 +58,8 @@ app.command(rich_help_panel="Tenant (via the API)")(auth.login)
 app.command(rich_help_panel="Tenant (via the API)")(auth.logout)
 app.command(rich_help_panel="Tenant (via the API)")(auth.whoami)
 for _name, _sub in iam_cmds.COMMANDS:
+    app.add_typer(_sub, name=_name, rich_help_panel="Tenant (via the API)")
+for _name, _sub in gpuaas_cmds.COMMANDS:
     app.add_typer(_sub, name=_name, rich_help_panel="Tenant (via the API)")
 
 

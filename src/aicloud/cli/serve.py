@@ -64,8 +64,10 @@ def _run_http(ctx: AppContext, host: str | None, port: int | None, *, controller
 
 
 def serve(profile: ProfileOption = None, host: HostOption = None, port: PortOption = None) -> None:
-    """Run the API and the background controllers in one process."""
+    """Run the API and the background controllers in one process (and, where the profile
+    says agent_embedded, the node agent of this machine)."""
     ctx = context_or_exit(profile, validate=True)
+    ctx.run_agent = ctx.settings.agent_embedded
     _prepare(ctx)
     _run_http(ctx, host, port, controllers=True)
 
@@ -83,6 +85,7 @@ def worker(profile: ProfileOption = None) -> None:
     configure_logging(ctx.settings.log_format, ctx.settings.log_level)
     if not migrate.is_up_to_date(ctx.db):
         raise fail("the database schema is not at head; run `aicloud db upgrade` first", 2)
+    ctx.prepare_products()
     runner = ControllerRunner(ctx.controllers())
 
     def _stop(signum: int, _frame: object) -> None:

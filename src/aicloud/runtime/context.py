@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from aicloud.platform import audit, billing
+from aicloud.runtime import gpuaas as gpuaas_runtime
 from aicloud.shared import idempotency
 from aicloud.shared.clock import Clock, SystemClock
 from aicloud.shared.config import Settings
 from aicloud.shared.controllers import Controller
-from aicloud.shared.db import Database
+from aicloud.shared.db import Database, migrate
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,8 @@ class AppContext:
     settings: Settings
     db: Database
     clock: Clock = field(default_factory=SystemClock)
+    # `serve` sets it from the profile (agent_embedded): this process is also a node agent.
+    run_agent: bool = False
     _audit_key: audit.SigningKey | None = field(default=None, init=False, repr=False)
 
     @property
@@ -50,7 +53,18 @@ class AppContext:
             *billing.controllers(
                 self.db, interval_seconds=self.settings.controller_interval_seconds,
                 clock=self.clock, webhook_secret=self.settings.secret_key.get_secret_value()),
+            *gpuaas_runtime.controllers(self.settings, self.db, self.clock,
+                                        with_agent=self.run_agent),
         ]
+
+    def prepare_products(self) -> None:
+        """Data the products need before serving: meters, default instance types, demo
+        prices where the profile asks (idempotent). Skipped while the schema is behind: the
+        server still starts and /readyz says what to do."""
+        if not migrate.is_up_to_date(self.db):
+            log.warning("database schema is not at head: product data not prepared")
+            return
+        gpuaas_runtime.prepare(self.settings, self.db)
 
     def audit_checkpoint(self) -> audit.Checkpoint | None:
         """Sign the audit chain head if it moved since the last checkpoint."""

@@ -1,8 +1,8 @@
 """Permissions declared at composition time by platform services and products.
 
 IAM owns the catalog and declares its own; the others are declared here (by name, before
-their services exist on this branch) so roles and bindings can reference them. A product
-adds its own the same way: ``iam.CATALOG.declare_many([...])`` when it is composed.
+their services exist on this branch) so roles and bindings can reference them. Products
+declare theirs in their manifest (runtime/products.py applies it).
 """
 
 from __future__ import annotations
@@ -27,18 +27,10 @@ BILLING_PERMISSIONS = [
     ("billing.statements.read", "read statements"),
     ("billing.reports.read", "read billing reports"),
 ]
-GPUAAS_PERMISSIONS = [
-    ("gpuaas.instances.create", "launch GPU instances"),
-    ("gpuaas.instances.read", "see GPU instances"),
-    ("gpuaas.instances.stop", "stop GPU instances"),
-    ("gpuaas.instances.delete", "delete GPU instances"),
-    ("gpuaas.nodes.read", "see GPU nodes"),
-    ("gpuaas.nodes.write", "add, drain and remove GPU nodes"),
-]
 
 
 def declare_permissions(catalog: iam.PermissionCatalog = iam.CATALOG) -> None:
-    for group in (AUDIT_PERMISSIONS, BILLING_PERMISSIONS, GPUAAS_PERMISSIONS):
+    for group in (AUDIT_PERMISSIONS, BILLING_PERMISSIONS):
         catalog.declare_many(group)
 
 

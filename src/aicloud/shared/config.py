@@ -58,6 +58,8 @@ class InventoryConfig(BaseModel):
 class ProvidersConfig(BaseModel):
     compute: str = "local"
     inventory: InventoryConfig = Field(default_factory=InventoryConfig)
+    # Where the local provider keeps each workload's files (relative to the working dir).
+    local_root: str = "var/workloads"
 
 
 class Settings(BaseSettings):
@@ -98,6 +100,14 @@ class Settings(BaseSettings):
 
     required_evidence: list[str] = Field(default_factory=list)
     providers: ProvidersConfig = Field(default_factory=ProvidersConfig)
+
+    # GPUaaS: `serve` also runs a node agent for this machine (kind, dev); a node whose agent
+    # is silent this long is down; running instances report usage this often.
+    agent_embedded: bool = False
+    node_heartbeat_timeout_seconds: float = Field(default=30.0, gt=0)
+    usage_report_interval_seconds: float = Field(default=30.0, gt=0, le=60)
+    # Seed a default price list (gpu_seconds:H100...) when none exists (kind, dev, demo).
+    seed_default_prices: bool = False
 
     # Ed25519 key that signs audit checkpoints: base64 of the 32-byte raw private key. Without
     # one, non-strict profiles derive a development key from secret_key (and say so).

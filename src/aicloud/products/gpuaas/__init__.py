@@ -1,10 +1,32 @@
 """GPUaaS: GPU instances on the nodes of the pool.
 
-Public surface (other layers import only from here): the instance lifecycle state machine and
-the placement engine. Both are pure logic; persistence, admission, metering and the API are
-built on top of them.
+Public surface (other layers import only from here): the lifecycle state machine and the
+placement engine (pure logic); launch/admission, the status mutator, the scheduler pass,
+nodes, the node agent, metering and the budget-stop consumer (built on the platform's public
+modules: IAM via the API layer, billing, policy, audit).
 """
 
+from aicloud.products.gpuaas.admission import (
+    MIN_BILLABLE_SECONDS,
+    BudgetBlocked,
+    CannotPlace,
+    InsufficientFunds,
+    Requester,
+    launch,
+    usage_per_second,
+)
+from aicloud.products.gpuaas.agent import NodeAgent
+from aicloud.products.gpuaas.budget_stop import BudgetStopConsumer
+from aicloud.products.gpuaas.instances import (
+    get_instance,
+    get_instance_model,
+    instance_view,
+    list_instances,
+    queue_position,
+    request_stop,
+    stop_scope,
+    switch_instance_status,
+)
 from aicloud.products.gpuaas.lifecycle import (
     GPU_HOLDING_STATES,
     ON_NODE_STATES,
@@ -18,6 +40,19 @@ from aicloud.products.gpuaas.lifecycle import (
     is_terminal,
     transition,
 )
+from aicloud.products.gpuaas.manifest import MANIFEST
+from aicloud.products.gpuaas.metering import meter_instance
+from aicloud.products.gpuaas.nodes import (
+    GpuReport,
+    NodeReport,
+    change_node_state,
+    enforce_drains,
+    get_node_model,
+    list_nodes,
+    mark_silent_nodes_down,
+    node_view,
+    register_node,
+)
 from aicloud.products.gpuaas.placement import (
     GpuSlot,
     NodeCapacity,
@@ -29,26 +64,81 @@ from aicloud.products.gpuaas.placement import (
     Rejected,
     RejectionCode,
 )
+from aicloud.products.gpuaas.scheduler import build_engine, schedule_pass
+from aicloud.products.gpuaas.schemas import (
+    Gpu,
+    Instance,
+    InstanceLaunch,
+    InstanceStop,
+    InstanceTransition,
+    InstanceType,
+    LogOutput,
+    Node,
+    NodeStateChange,
+)
+from aicloud.products.gpuaas.types import DEFAULT_TYPES, ensure_default_types, list_types
 
 __all__ = [
+    "DEFAULT_TYPES",
     "GPU_HOLDING_STATES",
+    "MANIFEST",
+    "MIN_BILLABLE_SECONDS",
     "ON_NODE_STATES",
     "TERMINAL_STATES",
     "TRANSITIONS",
+    "BudgetBlocked",
+    "BudgetStopConsumer",
+    "CannotPlace",
+    "Gpu",
+    "GpuReport",
     "GpuSlot",
     "IllegalTransition",
+    "Instance",
+    "InstanceLaunch",
     "InstanceState",
+    "InstanceStop",
+    "InstanceTransition",
+    "InstanceType",
+    "InsufficientFunds",
     "Lifecycle",
+    "LogOutput",
+    "Node",
+    "NodeAgent",
     "NodeCapacity",
+    "NodeReport",
     "NodeState",
+    "NodeStateChange",
     "Placement",
     "PlacementEngine",
     "PlacementRequest",
     "Queued",
     "Rejected",
     "RejectionCode",
+    "Requester",
     "Transition",
+    "build_engine",
     "can_transition",
+    "change_node_state",
+    "enforce_drains",
+    "ensure_default_types",
+    "get_instance",
+    "get_instance_model",
+    "get_node_model",
+    "instance_view",
     "is_terminal",
+    "launch",
+    "list_instances",
+    "list_nodes",
+    "list_types",
+    "mark_silent_nodes_down",
+    "meter_instance",
+    "node_view",
+    "queue_position",
+    "register_node",
+    "request_stop",
+    "schedule_pass",
+    "stop_scope",
+    "switch_instance_status",
     "transition",
+    "usage_per_second",
 ]

@@ -348,6 +348,24 @@ class PlacementEngine:
         self._placements[request.request_id] = placement
         return placement
 
+    def restore(self, placement: Placement) -> None:
+        """Re-enter a placement made earlier (rebuilding the engine from stored state). Its
+        GPUs are taken whatever the node's state or health today: they are in use."""
+        if placement.request_id in self._placements or placement.request_id in self._requests:
+            raise ValueError(f"request {placement.request_id} is already known")
+        node = self._node(placement.node_id)
+        for index in placement.gpu_indices:
+            if index not in node.slots:
+                raise ValueError(f"node {node.node_id} has no GPU {index}")
+            holder = node.allocated.get(index)
+            if holder is not None:
+                raise ValueError(f"GPU {index} of node {node.node_id} is already held by "
+                                 f"{holder}")
+        for index in placement.gpu_indices:
+            node.allocated[index] = placement.request_id
+        self._reindex(node)
+        self._placements[placement.request_id] = placement
+
     def release(self, request_id: str) -> Placement:
         """Free a placement's GPUs (the instance stopped, failed or was lost)."""
         placement = self._placements.pop(request_id)

@@ -1,0 +1,23 @@
+"""Policy: quotas per scope and resource key, checked at admission by products."""
+
+from aicloud.platform.policy.quotas import (
+    Quota,
+    QuotaExceeded,
+    QuotaViolation,
+    check_quotas,
+    clear_quota,
+    enforce_quotas,
+    list_quotas,
+    set_quota,
+)
+
+__all__ = [
+    "Quota",
+    "QuotaExceeded",
+    "QuotaViolation",
+    "check_quotas",
+    "clear_quota",
+    "enforce_quotas",
+    "list_quotas",
+    "set_quota",
+]

@@ -1,0 +1,215 @@
+"""Nodes and their GPUs: registration and heartbeats from agents, operator state changes
+(cordon, drain, uncordon), GPU health, and the monitor that marks silent nodes down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from aicloud.platform import audit
+from aicloud.products.gpuaas.instances import switch_instance_status
+from aicloud.products.gpuaas.lifecycle import ON_NODE_STATES, InstanceState
+from aicloud.products.gpuaas.models import (
+    GpuAssignmentModel,
+    GpuModel,
+    InstanceModel,
+    NodeModel,
+)
+from aicloud.products.gpuaas.placement import NodeState
+from aicloud.products.gpuaas.schemas import Gpu, Node
+from aicloud.shared.errors import Conflict, NotFound
+from aicloud.shared.ids import new_id
+
+MONITOR = audit.Actor.system("gpuaas-node-monitor")
+
+
+@dataclass(frozen=True)
+class GpuReport:
+    index: int
+    model: str
+    name: str
+    memory_gib: int
+    uuid: str | None = None
+    healthy: bool = True
+    health_detail: str = ""
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """What an agent knows about its host."""
+
+    name: str
+    inventory_source: str
+    simulated: bool
+    gpus: tuple[GpuReport, ...]
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def _scope() -> str:
+    return "/"  # nodes are platform resources
+
+
+def get_node_model(session: Session, node_id: str) -> NodeModel:
+    m = session.get(NodeModel, node_id)
+    if m is None:
+        raise NotFound(f"node {node_id} not found")
+    return m
+
+
+def register_node(session: Session, report: NodeReport, *, actor: audit.Actor,
+                  now: datetime) -> NodeModel:
+    """Create the node or refresh it from a new report (agent start or heartbeat). A node
+    that was down comes back ready; GPU health changes are applied at once."""
+    node = session.scalar(select(NodeModel).where(NodeModel.name == report.name)
+                          .with_for_update())
+    if node is None:
+        node = NodeModel(id=new_id("node"), name=report.name, state=NodeState.READY.value,
+                         labels=dict(report.labels), inventory_source=report.inventory_source,
+                         simulated=report.simulated, state_reason="registered by its agent",
+                         last_heartbeat_at=now, created_at=now)
+        session.add(node)
+        session.flush()
+        audit.record(session, actor=actor, action="gpuaas.node.register", target_type="node",
+                     target_id=node.id, scope_path=_scope(),
+                     details={"name": report.name, "gpus": len(report.gpus),
+                              "inventory_source": report.inventory_source,
+                              "simulated": report.simulated})
+    else:
+        node.last_heartbeat_at = now
+        node.labels = dict(report.labels) or node.labels
+        node.inventory_source, node.simulated = report.inventory_source, report.simulated
+        if node.state == NodeState.DOWN.value:
+            _set_state(session, node, NodeState.READY, "heartbeats resumed", actor=actor)
+    sync_gpus(session, node, report.gpus, actor=actor)
+    return node
+
+
+def sync_gpus(session: Session, node: NodeModel, gpus: tuple[GpuReport, ...], *,
+              actor: audit.Actor) -> None:
+    current = {g.index: g for g in session.scalars(select(GpuModel).where(
+        GpuModel.node_id == node.id))}
+    held = set(session.scalars(select(GpuAssignmentModel.gpu_id).where(
+        GpuAssignmentModel.gpu_id.in_([g.id for g in current.values()]))))
+    for report in gpus:
+        g = current.pop(report.index, None)
+        if g is None:
+            session.add(GpuModel(id=new_id("gpu"), node_id=node.id, index=report.index,
+                                 model=report.model, name=report.name,
+                                 memory_gib=report.memory_gib, uuid=report.uuid,
+                                 healthy=report.healthy, health_detail=report.health_detail))
+            continue
+        if g.healthy != report.healthy:
+            audit.record(session, actor=actor, action="gpuaas.gpu.health", target_type="gpu",
+                         target_id=g.id, scope_path=_scope(),
+                         changes=audit.diff({"healthy": g.healthy}, {"healthy": report.healthy}),
+                         details={"node_id": node.id, "index": g.index,
+                                  "detail": report.health_detail})
+        g.model, g.name, g.memory_gib, g.uuid = (report.model, report.name, report.memory_gib,
+                                                 report.uuid)
+        g.healthy, g.health_detail = report.healthy, report.health_detail
+    for g in current.values():  # no longer reported: keep it while an instance holds it
+        if g.id in held:
+            g.healthy, g.health_detail = False, "no longer reported by the agent"
+        else:
+            session.delete(g)
+    session.flush()
+
+
+def _set_state(session: Session, node: NodeModel, state: NodeState, reason: str, *,
+               actor: audit.Actor, drain_deadline: datetime | None = None) -> None:
+    old = node.state
+    node.state, node.state_reason, node.drain_deadline = state.value, reason, drain_deadline
+    session.flush()
+    audit.record(session, actor=actor, action=f"gpuaas.node.{state.value}", target_type="node",
+                 target_id=node.id, scope_path=_scope(),
+                 changes=audit.diff({"state": old}, {"state": state.value}),
+                 details={"reason": reason})
+
+
+def change_node_state(session: Session, node_id: str, action: str, *, actor: audit.Actor,
+                      now: datetime, grace_seconds: int = 300, reason: str = "") -> NodeModel:
+    """cordon: no new placements; drain: that, and running instances are stopped after the
+    grace; uncordon: back to ready. A down node changes only by heartbeating again."""
+    node = get_node_model(session, node_id)
+    if node.state == NodeState.DOWN.value:
+        raise Conflict(f"node {node_id} is down; it returns when its agent heartbeats")
+    by = reason or f"{action} by operator"
+    if action == "cordon":
+        _set_state(session, node, NodeState.CORDONED, by, actor=actor)
+    elif action == "drain":
+        _set_state(session, node, NodeState.DRAINING, by, actor=actor,
+                   drain_deadline=now + timedelta(seconds=grace_seconds))
+    elif action == "uncordon":
+        _set_state(session, node, NodeState.READY, by, actor=actor)
+    else:
+        raise ValueError(f"unknown node action {action!r}")
+    return node
+
+
+def enforce_drains(session: Session, *, now: datetime) -> int:
+    """Ask instances still on draining nodes past their deadline to stop."""
+    n = 0
+    nodes = session.scalars(select(NodeModel).where(
+        NodeModel.state == NodeState.DRAINING.value, NodeModel.drain_deadline <= now))
+    for node in nodes:
+        for inst in session.scalars(select(InstanceModel).where(
+                InstanceModel.node_id == node.id,
+                InstanceModel.state.in_([s.value for s in ON_NODE_STATES]),
+                InstanceModel.stop_requested_at.is_(None))):
+            inst.stop_requested_at = now
+            inst.stop_reason = f"node {node.name} drained: grace period over"
+            audit.record(session, actor=MONITOR, action="gpuaas.instance.stop_request",
+                         target_type="instance", target_id=inst.id, scope_path=inst.scope_path,
+                         details={"reason": inst.stop_reason})
+            n += 1
+    return n
+
+
+def mark_silent_nodes_down(session: Session, *, now: datetime, timeout: timedelta) -> int:
+    """Nodes without a heartbeat for ``timeout`` go down; their instances are lost (or, if
+    only scheduled there, requeued)."""
+    n = 0
+    silent = list(session.scalars(select(NodeModel).where(
+        NodeModel.state != NodeState.DOWN.value,
+        NodeModel.last_heartbeat_at < now - timeout).with_for_update()))
+    for node in silent:
+        reason = (f"no heartbeat since {node.last_heartbeat_at.isoformat()} "
+                  f"({int(timeout.total_seconds())}s allowed)")
+        _set_state(session, node, NodeState.DOWN, reason, actor=MONITOR)
+        for inst in session.scalars(select(InstanceModel).where(
+                InstanceModel.node_id == node.id,
+                InstanceModel.state.in_([InstanceState.SCHEDULED.value,
+                                         *(s.value for s in ON_NODE_STATES)]))):
+            if inst.state == InstanceState.SCHEDULED.value:
+                switch_instance_status(session, inst, InstanceState.ADMITTED, actor=MONITOR,
+                                       at=now, reason=f"requeued: node {node.name} went down")
+                inst.node_id, inst.gpu_indices = None, None
+            else:
+                switch_instance_status(session, inst, InstanceState.LOST, actor=MONITOR, at=now,
+                                       reason=f"node {node.name} went down: {reason}")
+        n += 1
+    return n
+
+
+def node_view(session: Session, node: NodeModel) -> Node:
+    holders = {gpu_id: inst_id for gpu_id, inst_id in session.execute(
+        select(GpuAssignmentModel.gpu_id, GpuAssignmentModel.instance_id)
+        .join(GpuModel, GpuModel.id == GpuAssignmentModel.gpu_id)
+        .where(GpuModel.node_id == node.id))}
+    gpus = [Gpu(index=g.index, model=g.model, name=g.name, memory_gib=g.memory_gib,
+                uuid=g.uuid, healthy=g.healthy, health_detail=g.health_detail,
+                instance_id=holders.get(g.id))
+            for g in session.scalars(select(GpuModel).where(GpuModel.node_id == node.id)
+                                     .order_by(GpuModel.index))]
+    return Node(id=node.id, name=node.name, state=node.state, state_reason=node.state_reason,
+                labels=node.labels, inventory_source=node.inventory_source,
+                simulated=node.simulated, last_heartbeat_at=node.last_heartbeat_at,
+                drain_deadline=node.drain_deadline, gpus=gpus)
+
+
+def list_nodes(session: Session) -> list[Node]:
+    return [node_view(session, n) for n in session.scalars(select(NodeModel)
+                                                             .order_by(NodeModel.name))]

@@ -1,0 +1,141 @@
+"""GPUaaS composition: the local provider, the node agent and the product's controllers."""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from aicloud.adapters.inventory.base import InventoryUnavailable
+from aicloud.adapters.providers.base import ComputeProvider, WorkloadHandle, WorkloadNotFound
+from aicloud.adapters.providers.local.provider import LocalProvider
+from aicloud.platform import audit, billing
+from aicloud.products import gpuaas
+from aicloud.runtime.adapters import gpu_inventory
+from aicloud.runtime.products import declare_product_meters
+from aicloud.shared.clock import Clock
+from aicloud.shared.config import Settings
+from aicloud.shared.controllers import Controller
+from aicloud.shared.db import Database
+
+# Per-second prices (micro-USD) so charges are exact to the second in a demo.
+DEFAULT_PRICES = (("gpu_seconds", "H100", 700), ("gpu_seconds", "A100", 400),
+                  ("vcpu_seconds", "", 10), ("memory_gib_seconds", "", 1))
+SEED_ACTOR = audit.Actor.system("seed")
+
+
+def compute_provider(settings: Settings) -> ComputeProvider:
+    if settings.providers.compute != "local":
+        raise ValueError(f"compute provider {settings.providers.compute!r} is not available "
+                         "in this build (only 'local')")
+    return LocalProvider(Path(settings.providers.local_root))
+
+
+def node_report(settings: Settings, name: str | None = None) -> gpuaas.NodeReport:
+    """This host as an agent reports it: its GPUs from NVML or the profile's static list."""
+    try:
+        inv = gpu_inventory(settings).discover()
+        devices, source, simulated = inv.devices, inv.source, inv.simulated
+    except InventoryUnavailable:
+        devices, source, simulated = (), "none", True
+    labels = {"inventory": source}
+    if simulated:
+        labels["simulated"] = "true"
+    return gpuaas.NodeReport(
+        name=name or socket.gethostname(), inventory_source=source, simulated=simulated,
+        labels=labels, gpus=tuple(gpuaas.GpuReport(
+            index=d.index, model=d.model, name=d.name, memory_gib=d.memory_gib, uuid=d.uuid,
+            healthy=d.healthy, health_detail=d.health_detail) for d in devices))
+
+
+def build_agent(settings: Settings, db: Database, clock: Clock,
+                provider: ComputeProvider | None = None,
+                node_name: str | None = None) -> gpuaas.NodeAgent:
+    return gpuaas.NodeAgent(
+        db=db, provider=provider or compute_provider(settings),
+        report=lambda: node_report(settings, node_name), clock=clock,
+        meter_interval=timedelta(seconds=settings.usage_report_interval_seconds))
+
+
+def agent_controllers(settings: Settings, agent: gpuaas.NodeAgent) -> list[Controller]:
+    """Heartbeats (a third of the timeout) and the reconcile loop of one node agent."""
+    return [
+        Controller(name="gpuaas-agent-heartbeat",
+                   interval_seconds=max(1.0, settings.node_heartbeat_timeout_seconds / 3),
+                   run_once=agent.heartbeat),
+        Controller(name="gpuaas-agent",
+                   interval_seconds=min(settings.controller_interval_seconds, 0.5),
+                   run_once=agent.reconcile_once),
+    ]
+
+
+def seed_default_prices(session: Session) -> billing.PriceList | None:
+    """A default USD price list for the GPUaaS meters, when no default list exists."""
+    book = billing.PriceBook(session)
+    try:
+        book.resolve("", "gpu_seconds", "H100", datetime.now(UTC))
+        return None
+    except Exception:
+        pass
+    return billing.create_price_list(session, actor=SEED_ACTOR, spec=billing.PriceListCreate(
+        org_id=None, currency="USD", effective_from=datetime(2020, 1, 1, tzinfo=UTC),
+        prices=[billing.PriceIn(meter=m, dimension_value=d, unit_price=p, per_quantity=1)
+                for m, d, p in DEFAULT_PRICES]))
+
+
+def prepare(settings: Settings, db: Database) -> None:
+    """What GPUaaS needs in the database before it runs: its meters, and demo prices."""
+    prepare_meters_and_prices(db, seed_prices=settings.seed_default_prices)
+
+
+def prepare_meters_and_prices(db: Database, *, seed_prices: bool) -> None:
+    with db.transaction() as session:
+        declare_product_meters(session)
+        gpuaas.ensure_default_types(session)
+        if seed_prices:
+            seed_default_prices(session)
+
+
+def controllers(settings: Settings, db: Database, clock: Clock, *,
+                with_agent: bool = False) -> list[Controller]:
+    interval = settings.controller_interval_seconds
+    timeout = timedelta(seconds=settings.node_heartbeat_timeout_seconds)
+    consumer = gpuaas.BudgetStopConsumer(db, clock=clock)
+
+    def schedule() -> int:
+        with db.transaction() as session:
+            return len(gpuaas.schedule_pass(session, now=clock.now()))
+
+    def monitor() -> int:
+        with db.transaction() as session:
+            down = gpuaas.mark_silent_nodes_down(session, now=clock.now(), timeout=timeout)
+            return down + gpuaas.enforce_drains(session, now=clock.now())
+
+    found = [
+        Controller(name="gpuaas-scheduler", interval_seconds=min(interval, 0.5),
+                   run_once=schedule),
+        Controller(name="gpuaas-node-monitor", interval_seconds=interval, run_once=monitor),
+        Controller(name="gpuaas-budget-stop", interval_seconds=interval,
+                   run_once=consumer.run_once),
+    ]
+    if with_agent:
+        found += agent_controllers(settings, build_agent(settings, db, clock))
+    return found
+
+
+def instance_logs(settings: Settings, provider_name: str | None, ref: str | None, *,
+                  offset: int, tail_lines: int | None, ended: bool) -> gpuaas.LogOutput:
+    """A workload's output, read through the provider of this process. The local provider
+    reads the files of this host: the API must run on the node (kind, dev: one machine)."""
+    if provider_name is None or ref is None:  # not started (yet)
+        return gpuaas.LogOutput(data="", offset=offset, next_offset=offset, complete=ended)
+    provider = compute_provider(settings)
+    try:
+        chunk = provider.logs(WorkloadHandle(provider_name, ref), offset=offset,
+                              tail_lines=tail_lines)
+    except WorkloadNotFound:
+        return gpuaas.LogOutput(data="", offset=offset, next_offset=offset, complete=True)
+    return gpuaas.LogOutput(data=chunk.data.decode("utf-8", "replace"), offset=chunk.offset,
+                            next_offset=chunk.next_offset, complete=chunk.complete)

@@ -1,0 +1,34 @@
+"""Composing products: register their manifests and apply them to IAM and billing.
+
+The registry holds manifests as data; this composition root is the one place that knows both
+IAM (permission catalog) and billing (meters), so neither depends on the other.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from aicloud.platform import billing, iam, registry
+from aicloud.products import gpuaas
+
+PRODUCT_MANIFESTS = (gpuaas.MANIFEST,)
+
+
+def register_products(reg: registry.Registry = registry.REGISTRY,
+                      catalog: iam.PermissionCatalog = iam.CATALOG) -> None:
+    """Register every product's manifest and declare its permissions (no database needed)."""
+    for manifest in PRODUCT_MANIFESTS:
+        reg.register(manifest)
+        catalog.declare_many([(p.name, p.description) for p in manifest.permissions])
+
+
+def declare_product_meters(session: Session,
+                           reg: registry.Registry = registry.REGISTRY) -> list[billing.Meter]:
+    """Declare every registered product's meters in billing (idempotent)."""
+    return [billing.declare_meter(session, billing.Meter(
+                name=m.name, unit=m.unit, dimension=m.dimension, product=manifest.name,
+                description=m.description))
+            for manifest in reg.all() for m in manifest.meters]
+
+
+register_products()

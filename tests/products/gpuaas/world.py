@@ -1,0 +1,100 @@
+"""A small GPU cloud for GPUaaS service tests: one org/department/project, prices, a funded
+wallet and registered nodes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from aicloud.platform import audit, billing, iam
+from aicloud.products import gpuaas
+from aicloud.runtime import gpuaas as gpuaas_runtime
+from aicloud.shared.clock import FakeClock
+from aicloud.shared.db import Database
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+ADMIN = audit.Actor(id="user_admin")
+# The seeded per-second prices (micro-USD).
+PRICE = {("gpu_seconds", "H100"): 700, ("vcpu_seconds", ""): 10,
+         ("memory_gib_seconds", ""): 1}
+
+
+def per_second_charge(gpus: int, vcpus: int, mem: int) -> int:
+    return (gpus * PRICE[("gpu_seconds", "H100")] + vcpus * PRICE[("vcpu_seconds", "")]
+            + mem * PRICE[("memory_gib_seconds", "")])
+
+
+def h100s(n: int) -> tuple[gpuaas.GpuReport, ...]:
+    return tuple(gpuaas.GpuReport(index=i, model="H100", name="NVIDIA H100 (simulated)",
+                                  memory_gib=80, uuid=f"GPU-sim-{i}") for i in range(n))
+
+
+@dataclass
+class World:
+    db: Database
+    clock: FakeClock
+    org_id: str
+    project_id: str
+    scope_path: str
+    user_id: str = "user_alice"
+    nodes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def who(self) -> gpuaas.Requester:
+        return gpuaas.Requester(principal_id=self.user_id, org_id=self.org_id,
+                                project_id=self.project_id, scope_path=self.scope_path)
+
+    def add_node(self, name: str, gpus: int = 8) -> str:
+        report = gpuaas.NodeReport(name=name, inventory_source="static", simulated=True,
+                                   gpus=h100s(gpus), labels={"simulated": "true"})
+        with self.db.transaction() as s:
+            node = gpuaas.register_node(s, report, actor=ADMIN, now=self.clock.now())
+            self.nodes[name] = node.id
+        return self.nodes[name]
+
+    def launch(self, name: str = "box", instance_type: str = "gpu.h100.1x", *,
+               template: str = "shell", key: str | None = None, priority: int = 0,
+               command: list[str] | None = None) -> gpuaas.Instance:
+        with self.db.transaction() as s:
+            return gpuaas.launch(s, gpuaas.InstanceLaunch(
+                name=name, instance_type=instance_type, template=template,  # type: ignore[arg-type]
+                priority=priority, command=command), who=self.who, actor=ADMIN,
+                idempotency_key=key, now=self.clock.now())
+
+    def schedule(self) -> list[gpuaas.Placement]:
+        with self.db.transaction() as s:
+            return gpuaas.schedule_pass(s, now=self.clock.now())
+
+    def get(self, instance_id: str) -> gpuaas.Instance:
+        with self.db.transaction() as s:
+            return gpuaas.get_instance(s, instance_id)
+
+    def stop(self, instance_id: str, reason: str = "stopped by user") -> None:
+        with self.db.transaction() as s:
+            gpuaas.request_stop(s, instance_id, reason=reason, actor=ADMIN,
+                                now=self.clock.now())
+
+    def top_up(self, amount: int) -> None:
+        with self.db.transaction() as s:
+            billing.top_up(s, actor=ADMIN, org_id=self.org_id, amount=amount, currency="USD",
+                           idempotency_key=f"t{amount}-{self.clock.now().timestamp()}")
+
+    def wallet_balance(self) -> billing.Balance:
+        with self.db.transaction() as s:
+            return billing.balance(s, billing.org_wallet(s, self.org_id, "USD").id,
+                                   now=self.clock.now())
+
+
+def make_world(db: Database, *, funds: int = 100_000_000, seed_prices: bool = True) -> World:
+    clock = FakeClock(T0)
+    with db.transaction() as s:
+        org = iam.create_org(s, "acme", actor=ADMIN)
+        dep = iam.create_department(s, org.id, "research", actor=ADMIN)
+        prj = iam.create_project(s, name="llm", department_id=dep.id, actor=ADMIN)
+        path = iam.scope_path(s, prj.id)
+    settings_seed = seed_prices
+    gpuaas_runtime.prepare_meters_and_prices(db, seed_prices=settings_seed)
+    world = World(db=db, clock=clock, org_id=org.id, project_id=prj.id, scope_path=path)
+    if funds:
+        world.top_up(funds)
+    return world
