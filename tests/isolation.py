@@ -191,3 +191,15 @@ def _instance(t: Tenant) -> str:
                        amount=10_000_000, currency="USD", idempotency_key=f"iso-{t.org_id}")
     return t.post(f"/projects/{t.get('project_id')}/instances",
                   {"name": "iso", "instance_type": "gpu.h100.1x"})["id"]
+
+
+# --- policy's parameters -------------------------------------------------------------------------
+
+
+@id_factory("resource_key")
+def _quota_key(t: Tenant) -> str:
+    """A quota the tenant's owner sets on its project (the owner administers the org above)."""
+    resp = t.client.put(f"/scopes/{t.get('project_id')}/quotas/gpu:H100", json={"limit": 4},
+                        headers={"Authorization": f"Bearer {t.token}"})
+    assert resp.status_code == 200, resp.text
+    return "gpu:H100"

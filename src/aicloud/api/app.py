@@ -25,6 +25,7 @@ from aicloud.api.routes import (
     iam_access,
     iam_hierarchy,
     iam_principals,
+    policy_quotas,
 )
 from aicloud.runtime import AppContext
 from aicloud.shared.controllers import ControllerRunner
@@ -67,6 +68,7 @@ def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(gpuaas_instances.router)
     app.include_router(gpuaas_nodes.router)
+    app.include_router(policy_quotas.router)
     # Refuse to build an app with a route that does not declare who may call it.
     app.state.route_access = check_route_declarations(app)
     return app

@@ -19,6 +19,7 @@ from aicloud.cli import gpuaas as gpuaas_cmds
 from aicloud.cli import iam as iam_cmds
 from aicloud.cli import inventory as inventory_cmd
 from aicloud.cli import ledger as ledger_cmd
+from aicloud.cli import policy as policy_cmds
 
 app = typer.Typer(
     name="aicloud",
@@ -60,6 +61,8 @@ app.command(rich_help_panel="Tenant (via the API)")(auth.whoami)
 for _name, _sub in iam_cmds.COMMANDS:
     app.add_typer(_sub, name=_name, rich_help_panel="Tenant (via the API)")
 for _name, _sub in gpuaas_cmds.COMMANDS:
+    app.add_typer(_sub, name=_name, rich_help_panel="Tenant (via the API)")
+for _name, _sub in policy_cmds.COMMANDS:
     app.add_typer(_sub, name=_name, rich_help_panel="Tenant (via the API)")
 
 

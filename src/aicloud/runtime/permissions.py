@@ -28,9 +28,14 @@ BILLING_PERMISSIONS = [
     ("billing.reports.read", "read billing reports"),
 ]
 
+POLICY_PERMISSIONS = [
+    ("policy.quotas.read", "read the quotas that apply to a scope"),
+    ("policy.quotas.write", "set or clear quotas of the scopes below one you administer"),
+]
+
 
 def declare_permissions(catalog: iam.PermissionCatalog = iam.CATALOG) -> None:
-    for group in (AUDIT_PERMISSIONS, BILLING_PERMISSIONS):
+    for group in (AUDIT_PERMISSIONS, BILLING_PERMISSIONS, POLICY_PERMISSIONS):
         catalog.declare_many(group)
 
 
