@@ -155,3 +155,19 @@ def _invitation(t: Tenant) -> str:
 @id_factory("principal_id")
 def _principal(t: Tenant) -> str:
     return t.owner_id
+
+
+# --- billing's parameters --------------------------------------------------------------------
+
+
+@id_factory("budget_id")
+def _budget(t: Tenant) -> str:
+    return t.post(f"/scopes/{t.get('project_id')}/budgets",
+                  {"amount": 100_000_000, "currency": "USD"})["id"]
+
+
+@id_factory("period")
+def _period(t: Tenant) -> str:
+    # Not an id: any month (one no timestamp contains, for the listing leak check); the org
+    # in the same path is what isolation is about.
+    return "1999-12"

@@ -13,7 +13,17 @@ from aicloud.api import iam_scopes  # noqa: F401  (registers IAM's scope resolve
 from aicloud.api.authz import check_route_declarations
 from aicloud.api.middleware import RequestContextMiddleware, RequestMetrics
 from aicloud.api.problems import install_problem_handlers
-from aicloud.api.routes import audit, auth, health, iam_access, iam_hierarchy, iam_principals
+from aicloud.api.routes import (
+    audit,
+    auth,
+    billing_budgets,
+    billing_catalog,
+    billing_wallet,
+    health,
+    iam_access,
+    iam_hierarchy,
+    iam_principals,
+)
 from aicloud.runtime import AppContext
 from aicloud.shared.controllers import ControllerRunner
 
@@ -52,6 +62,9 @@ def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
     app.include_router(iam_principals.router)
     app.include_router(iam_access.router)
     app.include_router(audit.router)
+    app.include_router(billing_wallet.router)
+    app.include_router(billing_budgets.router)
+    app.include_router(billing_catalog.router)
     # Refuse to build an app with a route that does not declare who may call it.
     app.state.route_access = check_route_declarations(app)
     return app

@@ -138,6 +138,31 @@ def org_wallet(session: Session, org_id: str, currency: str) -> AccountModel:
         owner_id=org_id, scope_path=f"/{org_id}", purpose="wallet", enforce_floor=True)
 
 
+def find_wallet(session: Session, org_id: str, currency: str) -> AccountModel | None:
+    return _find_account(session, "organization", org_id, "wallet", currency)
+
+
+def wallet_balance(session: Session, org_id: str, currency: str,
+                   now: datetime | None = None) -> Balance:
+    """An org wallet's balance without creating the wallet (a read never writes): zeros
+    before the first transfer."""
+    check_currency(currency)
+    found = find_wallet(session, org_id, currency)
+    if found is None:
+        return Balance(account_id=None, currency=currency, posted=0, held=0, available=0,
+                       credit_limit=0)
+    return balance(session, found.id, now)
+
+
+def wallet_transfers(session: Session, org_id: str, currency: str, *, limit: int = 100,
+                     after_seq: int = 0) -> list[Transfer]:
+    """Transfers touching an org wallet, oldest first, after ``after_seq``."""
+    check_currency(currency)
+    found = find_wallet(session, org_id, currency)
+    return [] if found is None else list_transfers(session, found.id, limit=limit,
+                                                   after_seq=after_seq)
+
+
 def platform_account(session: Session, purpose: str, currency: str) -> AccountModel:
     return ensure_account(
         session, type=PLATFORM_ACCOUNTS[purpose], currency=currency, owner_type="platform",
