@@ -23,12 +23,12 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from aicloud.platform import audit
 from aicloud.platform.billing.models import AccountModel, HoldModel, TransferModel
-from aicloud.platform.billing.money import check_amount, check_currency
+from aicloud.platform.billing.money import CURRENCIES, MAX_AMOUNT, check_amount, check_currency
 from aicloud.platform.billing.schemas import Account, Balance, Transfer
 from aicloud.shared.clock import utcnow
 from aicloud.shared.db import bulk
 from aicloud.shared.errors import Conflict, NotFound, ValidationFailed
-from aicloud.shared.idempotency import validate_key
+from aicloud.shared.idempotency import MAX_KEY_LENGTH, validate_key
 from aicloud.shared.ids import new_id, new_ids
 
 ACCOUNT_TYPES = ("asset", "liability", "revenue", "expense")
@@ -241,13 +241,21 @@ def post_transfers(
     now = now or utcnow()
     keys: set[str] = set()
     for spec in specs:
-        validate_spec(spec)
+        # The same rules as validate_spec, inlined for the all-valid case (this loop runs once
+        # per transfer); any doubt goes through validate_spec, which names the problem.
+        amount, key = spec.amount, spec.idempotency_key
+        if not (type(amount) is int and 0 < amount <= MAX_AMOUNT
+                and type(spec.currency) is str and spec.currency in CURRENCIES
+                and type(spec.reason) is str and spec.reason in REASONS
+                and spec.debit_account_id != spec.credit_account_id
+                and type(key) is str and 0 < len(key) <= MAX_KEY_LENGTH and key.isprintable()):
+            validate_spec(spec)
         if spec.idempotency_key in keys:
             raise ValidationFailed(f"idempotency key {spec.idempotency_key!r} repeats in the batch")
         keys.add(spec.idempotency_key)
     accounts = lock_accounts(
         session, [a for s in specs for a in (s.debit_account_id, s.credit_account_id)])
-    if check_replays and session.get_bind().dialect.name == "postgresql":
+    if check_replays:
         # Optimistic: batches are nearly always all new. Insert them skipping known keys in a
         # savepoint; if every row went in there was no replay, and the look-up of 1,000 keys
         # is saved. Otherwise undo and take the careful path below.
