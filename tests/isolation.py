@@ -203,3 +203,17 @@ def _quota_key(t: Tenant) -> str:
                         headers={"Authorization": f"Bearer {t.token}"})
     assert resp.status_code == 200, resp.text
     return "gpu:H100"
+# --- billing's parameters --------------------------------------------------------------------
+
+
+@id_factory("budget_id")
+def _budget(t: Tenant) -> str:
+    return t.post(f"/scopes/{t.get('project_id')}/budgets",
+                  {"amount": 100_000_000, "currency": "USD"})["id"]
+
+
+@id_factory("period")
+def _period(t: Tenant) -> str:
+    # Not an id: any month (one no timestamp contains, for the listing leak check); the org
+    # in the same path is what isolation is about.
+    return "1999-12"

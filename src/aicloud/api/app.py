@@ -19,6 +19,9 @@ from aicloud.api.problems import install_problem_handlers
 from aicloud.api.routes import (
     audit,
     auth,
+    billing_budgets,
+    billing_catalog,
+    billing_wallet,
     gpuaas_instances,
     gpuaas_nodes,
     health,
@@ -69,6 +72,9 @@ def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
     app.include_router(gpuaas_instances.router)
     app.include_router(gpuaas_nodes.router)
     app.include_router(policy_quotas.router)
+    app.include_router(billing_wallet.router)
+    app.include_router(billing_budgets.router)
+    app.include_router(billing_catalog.router)
     # Refuse to build an app with a route that does not declare who may call it.
     app.state.route_access = check_route_declarations(app)
     return app

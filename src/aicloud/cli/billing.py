@@ -1,18 +1,28 @@
-"""``aicloud billing``: operator actions on billing (act on the database directly)."""
+"""``aicloud billing``: tenant and billing-staff commands over the API, plus operator
+commands that act on the database directly (``rate-once``, ``register-meters``, shown in
+their own help panel).
+
+Amounts on the command line are in currency units ("12.50"); the API takes integer
+micro-units, converted exactly (never through a float).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
 
 import typer
 
 from aicloud.cli.common import ProfileOption, context_or_exit
-from aicloud.cli.output import OutputFormat, OutputOption, console, emit, err_console, fail
+from aicloud.cli.output import OutputFormat, OutputOption, emit, err_console, fail
+from aicloud.cli.resource_cmd import Action, Opt, Values, add_actions, resource_app
 from aicloud.platform import billing
 from aicloud.shared.db import migrate
 
-app = typer.Typer(help="Billing operations (act on the database directly).",
+app = typer.Typer(help="Billing: wallets, top-ups, budgets, statements, cost reports, prices "
+                       "(over the API); rating and meters (operator, on the database).",
                   no_args_is_help=True)
+OPERATOR = "Operator (acts on the database directly)"
 
 
 def _ctx(profile: str | None):  # type: ignore[no-untyped-def]
@@ -22,7 +32,7 @@ def _ctx(profile: str | None):  # type: ignore[no-untyped-def]
     return ctx
 
 
-@app.command("rate-once")
+@app.command("rate-once", rich_help_panel=OPERATOR)
 def rate_once(
     profile: ProfileOption = None,
     batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Records per transaction.")]
@@ -36,7 +46,7 @@ def rate_once(
     emit({"rated": n}, output)
 
 
-@app.command("register-meters")
+@app.command("register-meters", rich_help_panel=OPERATOR)
 def register_meters(profile: ProfileOption = None,
                     output: OutputOption = OutputFormat.table) -> None:
     """Declare the built-in meters (gpu_seconds, vcpu_seconds, ...); safe to repeat."""
@@ -47,13 +57,172 @@ def register_meters(profile: ProfileOption = None,
     emit(meters, output, columns=["name", "unit", "dimension", "product"])
 
 
-@app.command("meters")
-def meters(profile: ProfileOption = None, output: OutputOption = OutputFormat.table) -> None:
-    """List declared meters."""
-    ctx = _ctx(profile)
-    with ctx.db.transaction() as session:
-        found = billing.list_meters(session)
-    if not found and output == OutputFormat.table:
-        console.print("no meters; run `aicloud billing register-meters`")
-        return
-    emit(found, output, columns=["name", "unit", "dimension", "product"])
+# --- over the API ----------------------------------------------------------------------------
+
+
+def micros(text: str | None, *, signed: bool = False) -> int:
+    """'12.50' currency units -> 12_500_000 micro-units, exactly."""
+    try:
+        value = Decimal(str(text))
+    except InvalidOperation:
+        raise typer.BadParameter(f"{text!r} is not an amount like 12.50") from None
+    scaled = value * billing.MICROS_PER_UNIT
+    if not value.is_finite() or scaled != scaled.to_integral_value():
+        raise typer.BadParameter(f"{text!r}: at most 6 decimals")
+    if not signed and scaled <= 0:
+        raise typer.BadParameter("the amount must be positive")
+    return int(scaled)
+
+
+def _compact(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+ORG = Opt("org", "Organization id.", required=True)
+CURRENCY = Opt("currency", "ISO 4217 code (default USD).")
+KEY = Opt("key", "Idempotency key: re-running with the same key never posts twice.",
+          required=True)
+FORMAT = Opt("format", "json (default) or csv (printed as is).")
+
+
+def _cur(v: Values) -> str:
+    return v.get("currency") or "USD"
+
+
+def _csv(v: Values) -> bool:
+    return v.get("format") == "csv"
+
+
+TRANSFER_COLUMNS = ["seq", "id", "reason", "amount", "currency", "debit_account_id",
+                    "credit_account_id", "posted_at"]
+
+add_actions(app, [
+    Action("wallet", "Show an organization's wallet: posted, held and available balance.",
+           "GET", lambda v: f"/orgs/{v['org']}/wallet", opts=[ORG, CURRENCY],
+           query=lambda v: {"currency": _cur(v)}),
+    Action("transfers", "List the transfers of an organization's wallet, oldest first.",
+           "GET", lambda v: f"/orgs/{v['org']}/wallet/transfers",
+           opts=[ORG, CURRENCY, Opt("after_seq", "Only transfers after this seq.")],
+           query=lambda v: _compact({"currency": _cur(v), "after_seq": v.get("after_seq")}),
+           columns=TRANSFER_COLUMNS),
+    Action("top-up", "Credit an organization's wallet with funds received (billing staff).",
+           "POST", lambda v: f"/orgs/{v['org']}/top-ups",
+           opts=[ORG, Opt("amount", "Amount in currency units, e.g. 50.00.", required=True),
+                 CURRENCY, KEY, Opt("reference", "Payment or invoice reference.")],
+           body=lambda v: _compact({"amount": micros(v["amount"]), "currency": _cur(v),
+                                    "idempotency_key": v["key"],
+                                    "reference": v.get("reference")})),
+    Action("adjust", "Credit (positive) or charge (negative) an organization by hand, with a "
+           "reason (billing staff).", "POST", lambda v: f"/orgs/{v['org']}/adjustments",
+           opts=[ORG, Opt("amount", "Signed amount in currency units, e.g. -5.00.",
+                          required=True),
+                 CURRENCY, KEY, Opt("reason", "Why (kept on the transfer).", required=True)],
+           body=lambda v: {"amount": micros(v["amount"], signed=True), "currency": _cur(v),
+                           "idempotency_key": v["key"], "reason": v["reason"]}),
+    Action("credit-limit", "Set how far below zero an organization's wallet may go "
+           "(billing staff).", "PUT", lambda v: f"/orgs/{v['org']}/credit-limit",
+           opts=[ORG, Opt("limit", "Credit limit in currency units, e.g. 100.", required=True),
+                 CURRENCY],
+           body=lambda v: {"currency": _cur(v), "credit_limit": micros(v["limit"])}),
+    Action("meters", "List what products meter.", "GET", lambda v: "/meters",
+           columns=["name", "unit", "dimension", "product"]),
+    Action("alerts", "List budget alerts at and below a scope, newest first.", "GET",
+           lambda v: f"/scopes/{v['scope']}/budget-alerts",
+           opts=[Opt("scope", "Organization, department or project id.", required=True),
+                 Opt("period", "Only this month (YYYY-MM).")],
+           query=lambda v: _compact({"period": v.get("period")}),
+           columns=["created_at", "budget_id", "scope_path", "period", "threshold", "spend",
+                    "amount", "action"]),
+    Action("statement", "An organization's monthly statement (opening and closing balance, "
+           "lines by project, meter and price).", "GET",
+           lambda v: f"/orgs/{v['org']}/statements/{v['period']}",
+           opts=[ORG, Opt("period", "Month, YYYY-MM.", required=True), CURRENCY, FORMAT],
+           query=lambda v: {"currency": _cur(v), "format": v.get("format") or "json"},
+           raw_text=_csv),
+    Action("cost-report", "Spend at and below a scope for [from, to), grouped (chargeback).",
+           "GET", lambda v: f"/scopes/{v['scope']}/cost-report",
+           opts=[Opt("scope", "Organization, department or project id.", required=True),
+                 Opt("from_", "Start (inclusive), ISO date or time; this month by default.",
+                     flag="--from"),
+                 Opt("to", "End (exclusive), ISO date or time."),
+                 Opt("group_by", "Comma-separated: organization, department, project, user, "
+                                 "meter, day (default project)."),
+                 FORMAT],
+           query=lambda v: _compact({"from": _when(v.get("from_")), "to": _when(v.get("to")),
+                                     "group_by": v.get("group_by"),
+                                     "format": v.get("format")}),
+           raw_text=_csv),
+])
+
+
+def _when(text: str | None) -> str | None:
+    """A bare date means its midnight UTC (the API wants a time zone)."""
+    if text is None or "T" in text:
+        return text
+    return f"{text}T00:00:00+00:00"
+
+
+app.add_typer(resource_app("Monthly budgets at any scope (alerts at thresholds, an action at "
+                           "100%).", [
+    Action("list", "List budgets at and below a scope.", "GET",
+           lambda v: f"/scopes/{v['scope']}/budgets",
+           opts=[Opt("scope", "Organization, department or project id.", required=True)],
+           columns=["id", "scope_path", "amount", "currency", "thresholds", "action"]),
+    Action("create", "Create a monthly budget for a scope.", "POST",
+           lambda v: f"/scopes/{v['scope']}/budgets",
+           opts=[Opt("scope", "Organization, department or project id.", required=True),
+                 Opt("amount", "Monthly amount in currency units.", required=True), CURRENCY,
+                 Opt("threshold", "Alert threshold in percent (repeatable; default 50 80 "
+                                  "100).", multiple=True),
+                 Opt("action", "At 100%: notify (default), block_launches, stop_workloads."),
+                 Opt("webhook_url", "Where signed alert webhooks are POSTed."),
+                 Opt("webhook_secret", "HMAC key for the webhook signature.")],
+           body=lambda v: _compact({
+               "amount": micros(v["amount"]), "currency": _cur(v),
+               "thresholds": [int(t) for t in v["threshold"]] if v.get("threshold") else None,
+               "action": v.get("action"), "webhook_url": v.get("webhook_url"),
+               "webhook_secret": v.get("webhook_secret")})),
+    Action("get", "Show a budget.", "GET", lambda v: f"/budgets/{v['id']}", arg="id"),
+    Action("delete", "Delete a budget.", "DELETE", lambda v: f"/budgets/{v['id']}", arg="id"),
+]), name="budgets")
+
+PRICE_COLUMNS = ["id", "org_id", "version", "currency", "effective_from", "discount_bp"]
+
+
+def _prices_body(v: Values) -> dict[str, Any]:
+    prices = []
+    for spec in v.get("price") or []:
+        # METER:DIMENSION=AMOUNT/PER, dimension and per optional
+        try:
+            target, _, cost = spec.partition("=")
+            meter, _, dimension = target.partition(":")
+            amount, _, per = cost.partition("/")
+            prices.append({"meter": meter, "dimension_value": dimension,
+                           "unit_price": micros(amount), "per_quantity": int(per or 1)})
+        except ValueError:
+            raise typer.BadParameter(
+                f"--price {spec!r}: use meter[:dimension]=amount[/per]") from None
+    return _compact({"currency": _cur(v), "effective_from": v["effective_from"],
+                     "discount_bp": int(v["discount_bp"]) if v.get("discount_bp") else None,
+                     "prices": prices})
+
+
+app.add_typer(resource_app("Price lists: the default list and organization contracts "
+                           "(writing is for platform billing staff).", [
+    Action("list", "List price list versions: the default list, or an organization's "
+           "contract with --org.", "GET",
+           lambda v: f"/orgs/{v['org']}/price-lists" if v.get("org") else "/price-lists",
+           opts=[Opt("org", "Organization id (its contract).")], columns=PRICE_COLUMNS),
+    Action("create", "Publish a new price list version (default, or a contract with --org).",
+           "POST",
+           lambda v: f"/orgs/{v['org']}/price-lists" if v.get("org") else "/price-lists",
+           opts=[Opt("org", "Organization id (a contract); the default list if omitted."),
+                 CURRENCY,
+                 Opt("effective_from", "When it takes effect (ISO time with zone).",
+                     required=True),
+                 Opt("discount_bp", "Contract discount in basis points off the default."),
+                 Opt("price", "METER:DIMENSION=AMOUNT/PER_QUANTITY (dimension and per "
+                              "optional), e.g. gpu_seconds:H100=2.50/3600 (repeatable).",
+                     multiple=True)],
+           body=_prices_body),
+]), name="prices")

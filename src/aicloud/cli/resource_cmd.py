@@ -29,6 +29,7 @@ class Opt:
     help: str
     required: bool = False
     multiple: bool = False
+    flag: str | None = None  # when the flag cannot come from the name (e.g. --from)
 
 
 @dataclass
@@ -45,6 +46,8 @@ class Action:
     paginated: bool = False
     arg: str | None = None  # a positional argument, e.g. "id"
     columns: list[str] | None = None
+    # When it returns True the GET answer is text (e.g. --format csv), printed as is.
+    raw_text: Callable[[Values], bool] | None = None
 
 
 def _signature(action: Action) -> inspect.Signature:
@@ -58,7 +61,7 @@ def _signature(action: Action) -> inspect.Signature:
         default = inspect.Parameter.empty if o.required else None
         params.append(inspect.Parameter(
             o.name, inspect.Parameter.KEYWORD_ONLY, default=default,
-            annotation=Annotated[kind, typer.Option("--" + o.name.replace("_", "-"),
+            annotation=Annotated[kind, typer.Option(o.flag or "--" + o.name.replace("_", "-"),
                                                     help=o.help)]))
     if action.paginated:
         params.append(inspect.Parameter(
@@ -91,6 +94,10 @@ def _command(action: Action) -> Callable[..., None]:
                     result = page["items"]
                     if page.get("next_cursor") and output == OutputFormat.table:
                         console.print("[dim]more results: use --all[/dim]")
+            elif action.method == "GET" and action.raw_text and action.raw_text(values):
+                query = action.query(values) if action.query else {}
+                typer.echo(api_call(lambda: c.get_text(path, **query)), nl=False)
+                return
             elif action.method == "GET":
                 query = action.query(values) if action.query else {}
                 result = api_call(lambda: c.get(path, **query))
@@ -111,11 +118,15 @@ def _command(action: Action) -> Callable[..., None]:
     return run
 
 
-def resource_app(help_text: str, actions: list[Action]) -> typer.Typer:
-    app = typer.Typer(help=help_text, no_args_is_help=True)
+def add_actions(app: typer.Typer, actions: list[Action]) -> typer.Typer:
+    """Add API commands to an existing group (one that also holds other commands)."""
     for action in actions:
         app.command(name=action.name, help=action.help)(_command(action))
     return app
+
+
+def resource_app(help_text: str, actions: list[Action]) -> typer.Typer:
+    return add_actions(typer.Typer(help=help_text, no_args_is_help=True), actions)
 
 
 def crud(*, plural: str, path: str, columns: list[str], list_path: Callable[[Values], str],

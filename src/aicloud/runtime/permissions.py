@@ -26,6 +26,8 @@ BILLING_PERMISSIONS = [
     ("billing.usage.write", "record metered usage"),
     ("billing.statements.read", "read statements"),
     ("billing.reports.read", "read billing reports"),
+    ("billing.adjustments.create", "credit or charge an organization by hand (platform scope)"),
+    ("billing.credit_limits.write", "set an organization's credit limit (platform scope)"),
 ]
 
 POLICY_PERMISSIONS = [

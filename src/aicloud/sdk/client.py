@@ -61,6 +61,14 @@ class ApiClient:
             return None
         return response.json()
 
+    def get_text(self, path: str, **params: Any) -> str:
+        """A GET whose answer is not JSON (CSV exports); problems still raise ApiError."""
+        query = {k: v for k, v in params.items() if v is not None}
+        response = self._http.get(path, params=query)
+        if response.status_code >= 400:
+            self.request("GET", path, params=query)  # raises the parsed problem
+        return response.text
+
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
 

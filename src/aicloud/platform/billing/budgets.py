@@ -79,6 +79,13 @@ def create_budget(session: Session, *, actor: audit.Actor, spec: BudgetCreate) -
     return budget_model_to_budget(m)
 
 
+def get_budget(session: Session, budget_id: str) -> Budget:
+    m = session.get(BudgetModel, budget_id)
+    if m is None:
+        raise NotFound(f"budget {budget_id} not found")
+    return budget_model_to_budget(m)
+
+
 def delete_budget(session: Session, *, actor: audit.Actor, budget_id: str) -> None:
     m = session.get(BudgetModel, budget_id)
     if m is None:

@@ -192,6 +192,18 @@ def get_price_list(session: Session, price_list_id: str) -> PriceList:
     m = session.get(PriceListModel, price_list_id)
     if m is None:
         raise NotFound(f"price list {price_list_id} not found")
+    return _price_list(session, m)
+
+
+def list_price_lists(session: Session, org_id: str | None = None) -> list[PriceList]:
+    """Every version of the default list (``org_id`` None) or of one org's contract."""
+    rows = session.scalars(select(PriceListModel).where(
+        PriceListModel.org_id == (org_id or "")).order_by(PriceListModel.currency,
+                                                          PriceListModel.version))
+    return [_price_list(session, m) for m in rows]
+
+
+def _price_list(session: Session, m: PriceListModel) -> PriceList:
     prices = session.scalars(select(PriceModel).where(PriceModel.price_list_id == m.id))
     return PriceList(id=m.id, org_id=m.org_id or None, version=m.version, currency=m.currency,
                      effective_from=m.effective_from, discount_bp=m.discount_bp,

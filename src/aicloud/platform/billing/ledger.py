@@ -23,12 +23,12 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from aicloud.platform import audit
 from aicloud.platform.billing.models import AccountModel, HoldModel, TransferModel
-from aicloud.platform.billing.money import check_amount, check_currency
+from aicloud.platform.billing.money import CURRENCIES, MAX_AMOUNT, check_amount, check_currency
 from aicloud.platform.billing.schemas import Account, Balance, Transfer
 from aicloud.shared.clock import utcnow
 from aicloud.shared.db import bulk
 from aicloud.shared.errors import Conflict, NotFound, ValidationFailed
-from aicloud.shared.idempotency import validate_key
+from aicloud.shared.idempotency import MAX_KEY_LENGTH, validate_key
 from aicloud.shared.ids import new_id, new_ids
 
 ACCOUNT_TYPES = ("asset", "liability", "revenue", "expense")
@@ -138,6 +138,31 @@ def org_wallet(session: Session, org_id: str, currency: str) -> AccountModel:
         owner_id=org_id, scope_path=f"/{org_id}", purpose="wallet", enforce_floor=True)
 
 
+def find_wallet(session: Session, org_id: str, currency: str) -> AccountModel | None:
+    return _find_account(session, "organization", org_id, "wallet", currency)
+
+
+def wallet_balance(session: Session, org_id: str, currency: str,
+                   now: datetime | None = None) -> Balance:
+    """An org wallet's balance without creating the wallet (a read never writes): zeros
+    before the first transfer."""
+    check_currency(currency)
+    found = find_wallet(session, org_id, currency)
+    if found is None:
+        return Balance(account_id=None, currency=currency, posted=0, held=0, available=0,
+                       credit_limit=0)
+    return balance(session, found.id, now)
+
+
+def wallet_transfers(session: Session, org_id: str, currency: str, *, limit: int = 100,
+                     after_seq: int = 0) -> list[Transfer]:
+    """Transfers touching an org wallet, oldest first, after ``after_seq``."""
+    check_currency(currency)
+    found = find_wallet(session, org_id, currency)
+    return [] if found is None else list_transfers(session, found.id, limit=limit,
+                                                   after_seq=after_seq)
+
+
 def platform_account(session: Session, purpose: str, currency: str) -> AccountModel:
     return ensure_account(
         session, type=PLATFORM_ACCOUNTS[purpose], currency=currency, owner_type="platform",
@@ -216,13 +241,21 @@ def post_transfers(
     now = now or utcnow()
     keys: set[str] = set()
     for spec in specs:
-        validate_spec(spec)
+        # The same rules as validate_spec, inlined for the all-valid case (this loop runs once
+        # per transfer); any doubt goes through validate_spec, which names the problem.
+        amount, key = spec.amount, spec.idempotency_key
+        if not (type(amount) is int and 0 < amount <= MAX_AMOUNT
+                and type(spec.currency) is str and spec.currency in CURRENCIES
+                and type(spec.reason) is str and spec.reason in REASONS
+                and spec.debit_account_id != spec.credit_account_id
+                and type(key) is str and 0 < len(key) <= MAX_KEY_LENGTH and key.isprintable()):
+            validate_spec(spec)
         if spec.idempotency_key in keys:
             raise ValidationFailed(f"idempotency key {spec.idempotency_key!r} repeats in the batch")
         keys.add(spec.idempotency_key)
     accounts = lock_accounts(
         session, [a for s in specs for a in (s.debit_account_id, s.credit_account_id)])
-    if check_replays and session.get_bind().dialect.name == "postgresql":
+    if check_replays:
         # Optimistic: batches are nearly always all new. Insert them skipping known keys in a
         # savepoint; if every row went in there was no replay, and the look-up of 1,000 keys
         # is saved. Otherwise undo and take the careful path below.

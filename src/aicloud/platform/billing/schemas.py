@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from aicloud.platform.billing.money import MAX_AMOUNT, MAX_QUANTITY
 
@@ -29,7 +29,7 @@ class Account(BaseModel):
 
 
 class Balance(BaseModel):
-    account_id: str
+    account_id: str | None = Field(description="None until the wallet's first transfer")
     currency: str
     posted: int
     held: int = Field(description="sum of open holds")
@@ -91,12 +91,17 @@ class PriceIn(BaseModel):
     per_quantity: int = Field(default=1, gt=0, le=MAX_QUANTITY)
 
 
-class PriceListCreate(BaseModel):
-    org_id: str | None = Field(default=None, description="None for the default list")
+class PriceListBody(BaseModel):
+    """A price list version as the API receives it (the org comes from the path)."""
+
     currency: str
     effective_from: datetime
     discount_bp: int = Field(default=0, ge=0, le=10000, description="basis points off default")
     prices: list[PriceIn] = Field(default_factory=list)
+
+
+class PriceListCreate(PriceListBody):
+    org_id: str | None = Field(default=None, description="None for the default list")
 
 
 class PriceList(BaseModel):
@@ -167,9 +172,10 @@ class AdjustmentIn(BaseModel):
 BudgetAction = Literal["notify", "block_launches", "stop_workloads"]
 
 
-class BudgetCreate(BaseModel):
-    scope_path: str = Field(min_length=2, max_length=512, description="/org[/dep[/prj]]")
-    amount: int = Amount
+class BudgetBody(BaseModel):
+    """A budget as the API receives it (the scope comes from the path)."""
+
+    amount: StrictInt = Amount
     currency: str
     thresholds: list[int] = Field(default_factory=lambda: [50, 80, 100], min_length=1,
                                   max_length=10)
@@ -177,6 +183,10 @@ class BudgetCreate(BaseModel):
     webhook_url: str | None = Field(default=None, max_length=1024)
     webhook_secret: str | None = Field(default=None, min_length=16, max_length=256,
                                        description="HMAC key; the configured one if omitted")
+
+
+class BudgetCreate(BudgetBody):
+    scope_path: str = Field(min_length=2, max_length=512, description="/org[/dep[/prj]]")
 
 
 class Budget(BaseModel):
@@ -243,3 +253,35 @@ class CostReport(BaseModel):
     group_by: list[str]
     total: dict[str, int] = Field(description="per currency")
     rows: list[CostRow]
+
+
+# --- request bodies of the REST API (the org comes from the path) ------------------------------
+
+IdemKey = Field(default=None, min_length=1, max_length=200,
+                description="the ledger idempotency key; or send the Idempotency-Key header "
+                            "(both: they must be equal)")
+
+
+class TopUpBody(BaseModel):
+    amount: StrictInt = Amount
+    currency: str
+    reference: str | None = Field(default=None, max_length=128,
+                                  description="e.g. the payment or invoice number")
+    idempotency_key: str | None = IdemKey
+
+
+class AdjustmentBody(BaseModel):
+    amount: StrictInt = Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT,
+                              description="signed micro-units: positive credits the org")
+    currency: str
+    reason: str = Field(min_length=1, max_length=256)
+    idempotency_key: str | None = IdemKey
+
+
+class CreditLimitBody(BaseModel):
+    currency: str
+    credit_limit: StrictInt = Field(ge=0, le=MAX_AMOUNT)
+
+
+class UsageBatch(BaseModel):
+    records: list[UsageIn] = Field(min_length=1, max_length=10_000)

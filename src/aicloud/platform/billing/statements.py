@@ -16,7 +16,7 @@ from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from aicloud.platform.billing.budgets import month_bounds
-from aicloud.platform.billing.ledger import org_wallet
+from aicloud.platform.billing.ledger import find_wallet
 from aicloud.platform.billing.models import (
     PriceModel,
     RatingStreamModel,
@@ -45,7 +45,9 @@ def build_statement(session: Session, *, org_id: str, period: str,
                     currency: str = "USD") -> Statement:
     check_currency(currency)
     _, start, end = month_bounds(_parse_period(period))
-    wallet = org_wallet(session, org_id, currency).id
+    # A read creates nothing: an org without a wallet yet has an empty statement.
+    found = find_wallet(session, org_id, currency)
+    wallet = found.id if found is not None else ""
     T, U, S, P = TransferModel, UsageRecordModel, RatingStreamModel, PriceModel
     touches = or_(T.debit_account_id == wallet, T.credit_account_id == wallet)
     opening = int(session.scalar(select(func.coalesce(func.sum(_signed(wallet)), 0)).where(

@@ -14,12 +14,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.elements import ClauseElement
 
 
 def _executemany(conn: Connection, stmt: ClauseElement, rows: Sequence[Mapping[str, Any]],
-                 constant: Mapping[str, Any] | None = None) -> None:
+                 constant: Mapping[str, Any] | None = None) -> int:
+    """Execute for every row; the number of rows changed (sqlite3 sums executemany's)."""
     dialect = conn.dialect
     compiled = stmt.compile(dialect=dialect, column_keys=list(rows[0]))
     static = compiled.construct_params(dict(rows[0]))
@@ -28,8 +30,7 @@ def _executemany(conn: Connection, stmt: ClauseElement, rows: Sequence[Mapping[s
     order = compiled.positiontup if compiled.positional else None
     if order is None:
         # Named paramstyles (psycopg): let SQLAlchemy do it; its batching is efficient there.
-        conn.execute(stmt, [dict(r) for r in rows])
-        return
+        return int(conn.execute(stmt, [dict(r) for r in rows]).rowcount)
     static_values = {n: (procs[n](v) if procs.get(n) else v) for n, v in static.items()
                      if n not in rows[0]}
     columns = []
@@ -45,7 +46,7 @@ def _executemany(conn: Connection, stmt: ClauseElement, rows: Sequence[Mapping[s
             raw = [memo[v] if v in memo else memo.setdefault(v, p(v)) for v in raw]
         columns.append(raw)
     params = list(zip(*columns, strict=True))
-    conn.exec_driver_sql(str(compiled), params)
+    return int(conn.exec_driver_sql(str(compiled), params).rowcount)
 
 
 def _processed_column(conn: Connection, table: Table, name: str, values: list[Any]) -> list[Any]:
@@ -70,13 +71,14 @@ def _unnest(conn: Connection, table: Table, names: list[str],
 def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], *,
                 skip_conflicts_on: str | None = None) -> int:
     """INSERT every row (all with the same keys) in one set-based statement; the number of
-    rows inserted. ``skip_conflicts_on`` (PostgreSQL only) names a unique column whose
-    duplicates are skipped (``ON CONFLICT DO NOTHING``) instead of failing."""
+    rows inserted. ``skip_conflicts_on`` names a unique column whose duplicates are skipped
+    (``ON CONFLICT DO NOTHING``) instead of failing."""
     if not rows:
         return 0
     if conn.dialect.name != "postgresql":
         if skip_conflicts_on:
-            raise ValueError("skip_conflicts_on is only supported on PostgreSQL")
+            stmt = sqlite_insert(table).on_conflict_do_nothing(index_elements=[skip_conflicts_on])
+            return _executemany(conn, stmt, rows)
         _executemany(conn, table.insert(), rows)
         return len(rows)
     names = list(rows[0])
