@@ -5,12 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 Template = Literal["shell", "web-app", "api-app", "batch"]
 
 
 class InstanceLaunch(BaseModel):
+    # The GPU count comes from the instance type; a stray field such as gpu_count must be an
+    # error, not silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     instance_type: str = Field(min_length=1, max_length=64, examples=["gpu.h100.1x"])
     template: Template = "shell"
