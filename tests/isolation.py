@@ -19,11 +19,33 @@ Put it in this module (or a module this one imports) so the walker sees it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi.testclient import TestClient
+
+if TYPE_CHECKING:
+    from aicloud.runtime import AppContext
+
+ADMIN_EMAIL = "root@example.org"
+ADMIN_PASSWORD = "correct horse battery staple"
+
+
+@contextmanager
+def admin_client(ctx: AppContext) -> Iterator[tuple[TestClient, str]]:
+    """A client of a fresh app on ``ctx`` and the token of a platform admin."""
+    from aicloud.api import create_app
+    from aicloud.platform import iam
+
+    with ctx.db.transaction() as s:
+        iam.bootstrap_admin(s, email=ADMIN_EMAIL, password=ADMIN_PASSWORD)
+    with TestClient(create_app(ctx), raise_server_exceptions=False) as client:
+        resp = client.post("/auth/login", json={"email": ADMIN_EMAIL,
+                                                "password": ADMIN_PASSWORD})
+        assert resp.status_code == 200, resp.text
+        yield client, resp.json()["token"]
 
 IdFactory = Callable[["Tenant"], str]
 ID_FACTORIES: dict[str, IdFactory] = {}

@@ -12,11 +12,10 @@ from datetime import timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from aicloud.api import create_app
-from aicloud.platform import billing, iam
+from aicloud.platform import billing
 from aicloud.runtime import AppContext
 from aicloud.shared.clock import utcnow
-from tests.isolation import Tenant, make_tenant
+from tests.isolation import Tenant, admin_client, make_tenant
 
 PASSWORD = "correct horse battery staple"
 USD = 1_000_000
@@ -49,11 +48,8 @@ def _user(client: TestClient, admin: str, email: str, scope: str, role: str) -> 
 @pytest.fixture
 def world(ctx: AppContext) -> Iterator[World]:
     with ctx.db.transaction() as s:
-        iam.bootstrap_admin(s, email="root@example.org", password=PASSWORD)
         billing.register_default_meters(s)
-    with TestClient(create_app(ctx), raise_server_exceptions=False) as client:
-        admin = client.post("/auth/login", json={"email": "root@example.org",
-                                                 "password": PASSWORD}).json()["token"]
+    with admin_client(ctx) as (client, admin):
         alpha, beta = make_tenant(client, admin, "alpha"), make_tenant(client, admin, "beta")
         staff = _user(client, admin, "staff@example.org", "platform", "billing-admin")
         member = _user(client, admin, "member@alpha.example", alpha.get("project_id"),

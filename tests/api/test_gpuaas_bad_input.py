@@ -5,23 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from fastapi.testclient import TestClient
 
-from aicloud.api import create_app
-from aicloud.platform import iam
 from aicloud.runtime import AppContext
-from tests.isolation import Tenant, make_tenant
-
-PASSWORD = "correct horse battery staple"
+from tests.isolation import Tenant, admin_client, make_tenant
 
 
 @pytest.fixture
 def alpha(sqlite_ctx: AppContext) -> Iterator[Tenant]:
-    with sqlite_ctx.db.transaction() as s:
-        iam.bootstrap_admin(s, email="root@example.org", password=PASSWORD)
-    with TestClient(create_app(sqlite_ctx), raise_server_exceptions=False) as client:
-        admin = client.post("/auth/login", json={"email": "root@example.org",
-                                                 "password": PASSWORD}).json()["token"]
+    with admin_client(sqlite_ctx) as (client, admin):
         tenant = make_tenant(client, admin, "alpha")
         tenant.get("node_id")
         yield tenant

@@ -7,21 +7,13 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from aicloud.api import create_app
-from aicloud.platform import iam
 from aicloud.runtime import AppContext
-from tests.isolation import Tenant, make_tenant
-
-PASSWORD = "correct horse battery staple"
+from tests.isolation import Tenant, admin_client, make_tenant
 
 
 @pytest.fixture
 def world(ctx: AppContext) -> Iterator[tuple[TestClient, str, Tenant]]:
-    with ctx.db.transaction() as s:
-        iam.bootstrap_admin(s, email="root@example.org", password=PASSWORD)
-    with TestClient(create_app(ctx), raise_server_exceptions=False) as client:
-        admin = client.post("/auth/login", json={"email": "root@example.org",
-                                                 "password": PASSWORD}).json()["token"]
+    with admin_client(ctx) as (client, admin):
         yield client, admin, make_tenant(client, admin, "alpha")
 
 

@@ -16,12 +16,10 @@ from fastapi.testclient import TestClient
 
 from aicloud.api import create_app
 from aicloud.api.authz import route_access
-from aicloud.platform import iam
 from aicloud.runtime import AppContext
-from tests.isolation import ID_FACTORIES, QUERY_VALUES, Tenant, make_tenant
+from tests.isolation import ID_FACTORIES, QUERY_VALUES, Tenant, admin_client, make_tenant
 
 PARAM = re.compile(r"{(\w+)}")
-ADMIN_PASSWORD = "correct horse battery staple"
 
 
 def routes(app):  # type: ignore[no-untyped-def]
@@ -33,11 +31,7 @@ def routes(app):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def world(ctx: AppContext) -> Iterator[tuple[TestClient, Tenant, Tenant]]:
-    with ctx.db.transaction() as s:
-        iam.bootstrap_admin(s, email="root@example.org", password=ADMIN_PASSWORD)
-    with TestClient(create_app(ctx), raise_server_exceptions=False) as client:
-        admin = client.post("/auth/login", json={"email": "root@example.org",
-                                                 "password": ADMIN_PASSWORD}).json()["token"]
+    with admin_client(ctx) as (client, admin):
         yield client, make_tenant(client, admin, "alpha"), make_tenant(client, admin, "beta")
 
 
