@@ -208,7 +208,7 @@ def _instance(t: Tenant) -> str:
 
     _gpu_node(t)
     ctx = t.client.app.state.context  # type: ignore[attr-defined]
-    with ctx.db.transaction() as session:  # no billing routes yet: fund through the service
+    with ctx.db.transaction() as session:  # tenants cannot top up: fund as staff would
         billing.top_up(session, actor=audit.Actor.system("test"), org_id=t.org_id,
                        amount=10_000_000, currency="USD", idempotency_key=f"iso-{t.org_id}")
     return t.post(f"/projects/{t.get('project_id')}/instances",

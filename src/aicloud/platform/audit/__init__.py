@@ -9,6 +9,7 @@ Public surface:
 """
 
 from aicloud.platform.audit.checkpoints import Checkpoint, create_checkpoint, latest_checkpoint
+from aicloud.platform.audit.permissions import PERMISSIONS
 from aicloud.platform.audit.query import (
     EventFilter,
     iter_events,
@@ -28,6 +29,7 @@ from aicloud.platform.audit.verify import BREAK_KINDS, Break, VerifyResult, veri
 
 __all__ = [
     "BREAK_KINDS",
+    "PERMISSIONS",
     "Actor",
     "AuditChainBroken",
     "AuditEvent",

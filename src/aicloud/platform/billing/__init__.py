@@ -46,6 +46,7 @@ from aicloud.platform.billing.ledger import (
     wallet_transfers,
 )
 from aicloud.platform.billing.money import CURRENCIES, MICROS_PER_UNIT
+from aicloud.platform.billing.permissions import PERMISSIONS
 from aicloud.platform.billing.rating import rate_batch, requeue_unpriced
 from aicloud.platform.billing.reports import cost_report
 from aicloud.platform.billing.schemas import (
@@ -88,6 +89,7 @@ __all__ = [
     "DEFAULT_METERS",
     "EXCEEDED_TOPIC",
     "MICROS_PER_UNIT",
+    "PERMISSIONS",
     "SIGNATURE_HEADER",
     "Account",
     "AdjustmentBody",

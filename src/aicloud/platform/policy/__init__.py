@@ -1,5 +1,6 @@
 """Policy: quotas per scope and resource key, checked at admission by products."""
 
+from aicloud.platform.policy.permissions import PERMISSIONS
 from aicloud.platform.policy.quotas import (
     Quota,
     QuotaExceeded,
@@ -12,6 +13,7 @@ from aicloud.platform.policy.quotas import (
 )
 
 __all__ = [
+    "PERMISSIONS",
     "Quota",
     "QuotaExceeded",
     "QuotaViolation",
