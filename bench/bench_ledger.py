@@ -20,7 +20,7 @@ from bench.harness import Measurement
 BATCH = 1_000
 BATCHES = 10
 WALLETS = 50
-REPEAT = 3
+REPEAT = 5
 
 
 def _setup(db: Database) -> tuple[list[str], str]:

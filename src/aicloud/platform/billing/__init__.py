@@ -34,6 +34,7 @@ from aicloud.platform.billing.exports import cost_report_csv, statement_csv
 from aicloud.platform.billing.holds import create_hold, expire_holds, get_hold, post_hold, void_hold
 from aicloud.platform.billing.ledger import (
     TransferSpec,
+    account_key,
     balance,
     ensure_account,
     get_account,
@@ -122,6 +123,7 @@ __all__ = [
     "TransferSpec",
     "UsageBatch",
     "UsageIn",
+    "account_key",
     "adjust",
     "balance",
     "build_statement",

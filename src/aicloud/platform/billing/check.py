@@ -7,7 +7,7 @@ from collections import defaultdict
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from aicloud.platform.billing.ledger import normal_balance
+from aicloud.platform.billing.ledger import account_key, normal_balance
 from aicloud.platform.billing.models import (
     AccountModel,
     HoldModel,
@@ -27,12 +27,18 @@ def check_ledger(session: Session) -> LedgerCheck:
     T = TransferModel
     debits: dict[str, int] = defaultdict(int)
     credits: dict[str, int] = defaultdict(int)
-    for account_id, total in session.execute(
-            select(T.debit_account_id, func.sum(T.amount)).group_by(T.debit_account_id)):
-        debits[account_id] = int(total)
-    for account_id, total in session.execute(
-            select(T.credit_account_id, func.sum(T.amount)).group_by(T.credit_account_id)):
-        credits[account_id] = int(total)
+    for side, account_col, key_col, sums in (("debit", T.debit_account_id, T.debit_key, debits),
+                                             ("credit", T.credit_account_id, T.credit_key,
+                                              credits)):
+        for account_id, key, total, n in session.execute(
+                select(account_col, key_col, func.sum(T.amount), func.count())
+                .group_by(account_col, key_col)):
+            sums[account_id] += int(total)
+            if key != account_key(account_id):
+                # Such transfers are missing from the account's history and statements.
+                bad("account-key-mismatch", f"{n} transfer(s) carry {side} key {key} for "
+                    f"account {account_id}, whose key is {account_key(account_id)}",
+                    account_id)
     transfer_count = session.scalar(select(func.count()).select_from(T)) or 0
 
     for account_id in sorted(set(debits) | set(credits)):

@@ -59,10 +59,11 @@ class TransferModel(Base):
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("debit_account_id <> credit_account_id", name="distinct_accounts"),
-        Index("ix_billing_transfers_debit_account_id_posted_at", "debit_account_id",
-              "posted_at"),
-        Index("ix_billing_transfers_credit_account_id_posted_at", "credit_account_id",
-              "posted_at"),
+        # Each account's history, in posting order, indexed by the accounts' 8-byte keys
+        # rather than their 31-character ids: index entries a quarter the size make posting
+        # (the ledger's hottest write) markedly faster.
+        Index("ix_billing_transfers_debit_key_seq", "debit_key", "seq"),
+        Index("ix_billing_transfers_credit_key_seq", "credit_key", "seq"),
         # Partial indexes: most transfers have no usage, hold or reversal link, and an index
         # entry per NULL would cost every posting for nothing.
         *(Index(f"{'uq' if unique else 'ix'}_billing_transfers_{col}", col, unique=unique,
@@ -88,6 +89,10 @@ class TransferModel(Base):
     reverses_transfer_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     metadata_json: Mapped[str] = mapped_column(Text, default="{}")
     posted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # ledger.account_key() of the two accounts: a hash, so no look-up or counter is needed
+    # to fill them; queries match the key and the id, so a collision can never mix accounts.
+    debit_key: Mapped[int] = mapped_column(BigInteger)
+    credit_key: Mapped[int] = mapped_column(BigInteger)
 
 
 class HoldModel(Base):

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
 from aicloud.platform.billing.budgets import month_bounds
-from aicloud.platform.billing.ledger import find_wallet
+from aicloud.platform.billing.ledger import find_wallet, touches
 from aicloud.platform.billing.models import (
     PriceModel,
     RatingStreamModel,
@@ -49,10 +49,10 @@ def build_statement(session: Session, *, org_id: str, period: str,
     found = find_wallet(session, org_id, currency)
     wallet = found.id if found is not None else ""
     T, U, S, P = TransferModel, UsageRecordModel, RatingStreamModel, PriceModel
-    touches = or_(T.debit_account_id == wallet, T.credit_account_id == wallet)
+    in_wallet = touches(wallet)
     opening = int(session.scalar(select(func.coalesce(func.sum(_signed(wallet)), 0)).where(
-        touches, T.posted_at < start)) or 0)
-    in_period = and_(touches, T.posted_at >= start, T.posted_at < end)
+        in_wallet, T.posted_at < start)) or 0)
+    in_period = and_(in_wallet, T.posted_at >= start, T.posted_at < end)
 
     lines: list[StatementLine] = []
     usage_rows = session.execute(

@@ -10,57 +10,70 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql.compiler import Compiled
 from sqlalchemy.sql.elements import ClauseElement
 
-
-def _executemany(conn: Connection, stmt: ClauseElement, rows: Sequence[Mapping[str, Any]],
-                 constant: Mapping[str, Any] | None = None) -> int:
-    """Execute for every row; the number of rows changed (sqlite3 sums executemany's)."""
-    dialect = conn.dialect
-    compiled = stmt.compile(dialect=dialect, column_keys=list(rows[0]))
-    static = compiled.construct_params(dict(rows[0]))
-    procs = {name: bp.type._cached_bind_processor(dialect)
-             for name, bp in compiled.binds.items()}
-    order = compiled.positiontup if compiled.positional else None
-    if order is None:
-        # Named paramstyles (psycopg): let SQLAlchemy do it; its batching is efficient there.
-        return int(conn.execute(stmt, [dict(r) for r in rows]).rowcount)
-    static_values = {n: (procs[n](v) if procs.get(n) else v) for n, v in static.items()
-                     if n not in rows[0]}
-    columns = []
-    for n in order:
-        if n not in rows[0]:
-            columns.append([static_values[n]] * len(rows))
-            continue
-        raw = [r[n] for r in rows]
-        p = procs.get(n)
-        if p is not None:
-            # Processed columns are dates and booleans: few distinct values per batch.
-            memo: dict[Any, Any] = {}
-            raw = [memo[v] if v in memo else memo.setdefault(v, p(v)) for v in raw]
-        columns.append(raw)
-    params = list(zip(*columns, strict=True))
-    return int(conn.exec_driver_sql(str(compiled), params).rowcount)
+Columns = Mapping[str, Sequence[Any]]
 
 
-def _processed_column(conn: Connection, table: Table, name: str, values: list[Any]) -> list[Any]:
-    p = table.c[name].type._cached_bind_processor(conn.dialect)
+def _columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    return {n: [r[n] for r in rows] for n in rows[0]}
+
+
+def _processed(conn: Connection, type_: Any, values: Sequence[Any]) -> Sequence[Any]:
+    """Values as the driver takes them. Processed columns are dates and booleans: few
+    distinct values per batch, so each distinct value is converted once."""
+    p = type_._cached_bind_processor(conn.dialect)
     if p is None:
         return values
     memo: dict[Any, Any] = {}
     return [memo[v] if v in memo else memo.setdefault(v, p(v)) for v in values]
 
 
-def _unnest(conn: Connection, table: Table, names: list[str],
-            rows: Sequence[Mapping[str, Any]]) -> tuple[str, dict[str, list[Any]]]:
+# Compiled statements by (dialect, table, operation, column names). Every value is bound
+# from the columns, none is embedded in the statement, so a compiled form is reusable; the
+# hot writers call these with the same shapes over and over, and compiling costs more than
+# SQLite spends on a small batch.
+_COMPILED: dict[tuple[Any, ...], Compiled] = {}
+
+
+def _executemany(conn: Connection, shape: tuple[Any, ...], make: Callable[[], ClauseElement],
+                 columns: Columns) -> int:
+    """Execute ``make()`` (a statement of the given ``shape``) for every row; the number of
+    rows changed (sqlite3 sums executemany's)."""
+    dialect = conn.dialect
+    names = list(columns)
+    key = (dialect.name, *shape, tuple(names))
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        compiled = _COMPILED[key] = make().compile(dialect=dialect, column_keys=names)
+    order = compiled.positiontup if compiled.positional else None
+    if order is None:
+        # Named paramstyles (psycopg): let SQLAlchemy do it; its batching is efficient there.
+        rows = [dict(zip(names, values, strict=True))
+                for values in zip(*columns.values(), strict=True)]
+        return int(conn.execute(make(), rows).rowcount)
+    n = len(columns[names[0]])
+    static = compiled.construct_params({name: columns[name][0] for name in names})
+    ordered = []
+    for name in order:
+        bind_type = compiled.binds[name].type
+        values = columns[name] if name in columns else [static[name]] * n
+        ordered.append(_processed(conn, bind_type, values))
+    return int(conn.exec_driver_sql(str(compiled), list(zip(*ordered, strict=True))).rowcount)
+
+
+def _unnest(conn: Connection, table: Table,
+            columns: Columns) -> tuple[str, dict[str, Sequence[Any]]]:
     """``unnest(CAST(:a AS type[]), ...)`` over one array per column, and its parameters."""
-    params = {f"a{i}": _processed_column(conn, table, n, [r[n] for r in rows])
+    names = list(columns)
+    params = {f"a{i}": _processed(conn, table.c[n].type, columns[n])
               for i, n in enumerate(names)}
     casts = ", ".join(
         f"CAST(%(a{i})s AS {table.c[n].type.compile(dialect=conn.dialect)}[])"
@@ -75,15 +88,25 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
     (``ON CONFLICT DO NOTHING``) instead of failing."""
     if not rows:
         return 0
+    return insert_columns(conn, table, _columns(rows), skip_conflicts_on=skip_conflicts_on)
+
+
+def insert_columns(conn: Connection, table: Table, columns: Columns, *,
+                   skip_conflicts_on: str | None = None) -> int:
+    """insert_rows for rows given column by column (name -> one value per row): what
+    callers that already hold their data as columns pass, without building a dict per row."""
+    if not columns or not len(next(iter(columns.values()))):
+        return 0
     if conn.dialect.name != "postgresql":
         if skip_conflicts_on:
-            stmt = sqlite_insert(table).on_conflict_do_nothing(index_elements=[skip_conflicts_on])
-            return _executemany(conn, stmt, rows)
-        _executemany(conn, table.insert(), rows)
-        return len(rows)
-    names = list(rows[0])
-    source, params = _unnest(conn, table, names, rows)
-    cols = ", ".join(f'"{n}"' for n in names)
+            return _executemany(
+                conn, (table, "insert-skip", skip_conflicts_on),
+                lambda: sqlite_insert(table).on_conflict_do_nothing(
+                    index_elements=[skip_conflicts_on]), columns)
+        _executemany(conn, (table, "insert"), table.insert, columns)
+        return len(next(iter(columns.values())))
+    source, params = _unnest(conn, table, columns)
+    cols = ", ".join(f'"{n}"' for n in columns)
     skip = f' ON CONFLICT ("{skip_conflicts_on}") DO NOTHING' if skip_conflicts_on else ""
     result = conn.exec_driver_sql(
         f'INSERT INTO "{table.name}" ({cols}) SELECT * FROM {source}{skip}', params)
@@ -97,19 +120,23 @@ def update_rows(conn: Connection, table: Table, key: str,
         return
     names = list(rows[0])
     if conn.dialect.name == "postgresql":
-        source, params = _unnest(conn, table, names, rows)
+        source, params = _unnest(conn, table, _columns(rows))
         sets = [f'"{n}" = v."{n}"' for n in names if n != key]
         for i, (n, v) in enumerate(constant.items()):
-            params[f"c{i}"] = _processed_column(conn, table, n, [v])[0]
+            params[f"c{i}"] = _processed(conn, table.c[n].type, [v])[0]
             sets.append(f'"{n}" = %(c{i})s')
         cols = ", ".join(f'"{n}"' for n in names)
         conn.exec_driver_sql(
             f'UPDATE "{table.name}" SET {", ".join(sets)} FROM {source} AS v ({cols}) '
             f'WHERE "{table.name}"."{key}" = v."{key}"', params)
         return
-    stmt = update(table).where(table.c[key] == bindparam(f"k_{key}")).values(
-        **{n: bindparam(f"k_{n}") for n in names if n != key}, **constant)
-    _executemany(conn, stmt, [{f"k_{n}": r[n] for n in names} for r in rows])
+    columns = {f"k_{n}": [r[n] for r in rows] for n in names}
+    columns.update({f"c_{n}": [v] * len(rows) for n, v in constant.items()})
+    _executemany(
+        conn, (table, "update", key, tuple(constant)),
+        lambda: update(table).where(table.c[key] == bindparam(f"k_{key}")).values(
+            **{n: bindparam(f"k_{n}") for n in names if n != key},
+            **{n: bindparam(f"c_{n}") for n in constant}), columns)
 
 
 def in_values(column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
