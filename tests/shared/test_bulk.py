@@ -1,8 +1,10 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
 
 from aicloud.shared.db import Database, UTCDateTime, bulk
 
@@ -39,3 +41,22 @@ def test_insert_and_update_rows_round_trip_types(db: Database) -> None:
             bulk.in_values(t.c.k, "ks")), {"ks": ["k1", "k2", "zz"]}) == 2
     with db.engine.begin() as c:
         t.drop(c)
+
+
+def test_utc_datetime_sqlite_text_is_sqlalchemys_own_format() -> None:
+    """UTCDateTime's fused SQLite conversion writes and reads what DATETIME itself would."""
+    dialect = sqlite.dialect()
+    ours_in = UTCDateTime().bind_processor(dialect)
+    ours_out = UTCDateTime().result_processor(dialect, None)
+    plain_in = sqlite.DATETIME().bind_processor(dialect)
+    plain_out = sqlite.DATETIME().result_processor(dialect, None)
+    for value in (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 11, 23, 15, 4, 5, 123, UTC),
+                  datetime(1999, 12, 31, 23, 59, 59, 999999, UTC),
+                  datetime(2026, 6, 1, 2, 0, tzinfo=timezone(timedelta(hours=2)))):
+        text = ours_in(value)
+        assert text == plain_in(value.astimezone(UTC).replace(tzinfo=None))
+        assert ours_out(text) == value == plain_out(text).replace(tzinfo=UTC)
+    assert ours_out("2026-01-01 00:00:00") == datetime(2026, 1, 1, tzinfo=UTC)
+    assert ours_in(None) is None and ours_out(None) is None
+    with pytest.raises(ValueError, match="naive"):
+        ours_in(datetime(2026, 1, 1))

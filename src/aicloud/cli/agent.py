@@ -14,6 +14,7 @@ from aicloud.cli.output import console, fail
 from aicloud.runtime import gpuaas as gpuaas_runtime
 from aicloud.shared.controllers import ControllerRunner
 from aicloud.shared.db import migrate
+from aicloud.shared.gc_tuning import tune_for_server
 from aicloud.shared.logging import configure_logging
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ def agent(profile: ProfileOption = None, node_name: NodeNameOption = None) -> No
                   f"{report.inventory_source} inventory ({kind}); workloads under "
                   f"{ctx.settings.providers.local_root}")
     runner = ControllerRunner(gpuaas_runtime.agent_controllers(ctx.settings, node_agent))
+    tune_for_server()
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %s: agent stopping after the current pass (workloads keep running)",

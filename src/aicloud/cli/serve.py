@@ -17,6 +17,7 @@ from aicloud.platform import iam
 from aicloud.runtime import AppContext
 from aicloud.shared.controllers import ControllerRunner
 from aicloud.shared.db import migrate
+from aicloud.shared.gc_tuning import tune_for_server
 from aicloud.shared.logging import configure_logging
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ def _run_http(ctx: AppContext, host: str | None, port: int | None, *, controller
     console.print(f"AI Cloud API on http://{host}:{port}  (docs: /docs, profile "
                   f"{ctx.settings.profile}, database {ctx.db.dialect}"
                   f"{', controllers in-process' if controllers else ''}). Ctrl-C stops it.")
+    tune_for_server()
     try:
         uvicorn.run(app, host=host, port=port, log_config=None, access_log=False,
                     timeout_graceful_shutdown=10)
@@ -87,6 +89,7 @@ def worker(profile: ProfileOption = None) -> None:
         raise fail("the database schema is not at head; run `aicloud db upgrade` first", 2)
     ctx.prepare_products()
     runner = ControllerRunner(ctx.controllers())
+    tune_for_server()
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %s: stopping controllers after their current pass", signum)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -69,6 +69,23 @@ def test_bad_usage_is_refused_and_nothing_written(db: Database, kwargs: dict,  #
     with pytest.raises(ValidationFailed, match=message) as exc:
         _ingest(db, [usage("ok"), usage("bad", **kwargs)])
     assert exc.value.status == 422
+    assert _charges(db) == {}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"scope_path": "/org_a/dep_a/prj_other"}, "must end with the project id"),
+    ({"scope_path": "org_a/prj_a"}, "must look like /org/dep/prj"),
+    ({"window_start": datetime(2026, 1, 1)}, "window_start must carry a time zone"),
+    ({"quantity": 60.0}, "quantity must be"),
+    ({"quantity": True}, "quantity must be"),
+])
+def test_records_changed_after_parsing_are_checked_again(
+        db: Database, change: dict, message: str) -> None:  # type: ignore[type-arg]
+    """Python callers can alter a parsed UsageIn; the batch checks name the bad record."""
+    setup_catalog(db)
+    bad = usage("bad").model_copy(update=change)
+    with pytest.raises(ValidationFailed, match=f"record 1 \\(bad\\): .*{message}"):
+        _ingest(db, [usage("ok"), bad])
     assert _charges(db) == {}
 
 

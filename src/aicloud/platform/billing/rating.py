@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
@@ -113,7 +114,11 @@ def rate_batch(session: Session, *, batch_size: int = 2000,
     wallets: dict[tuple[str, str], str] = {}
     revenue: dict[str, str] = {}
     specs: list[TransferSpec] = []
-    updates = []
+    # Columns of the rated records' new state, one value per record.
+    rated: dict[str, list[Any]] = {c: [] for c in ("seq", "stream_id", "price_id", "currency",
+                                                   "charge")}
+    seqs, stream_ids, price_ids = rated["seq"], rated["stream_id"], rated["price_id"]
+    currencies, charges = rated["currency"], rated["charge"]
     total = 0
     for r, price, key in priced:
         s = streams[key]
@@ -139,8 +144,11 @@ def rate_batch(session: Session, *, batch_size: int = 2000,
                 idempotency_key=f"usage:{r.id}", reason="usage",  # type: ignore[attr-defined]
                 usage_id=r.id, cause_type="usage", cause_id=r.id))  # type: ignore[attr-defined]
             total += charge
-        updates.append({"seq": r.seq, "stream_id": s["id"], "price_id": price.price_id,  # type: ignore[attr-defined]
-                        "currency": price.currency, "charge": charge})
+        seqs.append(r.seq)  # type: ignore[attr-defined]
+        stream_ids.append(s["id"])
+        price_ids.append(price.price_id)
+        currencies.append(price.currency)
+        charges.append(charge)
     new_streams = [{"id": s["id"], "resource_id": k[0], "meter": k[1], "dimension_value": k[2],
                     "price_id": k[3], "discount_bp": k[4], "quantity": s["quantity"],
                     "charged": s["charged"]}
@@ -153,16 +161,16 @@ def rate_batch(session: Session, *, batch_size: int = 2000,
     # Rating charges always post: the usage already happened. Admission (holds, budgets)
     # is where spending is stopped, not here.
     post_transfers(session, specs, enforce_floor=False, check_replays=False, now=now)
-    bulk.update_rows(conn, UsageRecordModel.__table__, "seq", updates, state=RATED,
-                     rated_at=now)
+    bulk.update_columns(conn, UsageRecordModel.__table__, "seq", rated, state=RATED,
+                        rated_at=now)
     bulk.update_rows(conn, UsageRecordModel.__table__, "seq",
                      [{"seq": seq} for seq in unpriced], state=UNPRICED)
     audit.record(session, actor=RATER, action="billing.usage.rate", target_type="usage_batch",
                  target_id=claimed[0].id,
-                 details={"rated": len(updates), "unpriced": len(unpriced), "charged": total,
+                 details={"rated": len(seqs), "unpriced": len(unpriced), "charged": total,
                           "transfers": len(specs), "first_seq": claimed[0].seq,
                           "last_seq": claimed[-1].seq})
-    return RateResult(rated=len(updates), charged=total, transfers=len(specs))
+    return RateResult(rated=len(seqs), charged=total, transfers=len(specs))
 
 
 def requeue_unpriced(session: Session, *, actor: audit.Actor) -> int:

@@ -116,27 +116,35 @@ def insert_columns(conn: Connection, table: Table, columns: Columns, *,
 def update_rows(conn: Connection, table: Table, key: str,
                 rows: Sequence[Mapping[str, Any]], **constant: Any) -> None:
     """UPDATE the rows matched on ``key`` with their own values (and ``constant`` ones)."""
-    if not rows:
+    if rows:
+        update_columns(conn, table, key, _columns(rows), **constant)
+
+
+def update_columns(conn: Connection, table: Table, key: str, columns: Columns,
+                   **constant: Any) -> None:
+    """update_rows for rows given column by column (name -> one value per row)."""
+    names = list(columns)
+    n = len(columns[key])
+    if not n:
         return
-    names = list(rows[0])
     if conn.dialect.name == "postgresql":
-        source, params = _unnest(conn, table, _columns(rows))
-        sets = [f'"{n}" = v."{n}"' for n in names if n != key]
-        for i, (n, v) in enumerate(constant.items()):
-            params[f"c{i}"] = _processed(conn, table.c[n].type, [v])[0]
-            sets.append(f'"{n}" = %(c{i})s')
-        cols = ", ".join(f'"{n}"' for n in names)
+        source, params = _unnest(conn, table, columns)
+        sets = [f'"{c}" = v."{c}"' for c in names if c != key]
+        for i, (c, v) in enumerate(constant.items()):
+            params[f"c{i}"] = _processed(conn, table.c[c].type, [v])[0]
+            sets.append(f'"{c}" = %(c{i})s')
+        cols = ", ".join(f'"{c}"' for c in names)
         conn.exec_driver_sql(
             f'UPDATE "{table.name}" SET {", ".join(sets)} FROM {source} AS v ({cols}) '
             f'WHERE "{table.name}"."{key}" = v."{key}"', params)
         return
-    columns = {f"k_{n}": [r[n] for r in rows] for n in names}
-    columns.update({f"c_{n}": [v] * len(rows) for n, v in constant.items()})
+    bound = {f"k_{c}": values for c, values in columns.items()}
+    bound.update({f"c_{c}": [v] * n for c, v in constant.items()})
     _executemany(
         conn, (table, "update", key, tuple(constant)),
         lambda: update(table).where(table.c[key] == bindparam(f"k_{key}")).values(
-            **{n: bindparam(f"k_{n}") for n in names if n != key},
-            **{n: bindparam(f"c_{n}") for n in constant}), columns)
+            **{c: bindparam(f"k_{c}") for c in names if c != key},
+            **{c: bindparam(f"c_{c}") for c in constant}), bound)
 
 
 def in_values(column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
