@@ -20,7 +20,7 @@ from operator import eq
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -33,7 +33,7 @@ from aicloud.platform.billing.models import AccountModel, HoldModel, TransferMod
 from aicloud.platform.billing.money import CURRENCIES, MAX_AMOUNT, check_amount, check_currency
 from aicloud.platform.billing.schemas import Account, Balance, Transfer
 from aicloud.shared.clock import utcnow
-from aicloud.shared.db import bulk
+from aicloud.shared.db import UTCDateTime, bulk
 from aicloud.shared.errors import Conflict, NotFound, ValidationFailed
 from aicloud.shared.idempotency import MAX_KEY_LENGTH, validate_key
 from aicloud.shared.ids import new_id, new_ids
@@ -247,16 +247,19 @@ def lock_accounts(session: Session, account_ids: Iterable[str]) -> dict[str, Acc
 
 # What posting needs of each account it touches, read without the ORM (a batch touches few
 # accounts, but loading them as objects costs more than the rest of the look-up), with the
-# funds its open holds reserve: one statement instead of two.
-def _account_states(now: datetime) -> Select[Any]:
-    H = HoldModel
+# funds its open holds reserve: one statement instead of two. Built once: constructing a
+# statement this size costs more than running it.
+def _account_states_statement() -> Select[Any]:
+    A, H = AccountModel, HoldModel
     held = select(func.coalesce(func.sum(H.amount), 0)).where(
-        H.account_id == AccountModel.id, H.status == "pending",
-        H.expires_at > now).correlate(AccountModel).scalar_subquery()
-    return select(AccountModel.id, AccountModel.type, AccountModel.currency,
-                  AccountModel.enforce_floor, AccountModel.credit_limit,
-                  AccountModel.strict_non_negative, AccountModel.debits_posted,
-                  AccountModel.credits_posted, held.label("held"))
+        H.account_id == A.id, H.status == "pending",
+        H.expires_at > bindparam("now", type_=UTCDateTime())).correlate(A).scalar_subquery()
+    return (select(A.id, A.type, A.currency, A.enforce_floor, A.credit_limit,
+                   A.strict_non_negative, A.debits_posted, A.credits_posted, held.label("held"))
+            .where(bulk.in_values(A.id, "ids")).order_by(A.id).with_for_update(of=A))
+
+
+_ACCOUNT_STATES = _account_states_statement()
 
 
 def _lock_account_states(session: Session, account_ids: Iterable[str],
@@ -264,9 +267,7 @@ def _lock_account_states(session: Session, account_ids: Iterable[str],
     """lock_accounts for posting: the same locks in the same order, rows instead of objects.
     Holds on a locked account cannot change until commit (creating one locks it too)."""
     ids = sorted(set(account_ids))
-    rows = session.connection().execute(
-        _account_states(now).where(bulk.in_values(AccountModel.id, "ids"))
-        .order_by(AccountModel.id).with_for_update(of=AccountModel), {"ids": ids}).all()
+    rows = session.connection().execute(_ACCOUNT_STATES, {"ids": ids, "now": now}).all()
     found = {a.id: a for a in rows}
     if len(found) != len(ids):
         missing = [i for i in ids if i not in found]
@@ -419,7 +420,7 @@ def apply_to_cache(session: Session, accounts: Mapping[str, Any],
             for a in sorted(set(debits) | set(credits))]
     bulk.update_rows(session.connection(), AccountModel.__table__, "id", rows)
     # The UPDATE bypassed the ORM: refresh the totals of account objects this session holds.
-    for row in rows:
+    for row in rows if session.identity_map else ():
         acct = session.identity_map.get(identity_key(AccountModel, row["id"]))
         if acct is not None:
             set_committed_value(acct, "debits_posted", row["debits_posted"])
