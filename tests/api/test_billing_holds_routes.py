@@ -1,5 +1,5 @@
-"""Holds over HTTP: the two-phase money path a product outside the API process uses, and who
-may make and read holds."""
+"""Holds over HTTP: the two-phase money path a product outside the API process uses, who may
+make and read holds, and the product-biller role for a platform service account."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from aicloud.platform import billing
 from aicloud.runtime import AppContext
+from tests.conftest import LiveServer
 from tests.isolation import Tenant, admin_client, make_tenant
 
 PASSWORD = "correct horse battery staple"
@@ -300,3 +301,77 @@ def test_tenants_read_their_holds_but_never_make_one(world: World) -> None:
     assert (wallet["posted"], wallet["held"]) == (100 * USD, 30 * USD)
     assert _wallet(w, b.org_id)["held"] == 30 * USD
 
+
+def test_a_product_service_account_reports_usage_and_holds_over_http(
+    world: World, ctx: AppContext,
+) -> None:
+    """A platform service account bound to product-biller at the platform, with an API key,
+    over a real socket: what a product running elsewhere (App SDK) does."""
+    w, a = world, world.alpha
+    admin = w.h(w.admin)
+    sa = w.client.post("/service-accounts", json={"name": "slurm-product"}, headers=admin)
+    assert sa.status_code == 201, sa.text
+    assert (sa.json()["org_id"], sa.json()["project_id"]) == (None, None)
+    sa_id = sa.json()["id"]
+    bound = w.client.post("/scopes/platform/bindings", headers=admin,
+                          json={"principal_id": sa_id, "role_id": "product-biller"})
+    assert bound.status_code == 201, bound.text
+    key = w.client.post(f"/service-accounts/{sa_id}/api-keys", json={"name": "prod"},
+                        headers=admin)
+    assert key.status_code == 201, key.text
+    secret = key.json()["secret"]
+    assert sa_id in w.client.get("/service-accounts", headers=admin).text
+    assert key.json()["id"] in w.client.get("/api-keys", headers=admin).text
+
+    # tenants neither see nor bind nor create platform service accounts
+    assert w.client.get(f"/service-accounts/{sa_id}", headers=w.h(a.token)).status_code == 404
+    assert sa_id not in w.client.get("/service-accounts", headers=w.h(a.token)).text
+    assert w.client.post(f"/scopes/{a.org_id}/bindings", headers=w.h(a.token), json={
+        "principal_id": sa_id, "role_id": "org-owner"}).status_code == 404
+    assert w.client.post("/service-accounts", json={"name": "mine"},
+                         headers=w.h(a.token)).status_code == 403
+    # an org's service account cannot be bound at the platform
+    org_sa = a.post(f"/orgs/{a.org_id}/service-accounts", {"name": "ci"})["id"]
+    assert w.client.post("/scopes/platform/bindings", headers=admin, json={
+        "principal_id": org_sa, "role_id": "product-biller"}).status_code == 404
+
+    _top_up(w, a.org_id, 20 * USD, "fund-1")
+    dep, prj = a.get("department_id"), a.get("project_id")
+    record = {"resource_id": "job_1", "project_id": prj, "scope_path": f"/{a.org_id}/{dep}/{prj}",
+              "meter": "gpu_seconds", "dimension_value": "H100", "quantity": 60,
+              "window_start": "2026-01-01T00:00:00Z", "window_end": "2026-01-01T00:01:00Z",
+              "idempotency_key": "slurm:job_1:0"}
+    with LiveServer(ctx) as server, httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {secret}"}) as product:
+        usage = product.post("/usage", json={"records": [record]})
+        assert usage.status_code == 200 and usage.json()["accepted"] == 1, usage.text
+        created = product.post(f"/orgs/{a.org_id}/holds", headers={"Idempotency-Key": "job_1"},
+                               json={"amount": 3 * USD, "currency": "USD", "ttl_seconds": 600,
+                                     "reason": "admission", "cause_type": "job",
+                                     "cause_id": "job_1"})
+        assert created.status_code == 201, created.text
+        hold_url = f"/orgs/{a.org_id}/holds/{created.json()['id']}"
+        assert product.get(hold_url).json()["status"] == "pending"
+        posted = product.post(f"{hold_url}/post", json={"amount": 2 * USD},
+                              headers={"Idempotency-Key": "job_1:post"})
+        assert posted.status_code == 200 and posted.json()["posted_amount"] == 2 * USD
+        # nothing beyond its role: no top-ups, no prices, no IAM, no reading wallets
+        assert product.post(f"/orgs/{a.org_id}/top-ups", headers={"Idempotency-Key": "t"},
+                            json={"amount": USD, "currency": "USD"}).status_code == 403
+        assert product.post("/price-lists", json={
+            "currency": "USD", "effective_from": "2020-01-01T00:00:00Z"}).status_code == 403
+        assert product.get(f"/orgs/{a.org_id}/wallet").status_code == 403
+        assert product.post("/orgs", json={"name": "evil"}).status_code == 403
+
+        # a project member cannot report usage
+        member = httpx.post(f"{server.url}/usage", json={"records": [record]},
+                            headers={"Authorization": f"Bearer {w.member}"})
+        assert member.status_code == 403, member.text
+    assert _wallet(w, a.org_id)["posted"] == 18 * USD
+    [event] = _audit(w, "billing.hold.post")
+    assert event["actor_id"] == sa_id and event["api_key_id"] == key.json()["id"]
+    # platform admins manage it like any service account
+    assert w.client.patch(f"/service-accounts/{sa_id}", json={"disabled": True},
+                          headers=admin).status_code == 200
+    assert w.client.get(f"/orgs/{a.org_id}/holds", headers=w.h(secret)).status_code == 401
+    assert w.client.delete(f"/service-accounts/{sa_id}", headers=admin).status_code == 204

@@ -165,3 +165,11 @@ def test_billing_holds_commands_over_the_api(sqlite_ctx: AppContext, cli_env: Pa
         assert "unknown currency" in str(bad)
         table = str(run("billing", "holds", "list", "--org", org, fmt="text"))
         assert "┃ id" in table and "status" in table  # a table, not JSON
+
+        sa = run("service-accounts", "create", "--platform", "--name", "product")
+        assert sa["org_id"] is None and sa["project_id"] is None
+        run("bindings", "create", "--scope", "platform", "--principal", sa["id"], "--role",
+            "product-biller")
+        both = run("service-accounts", "create", "--platform", "--org", org, "--name", "x",
+                   code=2, fmt="text")
+        assert "exactly one" in str(both)
