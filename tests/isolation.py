@@ -239,3 +239,19 @@ def _period(t: Tenant) -> str:
     # Not an id: any month (one no timestamp contains, for the listing leak check); the org
     # in the same path is what isolation is about.
     return "1999-12"
+
+
+@id_factory("hold_id")
+def _hold(t: Tenant) -> str:
+    """A hold on the tenant's wallet. Tenants cannot make holds (a platform-scope permission):
+    fund and reserve as billing staff or a product would."""
+    from aicloud.platform import audit, billing
+
+    ctx = t.client.app.state.context  # type: ignore[attr-defined]
+    actor = audit.Actor.system("test")
+    with ctx.db.transaction() as session:
+        billing.top_up(session, actor=actor, org_id=t.org_id, amount=5_000_000,
+                       currency="USD", idempotency_key=f"iso-hold-{t.org_id}")
+        return billing.create_org_hold(session, actor=actor, org_id=t.org_id,
+                                       amount=1_000_000, currency="USD",
+                                       idempotency_key=f"iso-{t.org_id}", reason="test").id

@@ -116,3 +116,60 @@ def test_billing_commands_over_the_api(sqlite_ctx: AppContext, cli_env: Path) ->
 def _login(url: str) -> str:
     with ApiClient(url) as c:
         return c.post("/auth/login", {"email": "root@x.io", "password": PASSWORD})["token"]
+
+
+def test_billing_holds_commands_over_the_api(sqlite_ctx: AppContext, cli_env: Path) -> None:
+    with sqlite_ctx.db.transaction() as s:
+        iam.bootstrap_admin(s, email="root@x.io", password=PASSWORD)
+    runner = CliRunner()
+
+    def run(*args: str, code: int = 0, fmt: str = "json") -> object:
+        result = runner.invoke(app, [*args, "-o", "json"] if fmt == "json" else list(args))
+        assert result.exit_code == code, (args, result.output)
+        return json.loads(result.output) if code == 0 and fmt == "json" else result.output
+
+    with LiveServer(sqlite_ctx) as server:
+        assert runner.invoke(app, ["login", "--url", server.url, "--email", "root@x.io",
+                                   "--password", PASSWORD]).exit_code == 0
+        for cmd in ("create", "list", "show", "post", "void"):
+            assert "--output" in runner.invoke(app, ["billing", "holds", cmd, "--help"]).output
+        org = run("orgs", "create", "--name", "acme")["id"]
+        run("billing", "top-up", "--org", org, "--amount", "100", "--key", "pay-1")
+        hold = run("billing", "holds", "create", "--org", org, "--amount", "30.5",
+                   "--reason", "admission", "--cause-type", "job", "--cause-id", "job_1",
+                   "--ttl", "600", "--key", "h-1")
+        assert (hold["amount"], hold["status"], hold["cause_id"]) == (30_500_000, "pending",
+                                                                      "job_1")
+        assert run("billing", "holds", "create", "--org", org, "--amount", "30.5", "--reason",
+                   "admission", "--cause-type", "job", "--cause-id", "job_1", "--ttl", "600",
+                   "--key", "h-1")["id"] == hold["id"]
+        assert run("billing", "wallet", "--org", org)["available"] == 69_500_000
+        assert [h["id"] for h in run("billing", "holds", "list", "--org", org,
+                                     "--status", "pending")] == [hold["id"]]
+        posted = run("billing", "holds", "post", hold["id"], "--org", org, "--amount", "10",
+                     "--key", "p-1")
+        assert (posted["status"], posted["posted_amount"]) == ("posted", 10_000_000)
+        assert run("billing", "holds", "show", hold["id"], "--org", org)["status"] == "posted"
+        assert run("billing", "wallet", "--org", org)["posted"] == 90_000_000
+        other = run("billing", "holds", "create", "--org", org, "--amount", "1", "--reason",
+                    "test", "--key", "h-2")
+        assert run("billing", "holds", "void", other["id"], "--org", org)["status"] == "voided"
+        voided = run("billing", "holds", "post", other["id"], "--org", org, "--key", "p-2",
+                     code=1, fmt="text")
+        assert "voided" in str(voided)
+        too_much = run("billing", "holds", "post", hold["id"], "--org", org, "--amount",
+                       "1000", "--key", "p-3", code=1, fmt="text")
+        assert "posted" in str(too_much)
+        bad = run("billing", "holds", "create", "--org", org, "--amount", "1", "--reason", "x",
+                  "--currency", "XYZ", "--key", "h-3", code=1, fmt="text")
+        assert "unknown currency" in str(bad)
+        table = str(run("billing", "holds", "list", "--org", org, fmt="text"))
+        assert "┃ id" in table and "status" in table  # a table, not JSON
+
+        sa = run("service-accounts", "create", "--platform", "--name", "product")
+        assert sa["org_id"] is None and sa["project_id"] is None
+        run("bindings", "create", "--scope", "platform", "--principal", sa["id"], "--role",
+            "product-biller")
+        both = run("service-accounts", "create", "--platform", "--org", org, "--name", "x",
+                   code=2, fmt="text")
+        assert "exactly one" in str(both)

@@ -21,6 +21,7 @@ from aicloud.api.routes import (
     auth,
     billing_budgets,
     billing_catalog,
+    billing_holds,
     billing_wallet,
     gpuaas_instances,
     gpuaas_nodes,
@@ -75,6 +76,7 @@ def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
     app.include_router(billing_wallet.router)
     app.include_router(billing_budgets.router)
     app.include_router(billing_catalog.router)
+    app.include_router(billing_holds.router)
     # Refuse to build an app with a route that does not declare who may call it.
     app.state.route_access = check_route_declarations(app)
     return app

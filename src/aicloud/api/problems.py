@@ -52,11 +52,18 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
+# An error's extra fields never replace the problem's own (a service raising
+# Conflict(..., status="posted") once turned a 409 into a 500).
+_RESERVED = frozenset({"type", "title", "status", "detail", "instance", "request_id", "code",
+                       "headers"})
+
+
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    extra = {k: v for k, v in exc.extra.items() if k not in _RESERVED}
     return problem(request, status=exc.status, code=exc.code, title=exc.title, detail=exc.detail,
-                   headers=headers, **exc.extra)
+                   headers=headers, **extra)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -19,8 +19,8 @@ from aicloud.cli.resource_cmd import Action, Opt, Values, add_actions, resource_
 from aicloud.platform import billing
 from aicloud.shared.db import migrate
 
-app = typer.Typer(help="Billing: wallets, top-ups, budgets, statements, cost reports, prices "
-                       "(over the API); rating and meters (operator, on the database).",
+app = typer.Typer(help="Billing: wallets, top-ups, holds, budgets, statements, cost reports, "
+                       "prices (over the API); rating and meters (operator, on the database).",
                   no_args_is_help=True)
 OPERATOR = "Operator (acts on the database directly)"
 
@@ -226,3 +226,50 @@ app.add_typer(resource_app("Price lists: the default list and organization contr
                      multiple=True)],
            body=_prices_body),
 ]), name="prices")
+
+HOLD_COLUMNS = ["id", "status", "amount", "posted_amount", "currency", "reason", "cause_id",
+                "expires_at"]
+HOLD_ORG = Opt("org", "Organization id (whose wallet holds it).", required=True)
+
+
+def _hold_body(v: Values) -> dict[str, Any]:
+    try:
+        ttl = int(v["ttl"]) if v.get("ttl") else None
+    except ValueError:
+        raise typer.BadParameter(f"--ttl {v['ttl']!r}: a number of seconds") from None
+    return _compact({"amount": micros(v["amount"]), "currency": _cur(v), "ttl_seconds": ttl,
+                     "reason": v["reason"], "cause_type": v.get("cause_type"),
+                     "cause_id": v.get("cause_id"), "idempotency_key": v["key"]})
+
+
+app.add_typer(resource_app("Holds on an organization's wallet: reserve funds, then post all "
+                           "or part, or void; holds expire. Creating, posting and voiding is "
+                           "for platform billing staff and products; the org reads its own.", [
+    Action("list", "List the holds on an organization's wallets, oldest first.", "GET",
+           lambda v: f"/orgs/{v['org']}/holds",
+           opts=[HOLD_ORG, Opt("status", "pending, posted, voided or expired."),
+                 Opt("currency", "Only holds in this ISO 4217 code.")],
+           query=lambda v: _compact({"status": v.get("status"),
+                                     "currency": v.get("currency")}),
+           paginated=True, columns=HOLD_COLUMNS),
+    Action("show", "Show one hold.", "GET", lambda v: f"/orgs/{v['org']}/holds/{v['id']}",
+           arg="id", opts=[HOLD_ORG]),
+    Action("create", "Reserve an amount on an organization's wallet (in favour of the "
+           "platform's revenue) until it is posted, voided or expires.", "POST",
+           lambda v: f"/orgs/{v['org']}/holds",
+           opts=[HOLD_ORG, Opt("amount", "Amount in currency units, e.g. 12.50.", required=True),
+                 CURRENCY, Opt("ttl", "Seconds until it expires (default 3600, at most 31 "
+                                      "days)."),
+                 Opt("reason", "Why, e.g. admission (at most 32 characters).", required=True),
+                 Opt("cause_type", "What it is for, e.g. instance."),
+                 Opt("cause_id", "The id of what it is for."), KEY],
+           body=_hold_body),
+    Action("post", "Charge all of a hold (no --amount) or part of it; the rest is released.",
+           "POST", lambda v: f"/orgs/{v['org']}/holds/{v['id']}/post", arg="id",
+           opts=[HOLD_ORG, Opt("amount", "Amount in currency units (default: all of it)."),
+                 KEY],
+           body=lambda v: _compact({"amount": micros(v["amount"]) if v.get("amount") else None,
+                                    "idempotency_key": v["key"]})),
+    Action("void", "Release a hold without charging anything.", "POST",
+           lambda v: f"/orgs/{v['org']}/holds/{v['id']}/void", arg="id", opts=[HOLD_ORG]),
+]), name="holds")

@@ -108,14 +108,25 @@ groups = crud(
                   opts=[Opt("user", "User id.", required=True)])],
 )
 
+def _service_account_path(v: Values) -> str:
+    if [bool(v.get("org")), bool(v.get("project")), bool(v.get("platform"))].count(True) != 1:
+        raise fail("give exactly one of --org, --project, --platform", 2)
+    if v.get("platform"):
+        return "/service-accounts"
+    return _owner_path({**v, "department": None}, "service-accounts")
+
+
 service_accounts = crud(
     plural="service accounts", path="/service-accounts",
     columns=["id", "name", "org_id", "project_id", "disabled"],
     list_path=lambda v: "/service-accounts",
-    create=Action("create", "Create a service account owned by an organization or a project.",
-                  "POST", lambda v: _owner_path({**v, "department": None}, "service-accounts"),
+    create=Action("create", "Create a service account owned by an organization, a project "
+                  "or (--platform, platform admins) the platform, e.g. a product's account.",
+                  "POST", _service_account_path,
                   opts=[Opt("org", "Owning organization id."),
-                        Opt("project", "Owning project id."), NAME],
+                        Opt("project", "Owning project id."),
+                        Opt("platform", "Owned by the platform (bind it at scope platform).",
+                            switch=True), NAME],
                   body=lambda v: {"name": v["name"]}),
     extra=[Action("disable", "Disable a service account (its keys stop working).", "PATCH",
                   lambda v: f"/service-accounts/{v['id']}", arg="id",

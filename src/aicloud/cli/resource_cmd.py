@@ -30,6 +30,7 @@ class Opt:
     required: bool = False
     multiple: bool = False
     flag: str | None = None  # when the flag cannot come from the name (e.g. --from)
+    switch: bool = False  # an on/off flag (--platform) instead of an option taking a value
 
 
 @dataclass
@@ -57,8 +58,10 @@ def _signature(action: Action) -> inspect.Signature:
             action.arg, inspect.Parameter.POSITIONAL_OR_KEYWORD,
             annotation=Annotated[str, typer.Argument(help=f"The {action.arg}.")]))
     for o in action.opts:
-        kind = list[str] | None if o.multiple else (str if o.required else str | None)
-        default = inspect.Parameter.empty if o.required else None
+        kind: Any = list[str] | None if o.multiple else (str if o.required else str | None)
+        default: Any = inspect.Parameter.empty if o.required else None
+        if o.switch:
+            kind, default = bool, False
         params.append(inspect.Parameter(
             o.name, inspect.Parameter.KEYWORD_ONLY, default=default,
             annotation=Annotated[kind, typer.Option(o.flag or "--" + o.name.replace("_", "-"),

@@ -8,7 +8,7 @@ import pytest
 from aicloud.platform import billing
 from aicloud.shared.clock import utcnow
 from aicloud.shared.db import Database
-from aicloud.shared.errors import AppError, Conflict, ValidationFailed
+from aicloud.shared.errors import AppError, Conflict, NotFound, ValidationFailed
 from tests.platform.billing.factories import ADMIN, assert_ledger_clean
 
 
@@ -97,3 +97,53 @@ def test_twenty_concurrent_holds_against_a_wallet_that_funds_five(db: Database) 
     assert results.count("Conflict") == 15
     with db.transaction() as s:
         assert billing.balance(s, wallet).available == 0
+
+
+def test_org_holds_keys_have_their_own_namespace_and_replays_compare_everything(
+    db: Database,
+) -> None:
+    wallet, revenue = _wallet(db, 1_000)
+    inner = _hold(db, wallet, revenue, 100, "gpuaas:inst_1")
+    with db.transaction() as s:
+        # a client's key equal to an in-process caller's key is another hold
+        h = billing.create_org_hold(s, actor=ADMIN, org_id="org_h", amount=100,
+                                    currency="USD", idempotency_key="gpuaas:inst_1",
+                                    reason="api")
+        assert h.id != inner.id and h.counter_account_id == revenue and h.account_id == wallet
+    with db.transaction() as s:
+        assert billing.create_org_hold(s, actor=ADMIN, org_id="org_h", amount=100,
+                                       currency="USD", idempotency_key="gpuaas:inst_1",
+                                       reason="api").id == h.id
+    for change in ({"reason": "other"}, {"ttl": timedelta(minutes=5)},
+                   {"cause_id": "job_1"}):
+        args = {"reason": "api", "ttl": timedelta(hours=1), **change}
+        with db.transaction() as s, pytest.raises(Conflict, match="another hold"):
+            billing.create_org_hold(s, actor=ADMIN, org_id="org_h", amount=100,
+                                    currency="USD", idempotency_key="gpuaas:inst_1", **args)
+    with db.transaction() as s:
+        assert [x.id for x in billing.list_org_holds(s, "org_h")] == sorted([inner.id, h.id])
+        assert billing.list_org_holds(s, "org_other") == []
+        with pytest.raises(NotFound):
+            billing.get_org_hold(s, "org_other", h.id)
+
+
+def test_post_with_a_key_is_retry_safe_and_void_is_idempotent(db: Database) -> None:
+    wallet, revenue = _wallet(db, 1_000)
+    h = _hold(db, wallet, revenue, 300, "p1")
+    with db.transaction() as s:
+        billing.post_hold(s, actor=ADMIN, hold_id=h.id, amount=200, idempotency_key="k")
+    with db.transaction() as s:
+        again = billing.post_hold(s, actor=ADMIN, hold_id=h.id, amount=200,
+                                  idempotency_key="k")
+        assert (again.status, again.posted_amount) == ("posted", 200)
+        assert billing.balance(s, wallet).posted == 800
+    for amount, key in ((None, "k"), (100, "k"), (200, "other"), (200, None)):
+        with db.transaction() as s, pytest.raises(Conflict):
+            billing.post_hold(s, actor=ADMIN, hold_id=h.id, amount=amount,
+                              idempotency_key=key)
+    v = _hold(db, wallet, revenue, 100, "v1")
+    with db.transaction() as s:
+        billing.void_hold(s, actor=ADMIN, hold_id=v.id)
+    with db.transaction() as s:
+        assert billing.void_hold(s, actor=ADMIN, hold_id=v.id).status == "voided"
+    assert_ledger_clean(db)

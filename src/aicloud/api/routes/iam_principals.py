@@ -136,6 +136,26 @@ def remove_group_member(group_id: str, user_id: str, caller: Annotated[Caller, A
 # --- service accounts ------------------------------------------------------------------------
 
 
+def _owner_scopes(caller: Caller, permission: str) -> list[str]:
+    """Scopes whose service accounts the caller may see with ``permission``: organizations,
+    projects, and the platform (its own service accounts) when allowed there."""
+    scopes = caller.visible(permission, "org") + caller.visible(permission, "project")
+    if caller.can(permission, iam.PLATFORM):
+        scopes.append(iam.PLATFORM)
+    return scopes
+
+
+@router.post("/service-accounts", status_code=201, response_model=iam.ServiceAccount)
+def create_platform_service_account(body: iam.ServiceAccountCreate, idem: Idempotency,
+                                    caller: Annotated[Caller, Authorize(
+                                        "iam.service_accounts.create",
+                                        scope=PLATFORM_SCOPE)]) -> Response:
+    """A service account owned by the platform, e.g. a product's (platform administrators).
+    It can be bound only at the platform scope (``POST /scopes/platform/bindings``)."""
+    return idem.respond(caller.session, lambda: iam.create_service_account(
+        caller.session, iam.PLATFORM, body.name, actor=caller.actor), status_code=201)
+
+
 @router.post("/orgs/{org_id}/service-accounts", status_code=201,
              response_model=iam.ServiceAccount)
 def create_org_service_account(org_id: str, body: iam.ServiceAccountCreate, idem: Idempotency,
@@ -157,9 +177,9 @@ def create_project_service_account(project_id: str, body: iam.ServiceAccountCrea
 @router.get("/service-accounts", response_model=Page[iam.ServiceAccount])
 def list_service_accounts(caller: Authenticated, cursor: Cursor = None,
                           limit: Limit = DEFAULT) -> Page[iam.ServiceAccount]:
-    """Service accounts of the organizations and projects where the caller may read them."""
-    scopes = (caller.visible("iam.service_accounts.read", "org")
-              + caller.visible("iam.service_accounts.read", "project"))
+    """Service accounts of the organizations and projects where the caller may read them
+    (and the platform's own for platform readers)."""
+    scopes = _owner_scopes(caller, "iam.service_accounts.read")
     return page(lambda after, n: iam.list_service_accounts(
         caller.session, scope_ids=scopes, after=after, limit=n), cursor, limit)
 
@@ -224,8 +244,7 @@ def create_service_account_api_key(service_account_id: str, body: iam.ApiKeyCrea
 def list_api_keys(caller: Authenticated, cursor: Cursor = None,
                   limit: Limit = DEFAULT) -> Page[iam.ApiKey]:
     """Your own keys and those of the service accounts whose keys you may read."""
-    scopes = (caller.visible("iam.api_keys.read", "org")
-              + caller.visible("iam.api_keys.read", "project"))
+    scopes = _owner_scopes(caller, "iam.api_keys.read")
     owners = [caller.id] + [s.id for s in iam.list_service_accounts(
         caller.session, scope_ids=scopes, after=None, limit=100_000)]
     return page(lambda after, n: iam.list_api_keys(caller.session, owners, after=after,

@@ -13,4 +13,7 @@ PERMISSIONS: list[tuple[str, str]] = [
     ("billing.reports.read", "read billing reports"),
     ("billing.adjustments.create", "credit or charge an organization by hand (platform scope)"),
     ("billing.credit_limits.write", "set an organization's credit limit (platform scope)"),
+    ("billing.holds.read", "read the holds on an organization's wallet"),
+    ("billing.holds.write", "reserve, post and void holds on organization wallets "
+                            "(platform scope)"),
 ]

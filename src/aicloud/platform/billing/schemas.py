@@ -64,6 +64,8 @@ class Hold(BaseModel):
     status: Literal["pending", "posted", "voided", "expired"]
     posted_amount: int
     reason: str
+    cause_type: str | None = None
+    cause_id: str | None = None
     expires_at: datetime
     created_at: datetime
     closed_at: datetime | None = None
@@ -281,6 +283,28 @@ class AdjustmentBody(BaseModel):
 class CreditLimitBody(BaseModel):
     currency: str
     credit_limit: StrictInt = Field(ge=0, le=MAX_AMOUNT)
+
+
+class HoldBody(BaseModel):
+    """A hold on the organization's wallet (the org comes from the path); the counter
+    account is always the platform's revenue account of the currency."""
+
+    amount: StrictInt = Amount
+    currency: str
+    ttl_seconds: StrictInt = Field(default=3600, ge=1, le=31 * 86400,
+                                   description="the hold expires (stops reserving) after this")
+    reason: str = Field(min_length=1, max_length=32, description="why, e.g. admission")
+    cause_type: str | None = Field(default=None, min_length=1, max_length=32,
+                                   description="what the hold is for, e.g. instance")
+    cause_id: str | None = Field(default=None, min_length=1, max_length=64)
+    idempotency_key: str | None = IdemKey
+
+
+class HoldPostBody(BaseModel):
+    amount: StrictInt | None = Field(default=None, gt=0, le=MAX_AMOUNT,
+                                     description="micro-units to charge; all of it if omitted "
+                                                 "(the rest is released)")
+    idempotency_key: str | None = IdemKey
 
 
 class UsageBatch(BaseModel):

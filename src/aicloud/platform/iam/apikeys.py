@@ -16,7 +16,11 @@ from aicloud.platform.iam.authorize import Principal
 from aicloud.platform.iam.hierarchy import scope_path
 from aicloud.platform.iam.models import ApiKeyModel, ServiceAccountModel, UserModel
 from aicloud.platform.iam.permissions import CATALOG
-from aicloud.platform.iam.principals import get_service_account_model, principal_kind
+from aicloud.platform.iam.principals import (
+    get_service_account_model,
+    principal_kind,
+    service_account_scope,
+)
 from aicloud.platform.iam.schemas import ApiKey, ApiKeyCreate, ApiKeyCreated
 from aicloud.shared import security
 from aicloud.shared.clock import utcnow
@@ -41,7 +45,7 @@ def create_api_key(session: Session, principal_id: str, body: ApiKeyCreate, *,
     path = "/"
     if kind == "service_account":
         sa = get_service_account_model(session, principal_id)
-        path = scope_path(session, sa.project_id or sa.org_id)
+        path = scope_path(session, service_account_scope(sa))
     if body.scope_id is not None:
         scope_path(session, body.scope_id)  # must exist
     perms: list[str] | None = None
@@ -73,11 +77,11 @@ def get_api_key_model(session: Session, key_id: str) -> ApiKeyModel:
 
 
 def api_key_owner_scope(session: Session, m: ApiKeyModel) -> str | None:
-    """The scope governing a service account's key (None for a user's own key)."""
+    """The scope governing a service account's key (the platform for a platform service
+    account; None for a user's own key)."""
     if m.principal_kind != "service_account":
         return None
-    sa = get_service_account_model(session, m.principal_id)
-    return sa.project_id or sa.org_id
+    return service_account_scope(get_service_account_model(session, m.principal_id))
 
 
 def revoke_api_key(session: Session, key_id: str, *, actor: audit.Actor) -> ApiKey:

@@ -145,7 +145,7 @@ class Snapshot:
     denies: dict[str, dict[str, list[_Deny]]] = field(default_factory=dict)
     groups_of: dict[str, tuple[str, ...]] = field(default_factory=dict)
     resource_project: dict[str, str] = field(default_factory=dict)
-    service_account_org: dict[str, str] = field(default_factory=dict)
+    service_account_org: dict[str, str] = field(default_factory=dict)  # not platform SAs
     group_org: dict[str, str] = field(default_factory=dict)
     sorted_ids: dict[str, list[str]] = field(default_factory=dict)
     children: dict[str, list[str]] = field(default_factory=dict)
@@ -343,8 +343,9 @@ def build_snapshot(session: Session, version: int | None = None,
         groups[user_id].append(group_id)
     snap.groups_of = {u: tuple(sorted(g)) for u, g in groups.items()}
     snap.group_org = dict(session.execute(select(GroupModel.id, GroupModel.org_id)).all())
-    snap.service_account_org = dict(
-        session.execute(select(ServiceAccountModel.id, ServiceAccountModel.org_id)).all())
+    snap.service_account_org = dict(session.execute(
+        select(ServiceAccountModel.id, ServiceAccountModel.org_id)
+        .where(ServiceAccountModel.org_id.is_not(None))).all())
 
     roles = _compile_roles(session, catalog)
     for bid, pid, rid, scope, parent in session.execute(select(

@@ -105,12 +105,14 @@ class GroupMemberModel(Base):
 
 
 class ServiceAccountModel(Base):
-    """Owned by an organization, or by a project (then ``project_id`` is set)."""
+    """Owned by an organization, or by a project (then ``project_id`` is set), or by the
+    platform (``org_id`` and ``project_id`` both NULL: products' own accounts)."""
 
     __tablename__ = "service_accounts"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    org_id: Mapped[str | None] = mapped_column(
+        ForeignKey("organizations.id"), nullable=True, index=True)
     project_id: Mapped[str | None] = mapped_column(
         ForeignKey("projects.id"), nullable=True, index=True)
     name: Mapped[str] = mapped_column(String(200))

@@ -8,6 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit
+from aicloud.platform.iam.authorize import PLATFORM
 from aicloud.platform.iam.hierarchy import get_org_model, get_project_model, scope_path
 from aicloud.platform.iam.models import (
     ApiKeyModel,
@@ -104,13 +105,19 @@ def get_service_account_model(session: Session, sa_id: str) -> ServiceAccountMod
 
 
 def service_account_scope(m: ServiceAccountModel) -> str:
-    return m.project_id or m.org_id
+    """The scope that owns (and governs) a service account: its project, its organization,
+    or the platform."""
+    return m.project_id or m.org_id or PLATFORM
 
 
 def create_service_account(session: Session, owner_scope_id: str, name: str, *,
                            actor: audit.Actor) -> ServiceAccount:
-    """Owned by an organization or by a project."""
-    if id_prefix(owner_scope_id) == "prj":
+    """Owned by an organization, by a project, or by the platform (``owner_scope_id`` =
+    ``PLATFORM``: a product's own account, which can be bound only at the platform)."""
+    org_id: str | None
+    if owner_scope_id == PLATFORM:
+        org_id, project_id = None, None
+    elif id_prefix(owner_scope_id) == "prj":
         org_id, project_id = get_project_model(session, owner_scope_id).org_id, owner_scope_id
     else:
         org_id, project_id = get_org_model(session, owner_scope_id).id, None
@@ -153,12 +160,14 @@ def delete_service_account(session: Session, sa_id: str, *, actor: audit.Actor) 
 
 def list_service_accounts(session: Session, *, scope_ids: Sequence[str], after: str | None,
                           limit: int) -> list[ServiceAccount]:
-    """Service accounts owned by any of these scopes (organizations or projects)."""
+    """Service accounts owned by any of these scopes (organizations, projects, and the
+    platform's own when ``PLATFORM`` is among them)."""
     ids = list(scope_ids)
-    stmt = select(ServiceAccountModel).where(
-        (ServiceAccountModel.project_id.in_(ids))
-        | (ServiceAccountModel.project_id.is_(None) & ServiceAccountModel.org_id.in_(ids))
-    ).order_by(ServiceAccountModel.id).limit(limit)
+    owned = (ServiceAccountModel.project_id.in_(ids)) | (
+        ServiceAccountModel.project_id.is_(None) & ServiceAccountModel.org_id.in_(ids))
+    if PLATFORM in ids:
+        owned = owned | ServiceAccountModel.org_id.is_(None)
+    stmt = select(ServiceAccountModel).where(owned).order_by(ServiceAccountModel.id).limit(limit)
     if after:
         stmt = stmt.where(ServiceAccountModel.id > after)
     return [sa_model_to_sa(m) for m in session.scalars(stmt)]

@@ -56,6 +56,14 @@ BUILTIN_ROLES: dict[str, BuiltinRole] = {r.id: r for r in (
                 ("iam.projects.read", "gpuaas.instances.read")),
     BuiltinRole("auditor", "reads everything including the audit log, changes nothing",
                 ("*.*.read",)),
+    # For a product's service account bound at the platform: it charges tenants (usage it
+    # reports is rated against their wallets; a hold it posts moves money to revenue), so the
+    # name says "biller", not "reporter". Nothing else: no top-ups, prices or IAM.
+    BuiltinRole("product-biller", "a product's service account: reports usage, reserves, "
+                "posts and voids holds on organization wallets, reads prices (bind at the "
+                "platform)",
+                ("billing.usage.write", "billing.holds.read", "billing.holds.write",
+                 "billing.prices.read")),
 )}
 
 

@@ -108,7 +108,7 @@ class GroupMembers(BaseModel):
 
 class ServiceAccount(BaseModel):
     id: str
-    org_id: str
+    org_id: str | None = Field(description="None for a platform service account")
     project_id: str | None
     name: str
     disabled: bool
