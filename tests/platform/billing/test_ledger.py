@@ -38,6 +38,24 @@ def test_top_up_posts_one_balanced_transfer_and_is_idempotent(db: Database) -> N
     assert_ledger_clean(db)
 
 
+def test_client_keys_leave_room_for_their_namespace(db: Database) -> None:
+    """A top-up or adjustment key is stored as topup:<key> / adjust:<key>; a key that would
+    overflow the key column is refused up front, naming the limit."""
+    longest = "k" * billing.MAX_CLIENT_KEY_LENGTH
+    with db.transaction() as s:
+        billing.top_up(s, actor=ADMIN, org_id="org_a", amount=5, currency="USD",
+                       idempotency_key=longest)
+    for post in (
+        lambda s: billing.top_up(s, actor=ADMIN, org_id="org_a", amount=5, currency="USD",
+                                 idempotency_key=longest + "k"),
+        lambda s: billing.adjust(s, actor=ADMIN, org_id="org_a", amount=5, currency="USD",
+                                 idempotency_key="k" * 255, note="goodwill"),
+    ):
+        with db.transaction() as s, pytest.raises(ValidationFailed, match="longer than 200"):
+            post(s)
+    assert _counts(db) == (1, 1)
+
+
 def test_a_batch_posts_all_or_nothing(db: Database) -> None:
     wallet = _funded(db)
     with db.transaction() as s:

@@ -44,6 +44,7 @@ from aicloud.platform.billing.holds import (
     void_org_hold,
 )
 from aicloud.platform.billing.ledger import (
+    MAX_CLIENT_KEY_LENGTH,
     TransferSpec,
     account_key,
     balance,
@@ -102,6 +103,7 @@ __all__ = [
     "CURRENCIES",
     "DEFAULT_METERS",
     "EXCEEDED_TOPIC",
+    "MAX_CLIENT_KEY_LENGTH",
     "MICROS_PER_UNIT",
     "PERMISSIONS",
     "SIGNATURE_HEADER",

@@ -14,6 +14,7 @@ from aicloud.platform.billing.ledger import (
     account_model_to_account,
     get_transfer,
     lock_accounts,
+    namespaced_key,
     org_wallet,
     platform_account,
     post_transfers,
@@ -29,11 +30,12 @@ def top_up(session: Session, *, actor: audit.Actor, org_id: str, amount: int, cu
     """Credit an organization's wallet with funds received (debit platform funding)."""
     check_amount(amount)
     check_currency(currency)
+    key = namespaced_key("topup:", idempotency_key)
     wallet = org_wallet(session, org_id, currency)
     funding = platform_account(session, "funding", currency)
     [posted] = post_transfers(session, [TransferSpec(
         debit_account_id=funding.id, credit_account_id=wallet.id, amount=amount,
-        currency=currency, idempotency_key=f"topup:{idempotency_key}", reason="top_up",
+        currency=currency, idempotency_key=key, reason="top_up",
         cause_type="top_up", cause_id=reference, metadata={"reference": reference})])
     if not posted.replayed:
         audit.record(session, actor=actor, action="billing.top_up", target_type="account",
@@ -53,12 +55,13 @@ def adjust(session: Session, *, actor: audit.Actor, org_id: str, amount: int, cu
     check_currency(currency)
     if not note.strip():
         raise ValidationFailed("an adjustment needs a note saying why", field="reason")
+    key = namespaced_key("adjust:", idempotency_key)
     wallet = org_wallet(session, org_id, currency)
     expense = platform_account(session, "adjustments", currency)
     debit, credit = (expense.id, wallet.id) if amount > 0 else (wallet.id, expense.id)
     [posted] = post_transfers(session, [TransferSpec(
         debit_account_id=debit, credit_account_id=credit, amount=abs(amount),
-        currency=currency, idempotency_key=f"adjust:{idempotency_key}", reason="adjustment",
+        currency=currency, idempotency_key=key, reason="adjustment",
         cause_type="adjustment", metadata={"note": note})])
     if not posted.replayed:
         audit.record(session, actor=actor, action="billing.adjustment", target_type="account",

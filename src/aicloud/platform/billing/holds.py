@@ -24,6 +24,7 @@ from aicloud.platform.billing.ledger import (
     TransferSpec,
     held_amount,
     lock_accounts,
+    namespaced_key,
     normal_balance,
     org_wallet,
     platform_account,
@@ -42,7 +43,6 @@ HOLD_STATUSES = ("pending", "posted", "voided", "expired")
 # Keys of holds created through create_org_hold (the REST API) live in their own namespace,
 # so a client's key can never replay a hold another component created (e.g. gpuaas:<id>).
 ORG_HOLD_KEY_PREFIX = "org-hold:"
-MAX_CLIENT_KEY_LENGTH = 200
 
 
 def hold_model_to_hold(m: HoldModel, now: datetime | None = None) -> Hold:
@@ -235,10 +235,7 @@ def create_org_hold(
     key and request return the same hold, another request is a Conflict."""
     check_amount(amount)
     check_currency(currency)
-    validate_key(idempotency_key)
-    if len(idempotency_key) > MAX_CLIENT_KEY_LENGTH:
-        raise ValidationFailed(f"the idempotency key is longer than {MAX_CLIENT_KEY_LENGTH} "
-                               "characters", field="idempotency_key")
+    key = namespaced_key(ORG_HOLD_KEY_PREFIX, idempotency_key)
     if not timedelta(0) < ttl <= MAX_TTL:
         raise ValidationFailed("hold ttl must be between 1 second and 31 days",
                                field="ttl_seconds")
@@ -248,7 +245,7 @@ def create_org_hold(
     revenue = platform_account(session, "revenue", currency)
     return create_hold(session, actor=actor, account_id=wallet.id,
                        counter_account_id=revenue.id, amount=amount, currency=currency,
-                       idempotency_key=ORG_HOLD_KEY_PREFIX + idempotency_key, ttl=ttl,
+                       idempotency_key=key, ttl=ttl,
                        reason=reason, cause_type=cause_type, cause_id=cause_id, now=now)
 
 

@@ -93,6 +93,21 @@ def touches(account_id: str) -> ColumnElement[bool]:
                and_(T.credit_key == key, T.credit_account_id == account_id))
 
 
+# Keys clients send (top-ups, adjustments, holds over the API) are stored under a prefix
+# naming the operation, so one operation's key can never replay another's; this leaves
+# room for the prefix within the key column.
+MAX_CLIENT_KEY_LENGTH = 200
+
+
+def namespaced_key(prefix: str, client_key: str) -> str:
+    """The ledger key for a client's idempotency key, checked with a message naming it."""
+    validate_key(client_key)
+    if len(client_key) > MAX_CLIENT_KEY_LENGTH:
+        raise ValidationFailed(f"the idempotency key is longer than {MAX_CLIENT_KEY_LENGTH} "
+                               "characters", field="idempotency_key")
+    return prefix + client_key
+
+
 def normal_balance(account_type: str, debits: int, credits: int) -> int:
     return debits - credits if account_type in DEBIT_NORMAL else credits - debits
 
