@@ -5,6 +5,7 @@ ULIDs sort by creation time, so ids double as a stable pagination key.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
@@ -48,3 +49,10 @@ def new_ids(prefix: str, n: int) -> list[str]:
     head = f"{prefix}_{base32.encode_timestamp(int(time.time() * 1000).to_bytes(6, 'big'))}"
     digits = os.urandom(16 * n).translate(_BYTE_TO_DIGIT).decode()
     return [head + digits[i:i + 16] for i in range(0, 16 * n, 16)]
+
+
+def int64_key(value: str) -> int:
+    """A stable signed 64-bit key for a string (BLAKE2b): what fits a BIGINT index or a
+    PostgreSQL advisory lock. Not unique; users must tolerate a collision."""
+    return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "big",
+                          signed=True)

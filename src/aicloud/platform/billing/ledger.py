@@ -9,7 +9,6 @@ concurrent posters never deadlock and never lose an update. SQLite serializes wr
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,7 +35,7 @@ from aicloud.shared.clock import utcnow
 from aicloud.shared.db import UTCDateTime, bulk
 from aicloud.shared.errors import Conflict, NotFound, ValidationFailed
 from aicloud.shared.idempotency import MAX_KEY_LENGTH, validate_key
-from aicloud.shared.ids import new_id, new_ids
+from aicloud.shared.ids import int64_key, new_id, new_ids
 
 ACCOUNT_TYPES = ("asset", "liability", "revenue", "expense")
 OWNER_TYPES = ("platform", "organization", "department", "project")
@@ -82,8 +81,7 @@ class Posted(NamedTuple):
 def account_key(account_id: str) -> int:
     """The compact key transfers are indexed by for an account: a signed 64-bit hash of its
     id (BLAKE2b). Not unique by construction; every query also matches the id."""
-    return int.from_bytes(hashlib.blake2b(account_id.encode(), digest_size=8).digest(), "big",
-                          signed=True)
+    return int64_key(account_id)
 
 
 def touches(account_id: str) -> ColumnElement[bool]:

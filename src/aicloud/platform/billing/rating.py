@@ -12,7 +12,6 @@ Safe to run in several processes and to kill at any instant:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from datetime import datetime
 from typing import Any
@@ -34,7 +33,7 @@ from aicloud.platform.billing.schemas import RateResult
 from aicloud.shared.clock import utcnow
 from aicloud.shared.db import bulk
 from aicloud.shared.errors import AppError
-from aicloud.shared.ids import new_id
+from aicloud.shared.ids import int64_key, new_id
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +45,7 @@ StreamKey = tuple[str, str, str, str, int]
 
 
 def _advisory_key(resource_id: str) -> int:
-    digest = hashlib.blake2b(resource_id.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True) ^ ADVISORY_NAMESPACE
+    return int64_key(resource_id) ^ ADVISORY_NAMESPACE
 
 
 def _claim(session: Session, batch_size: int) -> list:  # type: ignore[type-arg]
