@@ -89,20 +89,33 @@ class Tenant:
         return self.objects[param]
 
 
+def make_user(client: TestClient, admin_token: str, email: str, scope: str,
+              role: str) -> tuple[str, str]:
+    """A user bound to ``role`` at ``scope`` by a platform admin: (user id, session token)."""
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    user = client.post("/users", json={"email": email, "password": ADMIN_PASSWORD},
+                       headers=admin).json()
+    resp = client.post(f"/scopes/{scope}/bindings", headers=admin,
+                       json={"principal_id": user["id"], "role_id": role})
+    assert resp.status_code == 201, resp.text
+    token = client.post("/auth/login", json={"email": email,
+                                             "password": ADMIN_PASSWORD}).json()["token"]
+    return user["id"], token
+
+
+def user_token(client: TestClient, admin_token: str, email: str, scope: str,
+               role: str) -> str:
+    """The session token of a new user bound to ``role`` at ``scope``."""
+    return make_user(client, admin_token, email, scope, role)[1]
+
+
 def make_tenant(client: TestClient, admin_token: str, name: str) -> Tenant:
     """An organization and its owner, created through the API by a platform admin."""
-    admin = {"Authorization": f"Bearer {admin_token}"}
-    password = "correct horse battery staple"
-    org = client.post("/orgs", json={"name": name}, headers=admin).json()
-    owner = client.post("/users", json={"email": f"owner@{name}.example", "password": password},
-                        headers=admin).json()
-    resp = client.post(f"/scopes/{org['id']}/bindings", headers=admin,
-                       json={"principal_id": owner["id"], "role_id": "org-owner"})
-    assert resp.status_code == 201, resp.text
-    token = client.post("/auth/login", json={"email": owner["email"],
-                                             "password": password}).json()["token"]
-    return Tenant(name=name, client=client, token=token, org_id=org["id"],
-                  owner_id=owner["id"])
+    org = client.post("/orgs", json={"name": name},
+                      headers={"Authorization": f"Bearer {admin_token}"}).json()
+    owner_id, token = make_user(client, admin_token, f"owner@{name}.example", org["id"],
+                                "org-owner")
+    return Tenant(name=name, client=client, token=token, org_id=org["id"], owner_id=owner_id)
 
 
 # --- IAM's id parameters ---------------------------------------------------------------------

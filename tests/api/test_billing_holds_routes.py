@@ -14,9 +14,8 @@ from fastapi.testclient import TestClient
 from aicloud.platform import billing
 from aicloud.runtime import AppContext
 from tests.conftest import LiveServer
-from tests.isolation import Tenant, admin_client, make_tenant
+from tests.isolation import Tenant, admin_client, make_tenant, user_token
 
-PASSWORD = "correct horse battery staple"
 USD = 1_000_000
 
 
@@ -40,24 +39,14 @@ class World:
         return f"/orgs/{org}/holds"
 
 
-def _user(client: TestClient, admin: str, email: str, scope: str, role: str) -> str:
-    h = {"Authorization": f"Bearer {admin}"}
-    user = client.post("/users", json={"email": email, "password": PASSWORD}, headers=h).json()
-    resp = client.post(f"/scopes/{scope}/bindings", headers=h,
-                       json={"principal_id": user["id"], "role_id": role})
-    assert resp.status_code == 201, resp.text
-    return client.post("/auth/login", json={"email": email,
-                                             "password": PASSWORD}).json()["token"]
-
-
 @pytest.fixture
 def world(ctx: AppContext) -> Iterator[World]:
     with ctx.db.transaction() as s:
         billing.register_default_meters(s)
     with admin_client(ctx) as (client, admin):
         alpha, beta = make_tenant(client, admin, "alpha"), make_tenant(client, admin, "beta")
-        staff = _user(client, admin, "staff@example.org", "platform", "billing-admin")
-        member = _user(client, admin, "member@alpha.example", alpha.get("project_id"),
+        staff = user_token(client, admin, "staff@example.org", "platform", "billing-admin")
+        member = user_token(client, admin, "member@alpha.example", alpha.get("project_id"),
                        "project-member")
         yield World(client, ctx, admin, staff, alpha, beta, member)
 
