@@ -4,51 +4,14 @@ make and read holds, and the product-biller role for a platform service account.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from aicloud.platform import billing
 from aicloud.runtime import AppContext
+from tests.api.billing_world import USD, World
 from tests.conftest import LiveServer
-from tests.isolation import Tenant, admin_client, make_tenant, user_token
-
-USD = 1_000_000
-
-
-@dataclass
-class World:
-    client: TestClient
-    ctx: AppContext
-    admin: str  # platform admin
-    staff: str  # billing-admin bound at the platform
-    alpha: Tenant
-    beta: Tenant
-    member: str  # project-member of alpha's project
-
-    def h(self, token: str, key: str | None = None) -> dict[str, str]:
-        headers = {"Authorization": f"Bearer {token}"}
-        if key is not None:
-            headers["Idempotency-Key"] = key
-        return headers
-
-    def holds(self, org: str) -> str:
-        return f"/orgs/{org}/holds"
-
-
-@pytest.fixture
-def world(ctx: AppContext) -> Iterator[World]:
-    with ctx.db.transaction() as s:
-        billing.register_default_meters(s)
-    with admin_client(ctx) as (client, admin):
-        alpha, beta = make_tenant(client, admin, "alpha"), make_tenant(client, admin, "beta")
-        staff = user_token(client, admin, "staff@example.org", "platform", "billing-admin")
-        member = user_token(client, admin, "member@alpha.example", alpha.get("project_id"),
-                       "project-member")
-        yield World(client, ctx, admin, staff, alpha, beta, member)
 
 
 def _top_up(w: World, org: str, amount: int, key: str) -> None:
@@ -75,8 +38,8 @@ def _create(w: World, org: str, token: str, key: str | None, **body: object) -> 
     return w.client.post(w.holds(org), json=payload, headers=w.h(token, key))
 
 
-def test_hold_lifecycle_reserve_post_part_release_the_rest(world: World) -> None:
-    w, org = world, world.alpha.org_id
+def test_hold_lifecycle_reserve_post_part_release_the_rest(billing_world: World) -> None:
+    w, org = billing_world, billing_world.alpha.org_id
     _top_up(w, org, 100 * USD, "fund-1")
     created = _create(w, org, w.staff, "h-1", cause_type="job", cause_id="job_42")
     assert created.status_code == 201, created.text
@@ -145,8 +108,8 @@ def test_hold_lifecycle_reserve_post_part_release_the_rest(world: World) -> None
         assert billing.check_ledger(s).ok
 
 
-def test_post_all_without_a_body_and_insufficient_funds(world: World) -> None:
-    w, org = world, world.alpha.org_id
+def test_post_all_without_a_body_and_insufficient_funds(billing_world: World) -> None:
+    w, org = billing_world, billing_world.alpha.org_id
     _top_up(w, org, 10 * USD, "fund-1")
     too_much = _create(w, org, w.staff, "big", amount=11 * USD)
     assert too_much.status_code == 409 and "insufficient funds" in too_much.text
@@ -159,8 +122,8 @@ def test_post_all_without_a_body_and_insufficient_funds(world: World) -> None:
     assert _wallet(w, org)["posted"] == 6 * USD
 
 
-def test_void_and_expiry_release_the_funds(world: World) -> None:
-    w, org = world, world.alpha.org_id
+def test_void_and_expiry_release_the_funds(billing_world: World) -> None:
+    w, org = billing_world, billing_world.alpha.org_id
     _top_up(w, org, 100 * USD, "fund-1")
     hold = _create(w, org, w.staff, "v-1", amount=50 * USD).json()
     url = f"{w.holds(org)}/{hold['id']}"
@@ -200,8 +163,8 @@ def test_void_and_expiry_release_the_funds(world: World) -> None:
     assert statuses == {hold["id"]: "voided", short["id"]: "expired"}
 
 
-def test_list_pages_with_a_cursor(world: World) -> None:
-    w, org = world, world.alpha.org_id
+def test_list_pages_with_a_cursor(billing_world: World) -> None:
+    w, org = billing_world, billing_world.alpha.org_id
     _top_up(w, org, 100 * USD, "fund-1")
     ids = [_create(w, org, w.staff, f"p-{i}", amount=USD).json()["id"] for i in range(5)]
     first = w.client.get(w.holds(org), params={"limit": 2}, headers=w.h(w.staff)).json()
@@ -233,8 +196,9 @@ def test_list_pages_with_a_cursor(world: World) -> None:
     ({"idempotency_key": "a"}, "b"),
     ({"idempotency_key": "x" * 201}, None),
 ])
-def test_bad_holds_are_422_and_write_nothing(world: World, body: dict, key: str | None) -> None:
-    w, org = world, world.alpha.org_id
+def test_bad_holds_are_422_and_write_nothing(billing_world: World, body: dict,
+                                             key: str | None) -> None:
+    w, org = billing_world, billing_world.alpha.org_id
     resp = _create(w, org, w.staff, key, **body)
     assert resp.status_code == 422, resp.text
     assert resp.headers["content-type"].startswith("application/problem+json")
@@ -243,8 +207,8 @@ def test_bad_holds_are_422_and_write_nothing(world: World, body: dict, key: str 
     assert _audit(w, "billing.hold.create") == []
 
 
-def test_posting_more_than_held_is_422_and_writes_nothing(world: World) -> None:
-    w, org = world, world.alpha.org_id
+def test_posting_more_than_held_is_422_and_writes_nothing(billing_world: World) -> None:
+    w, org = billing_world, billing_world.alpha.org_id
     _top_up(w, org, 100 * USD, "fund-1")
     hold = _create(w, org, w.staff, "h", amount=5 * USD).json()
     url = f"{w.holds(org)}/{hold['id']}/post"
@@ -257,8 +221,8 @@ def test_posting_more_than_held_is_422_and_writes_nothing(world: World) -> None:
     assert _audit(w, "billing.hold.post") == []
 
 
-def test_tenants_read_their_holds_but_never_make_one(world: World) -> None:
-    w, a, b = world, world.alpha, world.beta
+def test_tenants_read_their_holds_but_never_make_one(billing_world: World) -> None:
+    w, a, b = billing_world, billing_world.alpha, billing_world.beta
     _top_up(w, a.org_id, 100 * USD, "fund-a")
     _top_up(w, b.org_id, 100 * USD, "fund-b")
     hold = _create(w, a.org_id, w.staff, "a-1").json()
@@ -292,11 +256,11 @@ def test_tenants_read_their_holds_but_never_make_one(world: World) -> None:
 
 
 def test_a_product_service_account_reports_usage_and_holds_over_http(
-    world: World, ctx: AppContext,
+    billing_world: World, ctx: AppContext,
 ) -> None:
     """A platform service account bound to product-biller at the platform, with an API key,
     over a real socket: what a product running elsewhere (App SDK) does."""
-    w, a = world, world.alpha
+    w, a = billing_world, billing_world.alpha
     admin = w.h(w.admin)
     sa = w.client.post("/service-accounts", json={"name": "slurm-product"}, headers=admin)
     assert sa.status_code == 201, sa.text

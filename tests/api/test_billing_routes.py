@@ -5,45 +5,13 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
-from fastapi.testclient import TestClient
 
 from aicloud.platform import billing
-from aicloud.runtime import AppContext
 from aicloud.shared.clock import utcnow
-from tests.isolation import Tenant, admin_client, make_tenant, user_token
-
-USD = 1_000_000
-
-
-@dataclass
-class World:
-    client: TestClient
-    ctx: AppContext
-    admin: str  # platform admin: may ingest usage
-    staff: str  # billing-admin bound at the platform: top-ups, prices
-    alpha: Tenant
-    beta: Tenant
-    member: str  # project-member of alpha's project
-
-    def h(self, token: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture
-def world(ctx: AppContext) -> Iterator[World]:
-    with ctx.db.transaction() as s:
-        billing.register_default_meters(s)
-    with admin_client(ctx) as (client, admin):
-        alpha, beta = make_tenant(client, admin, "alpha"), make_tenant(client, admin, "beta")
-        staff = user_token(client, admin, "staff@example.org", "platform", "billing-admin")
-        member = user_token(client, admin, "member@alpha.example", alpha.get("project_id"),
-                       "project-member")
-        yield World(client, ctx, admin, staff, alpha, beta, member)
+from tests.api.billing_world import USD, World
 
 
 def _transfers(w: World, org_id: str) -> list[dict]:
@@ -52,8 +20,8 @@ def _transfers(w: World, org_id: str) -> list[dict]:
     return resp.json()
 
 
-def test_billing_staff_top_up_is_idempotent(world: World) -> None:
-    w, org = world, world.alpha.org_id
+def test_billing_staff_top_up_is_idempotent(billing_world: World) -> None:
+    w, org = billing_world, billing_world.alpha.org_id
     body = {"amount": 50 * USD, "currency": "USD", "reference": "inv-1"}
     first = w.client.post(f"/orgs/{org}/top-ups", json=body,
                           headers={**w.h(w.staff), "Idempotency-Key": "pay-1"})
@@ -78,9 +46,9 @@ def test_billing_staff_top_up_is_idempotent(world: World) -> None:
     ({"amount": 5, "currency": "USD"}, {}),
     ({"amount": 5, "currency": "USD", "idempotency_key": "a"}, {"Idempotency-Key": "b"}),
 ])
-def test_bad_top_ups_are_422_and_write_nothing(world: World, body: dict,
+def test_bad_top_ups_are_422_and_write_nothing(billing_world: World, body: dict,
                                                 headers: dict) -> None:
-    w, org = world, world.alpha.org_id
+    w, org = billing_world, billing_world.alpha.org_id
     resp = w.client.post(f"/orgs/{org}/top-ups", json=body, headers={**w.h(w.staff), **headers})
     assert resp.status_code == 422, resp.text
     assert resp.headers["content-type"].startswith("application/problem+json")
@@ -90,8 +58,8 @@ def test_bad_top_ups_are_422_and_write_nothing(world: World, body: dict,
     assert audit.status_code == 200 and audit.json()["items"] == []
 
 
-def test_tenants_cannot_mint_credit(world: World) -> None:
-    w, org = world, world.alpha.org_id
+def test_tenants_cannot_mint_credit(billing_world: World) -> None:
+    w, org = billing_world, billing_world.alpha.org_id
     body = {"amount": USD, "currency": "USD", "idempotency_key": "x", "reason": "gift"}
     # the org owner holds billing.* on its org, but money moves only by platform staff
     for path in ("top-ups", "adjustments"):
@@ -113,8 +81,8 @@ def test_tenants_cannot_mint_credit(world: World) -> None:
     assert _transfers(w, org) == []
 
 
-def test_adjustments_and_credit_limit_by_staff(world: World) -> None:
-    w, org = world, world.alpha.org_id
+def test_adjustments_and_credit_limit_by_staff(billing_world: World) -> None:
+    w, org = billing_world, billing_world.alpha.org_id
     limit = w.client.put(f"/orgs/{org}/credit-limit", headers=w.h(w.staff),
                          json={"currency": "USD", "credit_limit": 5 * USD})
     assert limit.status_code == 200 and limit.json()["credit_limit"] == 5 * USD
@@ -160,8 +128,8 @@ def _setup_usage(w: World) -> dict:
             "records": records}
 
 
-def test_usage_ingestion_conflicts_and_bad_input(world: World) -> None:
-    w = world
+def test_usage_ingestion_conflicts_and_bad_input(billing_world: World) -> None:
+    w = billing_world
     ids = _setup_usage(w)
     a = w.alpha
     base = {"resource_id": "inst_0", "project_id": ids["prj"],
@@ -188,8 +156,8 @@ def test_usage_ingestion_conflicts_and_bad_input(world: World) -> None:
     assert again.json()["accepted"] == 0
 
 
-def test_statement_json_and_csv_equal_the_ledger(world: World) -> None:
-    w = world
+def test_statement_json_and_csv_equal_the_ledger(billing_world: World) -> None:
+    w = billing_world
     ids = _setup_usage(w)
     org = w.alpha.org_id
     url = f"/orgs/{org}/statements/{ids['period']}"
@@ -217,8 +185,8 @@ def test_statement_json_and_csv_equal_the_ledger(world: World) -> None:
     assert bad.status_code == 422
 
 
-def test_cost_report_groups_and_csv(world: World) -> None:
-    w = world
+def test_cost_report_groups_and_csv(billing_world: World) -> None:
+    w = billing_world
     ids = _setup_usage(w)
     org = w.alpha.org_id
     start = ids["period"] + "-01T00:00:00Z"
@@ -250,8 +218,8 @@ def test_cost_report_groups_and_csv(world: World) -> None:
                         headers=w.h(w.beta.token)).status_code == 404
 
 
-def test_budget_alerts_visible_to_scope_admins_only(world: World) -> None:
-    w = world
+def test_budget_alerts_visible_to_scope_admins_only(billing_world: World) -> None:
+    w = billing_world
     ids = _setup_usage(w)
     a = w.alpha
     budget = w.client.post(f"/scopes/{ids['prj']}/budgets", headers=w.h(a.token), json={

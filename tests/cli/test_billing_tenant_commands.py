@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,17 +29,23 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cfg"
 
 
-def test_billing_commands_over_the_api(sqlite_ctx: AppContext, cli_env: Path) -> None:
-    with sqlite_ctx.db.transaction() as s:
-        iam.bootstrap_admin(s, email="root@x.io", password=PASSWORD)
-        billing.register_default_meters(s)
-    runner = CliRunner()
+def _runner(runner: CliRunner) -> Callable[..., object]:
+    """run(*args): invoke the CLI, check its exit code, and parse its JSON output."""
 
     def run(*args: str, code: int = 0, fmt: str = "json") -> object:
         result = runner.invoke(app, [*args, "-o", "json"] if fmt == "json" else list(args))
         assert result.exit_code == code, (args, result.output)
         return json.loads(result.output) if code == 0 and fmt == "json" else result.output
 
+    return run
+
+
+def test_billing_commands_over_the_api(sqlite_ctx: AppContext, cli_env: Path) -> None:
+    with sqlite_ctx.db.transaction() as s:
+        iam.bootstrap_admin(s, email="root@x.io", password=PASSWORD)
+        billing.register_default_meters(s)
+    runner = CliRunner()
+    run = _runner(runner)
     with LiveServer(sqlite_ctx) as server:
         assert runner.invoke(app, ["login", "--url", server.url, "--email", "root@x.io",
                                    "--password", PASSWORD]).exit_code == 0
@@ -122,12 +129,7 @@ def test_billing_holds_commands_over_the_api(sqlite_ctx: AppContext, cli_env: Pa
     with sqlite_ctx.db.transaction() as s:
         iam.bootstrap_admin(s, email="root@x.io", password=PASSWORD)
     runner = CliRunner()
-
-    def run(*args: str, code: int = 0, fmt: str = "json") -> object:
-        result = runner.invoke(app, [*args, "-o", "json"] if fmt == "json" else list(args))
-        assert result.exit_code == code, (args, result.output)
-        return json.loads(result.output) if code == 0 and fmt == "json" else result.output
-
+    run = _runner(runner)
     with LiveServer(sqlite_ctx) as server:
         assert runner.invoke(app, ["login", "--url", server.url, "--email", "root@x.io",
                                    "--password", PASSWORD]).exit_code == 0
