@@ -232,9 +232,8 @@ def create_org_hold(
 ) -> Hold:
     """Reserve ``amount`` on the organization's wallet in favour of the platform's revenue
     account of the currency. Idempotent on the caller's key (its own namespace): the same
-    key and request return the same hold, another request is a Conflict."""
-    check_amount(amount)
-    check_currency(currency)
+    key and request return the same hold, another request is a Conflict. Amount and
+    currency are checked by create_hold, in the same transaction."""
     key = namespaced_key(ORG_HOLD_KEY_PREFIX, idempotency_key)
     if not timedelta(0) < ttl <= MAX_TTL:
         raise ValidationFailed("hold ttl must be between 1 second and 31 days",

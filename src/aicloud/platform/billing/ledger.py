@@ -311,7 +311,7 @@ def post_transfers(
     if not specs:
         return []
     now = now or utcnow()
-    columns = _columns(specs)
+    columns = _spec_columns(specs)
     keys = columns["idempotency_key"]
     accounts = _lock_account_states(
         session, {*columns["debit_account_id"], *columns["credit_account_id"]}, now)
@@ -345,14 +345,14 @@ def post_transfers(
     fresh = [s for s in specs if s.idempotency_key not in replays]
     stored = dict(zip(
         (s.idempotency_key for s in fresh),
-        _post_new(session, _columns(fresh), accounts, enforce_floor, now, optimistic=False),
+        _post_new(session, _spec_columns(fresh), accounts, enforce_floor, now, optimistic=False),
         strict=True)) if fresh else {}
     return [Posted(replays[s.idempotency_key].id, s.idempotency_key, True)
             if s.idempotency_key in replays else
             Posted(stored[s.idempotency_key], s.idempotency_key, False) for s in specs]
 
 
-def _columns(specs: Sequence[TransferSpec]) -> dict[str, list[Any]]:
+def _spec_columns(specs: Sequence[TransferSpec]) -> dict[str, list[Any]]:
     """The specs as transfer columns (name -> one value per spec), validated set by set.
 
     Each rule of validate_spec is checked over a whole column at once (C-speed set and map

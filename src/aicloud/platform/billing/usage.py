@@ -73,11 +73,14 @@ def _validated_orgs(records: Sequence[UsageIn], columns: dict[str, list[Any]],
     starts, ends = columns["window_start"], columns["window_end"]
     needs_dimension = {m for m, d in meters.items() if d}
     orgs_by_scope: dict[tuple[str, str], str | None] = {}
-    for pair in set(zip(columns["scope_path"], columns["project_id"], strict=True)):
-        parts = pair[0].split("/")
-        ok = pair[0].startswith("/") and len(parts) >= 2 and all(parts[1:]) \
-            and parts[-1] == pair[1]
-        orgs_by_scope[pair] = parts[1] if ok else None
+    for scope_path, project_id in set(zip(columns["scope_path"], columns["project_id"],
+                                          strict=True)):
+        try:
+            parts = split_scope(scope_path)
+        except ValidationFailed:
+            parts = []
+        orgs_by_scope[(scope_path, project_id)] = (
+            parts[0] if parts and parts[-1] == project_id else None)
     ok = (set(meter_col) <= meters.keys()
           and not (needs_dimension and any(
               m in needs_dimension and not d
