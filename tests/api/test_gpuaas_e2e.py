@@ -66,7 +66,7 @@ def test_launch_fetch_stop_charge_audit(db: Database,
     with db.transaction() as s:  # billing routes arrive from another branch
         billing.top_up(s, actor=audit.Actor(id="user_test"), org_id=org_id,
                        amount=50_000_000, currency="USD", idempotency_key="e2e")
-    nodes = _ok(http.get("/nodes"))
+    nodes = _wait_for_node(http)
     assert [(n["simulated"], n["inventory_source"], len(n["gpus"])) for n in nodes] == [
         (True, "static", 8)]
     body = {"name": "notebook", "instance_type": "gpu.h100.1x", "template": "web-app"}
@@ -135,11 +135,14 @@ def test_bad_launches(db: Database, server: tuple[LiveServer, httpx.Client, str]
     assert hidden.status_code == 404, hidden.text
 
 
-def _wait_for_node(http: httpx.Client) -> None:
-    deadline = time.monotonic() + 10
-    while not _ok(http.get("/nodes")):
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+def _wait_for_node(http: httpx.Client, timeout: float = 20) -> list[dict[str, Any]]:
+    """The embedded agent registers its node on its first controller tick, which may come
+    after the server answers its first request."""
+    deadline = time.monotonic() + timeout
+    while not (nodes := _ok(http.get("/nodes"))):
+        assert time.monotonic() < deadline, "the embedded agent never registered its node"
+        time.sleep(0.05)
+    return nodes  # type: ignore[no-any-return]
 
 
 def _time(value: str):  # type: ignore[no-untyped-def]
