@@ -2,11 +2,11 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# Reinstall when the dependency list changes.
-STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# Reinstall when the dependency list or the pinned versions change.
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: help install up test lint bench contracts clean
+.PHONY: help install lock up test lint bench contracts clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -14,13 +14,18 @@ help:  ## list the targets
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
 install: $(STAMP)  ## create .venv and install the package (idempotent)
+
+lock: | $(BIN)/python  ## re-resolve the newest allowed versions and pin them in constraints.txt
+	$(BIN)/python -m pip install --quiet --upgrade -e '.[test]'
+	{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 up: install  ## migrate the embedded database and start API + controllers on :8080
 	$(BIN)/aicloud db upgrade
@@ -31,7 +36,7 @@ test: install  ## install what tests need and run the whole suite
 
 lint: install  ## ruff + the architecture contracts (import-linter)
 	$(BIN)/ruff check src tests bench
-	$(BIN)/lint-imports --config src/aicloud/architecture.ini --no-cache
+	$(BIN)/lint-imports src/aicloud/architecture.ini --no-cache
 
 bench: install  ## run the benchmarks; prints ratios against each baseline
 	$(BIN)/python -m bench
