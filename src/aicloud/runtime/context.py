@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from aicloud.platform import audit, billing
+from aicloud.products import gpuaas
 from aicloud.runtime import gpuaas as gpuaas_runtime
 from aicloud.shared import idempotency
 from aicloud.shared.clock import Clock, SystemClock
@@ -25,6 +26,7 @@ class AppContext:
     # `serve` sets it from the profile (agent_embedded): this process is also a node agent.
     run_agent: bool = False
     _audit_key: audit.SigningKey | None = field(default=None, init=False, repr=False)
+    _agent: gpuaas.NodeAgent | None = field(default=None, init=False, repr=False)
 
     @property
     def audit_signing_key(self) -> audit.SigningKey:
@@ -54,7 +56,7 @@ class AppContext:
                 self.db, interval_seconds=self.settings.controller_interval_seconds,
                 clock=self.clock, webhook_secret=self.settings.secret_key.get_secret_value()),
             *gpuaas_runtime.controllers(self.settings, self.db, self.clock,
-                                        with_agent=self.run_agent),
+                                        agent=self.embedded_agent),
         ]
 
     def prepare_products(self) -> None:
@@ -65,6 +67,20 @@ class AppContext:
             log.warning("database schema is not at head: product data not prepared")
             return
         gpuaas_runtime.prepare(self.settings, self.db)
+        if self.embedded_agent is not None:
+            # Registered before the server answers: once /readyz says ready, this host's
+            # node is listed (its controllers would otherwise add it a tick later).
+            try:
+                self.embedded_agent.heartbeat()
+            except Exception:  # its heartbeat controller retries; serving goes on
+                log.exception("the embedded node agent could not register this host")
+
+    @property
+    def embedded_agent(self) -> gpuaas.NodeAgent | None:
+        """This host's node agent when the process is one (run_agent), built once."""
+        if self.run_agent and self._agent is None:
+            self._agent = gpuaas_runtime.build_agent(self.settings, self.db, self.clock)
+        return self._agent
 
     def audit_checkpoint(self) -> audit.Checkpoint | None:
         """Sign the audit chain head if it moved since the last checkpoint."""

@@ -99,7 +99,7 @@ def prepare_meters_and_prices(db: Database, *, seed_prices: bool) -> None:
 
 
 def controllers(settings: Settings, db: Database, clock: Clock, *,
-                with_agent: bool = False) -> list[Controller]:
+                agent: gpuaas.NodeAgent | None = None) -> list[Controller]:
     interval = settings.controller_interval_seconds
     timeout = timedelta(seconds=settings.node_heartbeat_timeout_seconds)
     consumer = gpuaas.BudgetStopConsumer(db, clock=clock)
@@ -120,8 +120,8 @@ def controllers(settings: Settings, db: Database, clock: Clock, *,
         Controller(name="gpuaas-budget-stop", interval_seconds=interval,
                    run_once=consumer.run_once),
     ]
-    if with_agent:
-        found += agent_controllers(settings, build_agent(settings, db, clock))
+    if agent is not None:
+        found += agent_controllers(settings, agent)
     return found
 
 
