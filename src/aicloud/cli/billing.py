@@ -42,7 +42,9 @@ def rate_once(
     """Rate every waiting usage record now (what the billing-rater controller does)."""
     ctx = _ctx(profile)
     with err_console.status("rating usage…"):
-        n = billing.rate_until_idle(ctx.db, batch_size=batch_size, max_batches=10**9)
+        # Also waits for records a running rater has claimed, so nothing is left waiting.
+        n = billing.rate_until_idle(ctx.db, batch_size=batch_size, max_batches=10**9,
+                                    settle_seconds=30)
     emit({"rated": n}, output)
 
 

@@ -229,6 +229,43 @@ def test_two_raters_in_parallel_never_double_charge(db: Database) -> None:
     assert_ledger_clean(db)
 
 
+def test_rate_until_idle_can_wait_for_another_raters_batch(db: Database) -> None:
+    """Another rater's open batch holds the only record: on PostgreSQL it is skipped, so a
+    plain call returns at once with it unrated; with settle_seconds the call returns only
+    once it is rated. On SQLite the other batch holds the write lock, so both calls wait."""
+    setup_catalog(db)
+    claimed, release = threading.Event(), threading.Event()
+
+    def other_rater() -> None:
+        with db.transaction() as s:
+            assert billing.rate_batch(s).rated == 1
+            claimed.set()
+            release.wait(10)
+
+    def waiting() -> int:
+        with db.engine.connect() as c:
+            return int(c.scalar(sa.text(
+                "SELECT count(*) FROM billing_usage_records WHERE state = 0")))
+
+    for settle in (0, 5):
+        _ingest(db, [usage(f"u{settle}", quantity=60)])
+        claimed.clear()
+        release.clear()
+        other = threading.Thread(target=other_rater)
+        other.start()
+        assert claimed.wait(10)
+        threading.Timer(0.3, release.set).start()
+        assert billing.rate_until_idle(db, settle_seconds=settle) == 0
+        if settle or db.engine.dialect.name == "sqlite":
+            assert waiting() == 0
+        else:
+            assert waiting() == 1  # what settle_seconds is for
+        other.join(10)
+        assert waiting() == 0
+    assert _wallet_balance(db) == -2 * 60_000
+    assert_ledger_clean(db)
+
+
 def test_a_charge_beyond_the_transfer_maximum_is_set_aside_not_a_crash_loop(
         db: Database) -> None:
     setup_catalog(db)

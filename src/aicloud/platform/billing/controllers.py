@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from aicloud.platform.billing.budgets import evaluate_budgets
 from aicloud.platform.billing.holds import expire_holds
-from aicloud.platform.billing.rating import rate_batch
+from aicloud.platform.billing.rating import count_waiting, rate_batch
 from aicloud.platform.billing.webhooks import deliver_due
 from aicloud.shared.clock import Clock, SystemClock
 from aicloud.shared.controllers import Controller
@@ -16,16 +17,30 @@ log = logging.getLogger(__name__)
 
 
 def rate_until_idle(db: Database, *, batch_size: int = 2000, max_batches: int = 50,
-                    clock: Clock | None = None) -> int:
-    """Rate waiting usage, one transaction per batch, until none is left (or max_batches)."""
+                    clock: Clock | None = None, settle_seconds: float = 0) -> int:
+    """Rate waiting usage, one transaction per batch, until none is left (or max_batches);
+    returns how many records this call rated.
+
+    On PostgreSQL a batch skips records another rater has claimed, so "nothing to claim" is
+    not "nothing waiting". With ``settle_seconds`` the call also waits, up to that long, for
+    those to commit: on return every record ingested before the call is rated.
+    """
     clock = clock or SystemClock()
-    rated = 0
-    for _ in range(max_batches):
+    deadline = time.monotonic() + settle_seconds
+    rated = batches = 0
+    while batches < max_batches:
         with db.transaction() as session:
             n = rate_batch(session, batch_size=batch_size, now=clock.now()).rated
         rated += n
-        if n == 0:
+        if n:
+            batches += 1
+            continue
+        if time.monotonic() >= deadline:
             break
+        with db.transaction() as session:
+            if count_waiting(session) == 0:
+                break
+        time.sleep(0.05)  # another rater holds them; its batch commits shortly
     if rated:
         log.info("rated %d usage record(s)", rated)
     return rated

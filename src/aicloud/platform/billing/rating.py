@@ -16,7 +16,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit
@@ -56,6 +56,13 @@ def _claim(session: Session, batch_size: int) -> list:  # type: ignore[type-arg]
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True, of=U)
     return list(session.connection().execute(stmt).all())
+
+
+def count_waiting(session: Session) -> int:
+    """Records not rated yet, including those another rater has claimed but not committed."""
+    U = UsageRecordModel
+    return int(session.scalar(select(func.count()).select_from(U).where(U.state == WAITING))
+               or 0)
 
 
 def _lock_resources(session: Session, resource_ids: set[str]) -> None:
