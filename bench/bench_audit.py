@@ -7,10 +7,8 @@ database is created and dropped. Without PostgreSQL it measures nothing and says
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from datetime import datetime
 
@@ -22,12 +20,11 @@ from aicloud.platform import audit
 from aicloud.platform.audit.chain import canonical_json
 from aicloud.platform.audit.models import AuditEventModel
 from aicloud.shared.clock import utcnow
-from aicloud.shared.db import Database, UTCDateTime, migrate
+from aicloud.shared.db import Database, UTCDateTime
 from aicloud.shared.ids import new_id
+from bench.dbs import postgres_database
 from bench.harness import Measurement
 
-PG_ADMIN_URL = os.environ.get("AICLOUD_BENCH_POSTGRES_URL",
-                              "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 WRITERS = 8
 TXNS_PER_WRITER = 100
 REPEAT = 2
@@ -130,35 +127,10 @@ def _read_rate(db: Database) -> tuple[float, int]:
     return n / (time.perf_counter() - t0), n
 
 
-def _scratch_database() -> tuple[str, Callable[[], None]] | None:
-    admin = sa.create_engine(Database(PG_ADMIN_URL).url, isolation_level="AUTOCOMMIT",
-                             connect_args={"connect_timeout": 3})
-    name = f"aicloud_bench_{uuid.uuid4().hex[:8]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        print(f"bench_audit: PostgreSQL at {PG_ADMIN_URL} is unreachable "
-              f"({type(exc).__name__}); the PostgreSQL benchmark is SKIPPED")
-        admin.dispose()
-        return None
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return Database(PG_ADMIN_URL).url.rsplit("/", 1)[0] + "/" + name, drop
-
-
 def run() -> list[Measurement]:
-    scratch = _scratch_database()
-    if scratch is None:
-        return []
-    url, drop = scratch
-    db = Database(url)
-    try:
-        migrate.upgrade(db)
+    with postgres_database() as db:
+        if db is None:
+            return []
         _PlainBase.metadata.create_all(db.engine)
         results: list[Measurement] = []
         for per_txn in (1, 10):
@@ -179,9 +151,6 @@ def run() -> list[Measurement]:
             f"audit verify, PostgreSQL, {result.events_checked:,} events",
             verify_rate, "events/s", "streaming the same rows without hashing", read_rate))
         return results
-    finally:
-        db.dispose()
-        drop()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -122,6 +123,7 @@ def build_world(*, departments: int = 20, projects: int = 10_000, users: int = 5
         snapshot = iam.build_snapshot(s)
     build = time.perf_counter() - t0
     db.dispose()
+    shutil.rmtree(tmp, ignore_errors=True)
 
     policies, entities, by_principal = _cedar_model(org, deps, prjs, prj_dep, user_ids,
                                                     member_of, group_ids, resources, rows,
@@ -189,10 +191,12 @@ def _time_each(fn: Callable[[int], object], n: int) -> list[float]:
     return out
 
 
-def compare(world: World, *, checks: int, cedar_checks: int,
+def compare(world: World, *, checks: int, cedar_checks: int, sliced_checks: int,
             seed: int = 11) -> tuple[list[float], list[float], list[float]]:
-    """Per-check latencies (µs) of ours, of Cedar over the whole policy set, and of Cedar
-    over the policies naming the principal or its group (a pre-sliced policy store)."""
+    """Per-check latencies (µs) of ours, of Cedar over the policies naming the principal
+    or its group (a pre-sliced policy store: the fair baseline, given the caller's own
+    policies as a real deployment would) and of Cedar over the whole policy set (slow; a
+    sample for scale only)."""
     import cedarpy
 
     rng = random.Random(seed)
@@ -214,7 +218,7 @@ def compare(world: World, *, checks: int, cedar_checks: int,
         return {"principal": _uid("User", user.id), "action": _uid("Action", perm),
                 "resource": _uid("Scope", rid), "context": {}}
 
-    requests = [request(i) for i in range(cedar_checks)]
+    requests = [request(i) for i in range(max(cedar_checks, sliced_checks))]
     answers: dict[int, bool] = {}
 
     def cedar(i: int) -> None:
@@ -225,7 +229,7 @@ def compare(world: World, *, checks: int, cedar_checks: int,
 
     # Slicing (done ahead, as a policy store indexed by principal would) is not timed.
     slices = {}
-    for i in range(cedar_checks):
+    for i in range(sliced_checks):
         uid = cases[i][0].id
         if uid not in slices:
             text = "\n".join(world.cedar_by_principal.get(uid, [])
@@ -238,9 +242,9 @@ def compare(world: World, *, checks: int, cedar_checks: int,
                       and cedarpy.is_authorized(requests[i], policy, entities).allowed)
 
     answers.clear()
-    theirs_sliced = _time_each(sliced, cedar_checks)
+    theirs_sliced = _time_each(sliced, sliced_checks)
     _check_agreement(snap, cases, answers, "sliced Cedar")
-    return ours, theirs, theirs_sliced
+    return ours, theirs_sliced, theirs
 
 
 def _check_agreement(snap: iam.Snapshot, cases: list, answers: dict[int, bool],  # type: ignore[type-arg]
@@ -253,19 +257,18 @@ def _check_agreement(snap: iam.Snapshot, cases: list, answers: dict[int, bool], 
 
 def run() -> list[Measurement]:
     world = build_world()
-    ours, theirs, sliced = compare(world, checks=50_000, cedar_checks=100)
-    o, t, c = percentiles(ours), percentiles(theirs), percentiles(sliced)
+    ours, sliced, whole = compare(world, checks=50_000, sliced_checks=10_000,
+                                  cedar_checks=100)
+    o, c, w = percentiles(ours), percentiles(sliced), percentiles(whole)
     return [
         Measurement("authorize() p50 (10k projects, 50k bindings)", o["p50"], "µs",
-                    "cedarpy p50", t["p50"], higher_is_better=False, target="≥20x"),
-        Measurement("authorize() p99 (10k projects, 50k bindings)", o["p99"], "µs",
-                    "cedarpy p99", t["p99"], higher_is_better=False,
-                    target="<50 µs and ≥20x"),
-        Measurement("authorize() p50 vs a principal-sliced Cedar", o["p50"], "µs",
                     "cedarpy p50, policies of the principal and its group", c["p50"],
                     higher_is_better=False),
-        Measurement("authorize() p99 vs a principal-sliced Cedar", o["p99"], "µs",
+        Measurement("authorize() p99 (10k projects, 50k bindings)", o["p99"], "µs",
                     "cedarpy p99, policies of the principal and its group", c["p99"],
+                    higher_is_better=False, target="<50 µs"),
+        Measurement("authorize() p50 vs Cedar over the whole policy set (100 checks)",
+                    o["p50"], "µs", "cedarpy p50, whole policy set", w["p50"],
                     higher_is_better=False),
         Measurement("policy snapshot build from the database", world.build_seconds * 1000,
                     "ms", higher_is_better=False),
