@@ -262,3 +262,19 @@ def test_prod_refuses_to_start_on_a_weak_secret_listing_every_problem(
                    "PostgreSQL at db.internal without requiring TLS"):
         assert needle in err, err
     assert "Traceback" not in result.stderr
+
+
+def test_allowed_hosts_refuse_other_host_names(sqlite_db: Database) -> None:
+    settings = load_settings("dev", database_url=sqlite_db.url, controllers_enabled=False,
+                             allowed_hosts="127.0.0.1, Cloud.Example.org")
+    assert settings.allowed_hosts == ["127.0.0.1", "Cloud.Example.org"]
+    with LiveServer(build_context(settings, sqlite_db)) as server:
+        url = server.url + "/auth/me"
+        assert httpx.get(url).status_code == 401  # Host: 127.0.0.1:<port>
+        assert httpx.get(url, headers={"Host": "cloud.example.org"}).status_code == 401
+        for host in ("rebound.attacker.example", "127.0.0.1.attacker.example", ""):
+            refused = httpx.get(url, headers={"Host": host})
+            assert refused.status_code == 400, host
+            assert refused.json()["type"] == "urn:aicloud:problem:unknown-host"
+        # Probes come with the pod's address as the host.
+        assert httpx.get(server.url + "/healthz", headers={"Host": "10.1.2.3"}).status_code == 200

@@ -14,7 +14,7 @@ PROD_ENV = {
     "AICLOUD_DATABASE_URL":
         "postgresql://aicloud:s3cret@db.internal:5432/aicloud?sslmode=verify-full",
     "AICLOUD_SECRET_KEY": secrets.token_urlsafe(32),
-    "AICLOUD_AUDIT_SIGNING_KEY": base64.b64encode(bytes(range(32))).decode(),
+    "AICLOUD_AUDIT_SIGNING_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
     "AICLOUD_TRUSTED_PROXIES": "10.0.0.5, 10.0.1.0/24",
     "AICLOUD_METRICS_TOKEN": secrets.token_urlsafe(32),
 }
@@ -266,3 +266,24 @@ def test_the_metrics_token_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     data = load_settings("prod").masked()
     assert data["metrics_token"] == "********"
     assert PROD_ENV["AICLOUD_METRICS_TOKEN"] not in str(data)
+
+
+@pytest.mark.parametrize("raw", [bytes(32), bytes(range(32)), b"\x01\x02" * 16, b"k" * 32])
+def test_a_patterned_audit_signing_key_is_refused(
+    raw: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    problems = prod_problems(monkeypatch,
+                             AICLOUD_AUDIT_SIGNING_KEY=base64.b64encode(raw).decode())
+    assert len(problems) == 1 and problems[0].startswith("audit_signing_key is not random")
+
+
+def test_sql_echo_and_a_plain_http_public_url_are_refused(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    problems = prod_problems(monkeypatch, AICLOUD_DATABASE_ECHO="true",
+                             AICLOUD_PUBLIC_URL="http://cloud.example.org")
+    assert len(problems) == 2
+    assert problems[0].startswith("database_echo is true")
+    assert "public_url 'http://cloud.example.org' is not an https://" in problems[1]
+    assert prod_problems(monkeypatch, AICLOUD_DATABASE_ECHO="false",
+                         AICLOUD_PUBLIC_URL="https://cloud.example.org") == []

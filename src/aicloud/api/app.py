@@ -72,7 +72,8 @@ def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
     # Added first, so it runs inside the request-id middleware: a refused request has an id.
     app.add_middleware(TransportSecurityMiddleware, trusted_proxies=settings.trusted_proxies,
                        tls_required=settings.tls_required,
-                       hsts_max_age_seconds=settings.hsts_max_age_seconds)
+                       hsts_max_age_seconds=settings.hsts_max_age_seconds,
+                       allowed_hosts=settings.allowed_hosts)
     app.add_middleware(RequestContextMiddleware, metrics=RequestMetrics(app.state.metrics_registry))
     install_problem_handlers(app)
     app.include_router(health.router)

@@ -9,6 +9,9 @@ that peer spoke. Only a peer listed in ``trusted_proxies`` may say otherwise:
 - ``X-Forwarded-For``: the client, taken as the rightmost address that is not itself a
   trusted proxy (anything left of it could have been sent by the client).
 
+With ``allowed_hosts`` set, a request naming another ``Host`` is refused (400): nothing here
+builds URLs from it, but a server that answers any name is what DNS rebinding needs.
+
 When TLS is required, a request that did not arrive over HTTPS is refused with a 403 problem
 before any route sees it (its credentials are never checked, its body never read), except the
 liveness and readiness probes, which kubelets send to the pod over plain HTTP and which carry
@@ -40,8 +43,9 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 class TransportSecurityMiddleware:
     def __init__(self, app: ASGIApp, *, trusted_proxies: Iterable[str], tls_required: bool,
-                 hsts_max_age_seconds: int):
+                 hsts_max_age_seconds: int, allowed_hosts: Iterable[str] = ()):
         self.app = app
+        self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
         self.trusted: list[_Network] = [ipaddress.ip_network(n, strict=False)
                                         for n in trusted_proxies]
         self.tls_required = tls_required
@@ -69,6 +73,13 @@ class TransportSecurityMiddleware:
                     scope["client"] = (str(address), 0)
                     break
 
+    def _host_allowed(self, scope: Scope) -> bool:
+        if not self.allowed_hosts:
+            return True
+        host = Headers(scope=scope).get("host", "").lower()
+        host = host.rsplit("]", 1)[0] + "]" if host.startswith("[") else host.split(":")[0]
+        return host in self.allowed_hosts
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
@@ -77,17 +88,24 @@ class TransportSecurityMiddleware:
         if self.trusted and client and self._is_trusted(client[0]):
             self._apply_forwarded_headers(scope)
         secure = scope.get("scheme") in ("https", "wss")
-        if self.tls_required and not secure and not (
-                scope["type"] == "http" and scope.get("method") in ("GET", "HEAD")
-                and scope.get("path") in PROBE_PATHS):
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1008})
-                return
-            response = problem(
+        probe = (scope["type"] == "http" and scope.get("method") in ("GET", "HEAD")
+                 and scope.get("path") in PROBE_PATHS)
+        refusal = None
+        if self.tls_required and not secure and not probe:
+            refusal = problem(
                 Request(scope), status=403, code="https-required", title="HTTPS required",
                 detail="this server accepts requests over HTTPS only; nothing in this request "
                        "was processed: send it again to the https:// address")
-            await response(scope, receive, send)
+        elif not probe and not self._host_allowed(scope):
+            refusal = problem(
+                Request(scope), status=400, code="unknown-host", title="Unknown host",
+                detail="the Host header names a host this server does not serve "
+                       "(allowed_hosts)")
+        if refusal is not None:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            else:
+                await refusal(scope, receive, send)
             return
         if not (secure and self.send_hsts):
             await self.app(scope, receive, send)

@@ -29,7 +29,11 @@ from pydantic_settings import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from aicloud.shared.secret_strength import HOW_TO_GENERATE, weak_secret_reason
+from aicloud.shared.secret_strength import (
+    HOW_TO_GENERATE,
+    weak_raw_key_reason,
+    weak_secret_reason,
+)
 
 PROFILES = ("kind", "dev", "demo", "staging", "prod")
 DEFAULT_PROFILE = "dev"
@@ -107,6 +111,8 @@ class Settings(BaseSettings):
     # from any other peer those headers are ignored. Env: a JSON list or comma-separated.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     hsts_max_age_seconds: int = Field(default=31_536_000, ge=0)
+    # Host names (no port) the API answers to; empty answers any. Env: JSON list or commas.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # /metrics is open to anyone, or needs `Authorization: Bearer <metrics_token>` (and is
     # not served at all without a token).
     metrics_public: bool = True
@@ -154,9 +160,9 @@ class Settings(BaseSettings):
     def _empty_means_unset(cls, value: Any) -> Any:
         return None if value == "" else value
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("trusted_proxies", "allowed_hosts", mode="before")
     @classmethod
-    def _parse_proxies(cls, value: Any) -> Any:
+    def _parse_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
@@ -241,6 +247,15 @@ class Settings(BaseSettings):
                 "audit_signing_key is not set; strict profiles sign audit checkpoints with "
                 "their own Ed25519 key: set AICLOUD_AUDIT_SIGNING_KEY (base64 of a raw "
                 "32-byte key, e.g. from `aicloud audit generate-key`)")
+        elif reason := weak_raw_key_reason(
+                _raw_key(self.audit_signing_key.get_secret_value(), "audit_signing_key")):
+            problems.append(f"audit_signing_key {reason}; generate one with "
+                            "`aicloud audit generate-key`")
+        if self.database_echo:
+            problems.append("database_echo is true; every SQL statement would be logged with "
+                            "its parameters (password hashes, token digests, emails)")
+        if self.public_url and not self.public_url.startswith("https://"):
+            problems.append(f"public_url {self.public_url!r} is not an https:// address")
         return problems
 
     def _transport_problems(self) -> list[str]:

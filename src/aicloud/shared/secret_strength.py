@@ -71,3 +71,18 @@ def weak_secret_reason(value: str) -> str | None:
         return (f"has an estimated entropy of {bits:.0f} bits (repeated or low-variety "
                 f"characters); at least {MIN_SECRET_BITS} are required")
     return None
+
+
+# A raw 32-byte key cannot estimate much above 150 bits by this method even when random
+# (32 samples of 256 values), so raw keys are held to a lower bar that still catches
+# patterned keys (all zeros, 0..31, a repeated byte pair): random draws stay above 130.
+MIN_RAW_KEY_BITS = 96
+
+
+def weak_raw_key_reason(raw: bytes) -> str | None:
+    """Why a raw key (e.g. an Ed25519 private key) is evidently not random, or None."""
+    bits = estimated_bits(raw.decode("latin-1"))
+    if bits < MIN_RAW_KEY_BITS:
+        return (f"is not random (an estimated {bits:.0f} bits: repeated bytes or a "
+                "sequence)")
+    return None
