@@ -11,9 +11,11 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +23,10 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
+import uvicorn
 
+from aicloud.api import create_app
+from aicloud.api.server import server_config
 from aicloud.platform import iam
 from aicloud.runtime import build_context
 from aicloud.shared.config import Settings, load_settings
@@ -88,9 +93,37 @@ def test_forwarded_proto_is_believed_only_from_a_trusted_proxy(proxied: LiveServ
 
         # The proxy itself speaking plain HTTP, or passing on a client's claim it appended
         # "http" to, is plain HTTP.
-        for headers in ({}, {"X-Forwarded-Proto": "https, http"}):
+        for headers in ({}, {"X-Forwarded-Proto": "https, http"},
+                        [("X-Forwarded-Proto", "https"), ("X-Forwarded-Proto", "http")]):
             plain = proxy.get(proxied.url + "/auth/me", headers=headers)
             assert plain.status_code == 403 and "strict-transport-security" not in plain.headers
+
+
+def test_a_trusted_ipv4_proxy_is_recognised_on_a_dual_stack_socket(sqlite_db: Database) -> None:
+    """On a dual-stack socket (as handed over by systemd socket activation or `--fd`) the
+    server sees IPv4 peers as ::ffff:a.b.c.d."""
+    ctx = build_context(strict_settings(sqlite_db), sqlite_db)
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind(("::", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(server_config(create_app(ctx), ctx.settings))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 15
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+            time.sleep(0.02)
+        url = f"http://127.0.0.1:{port}/auth/me"
+        with via("127.0.0.1") as stranger, via(PROXY) as proxy:
+            assert stranger.get(url, headers=HTTPS).status_code == 403
+            forwarded = proxy.get(url, headers=HTTPS)
+            assert forwarded.status_code == 401 and "strict-transport-security" in forwarded.headers
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
 
 
 def test_plain_http_credentials_are_never_processed(

@@ -36,9 +36,13 @@ _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        return ipaddress.ip_address(text.strip())
+        address = ipaddress.ip_address(text.strip())
     except ValueError:
         return None
+    # A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d; compare it as IPv4.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 class TransportSecurityMiddleware:
@@ -58,12 +62,13 @@ class TransportSecurityMiddleware:
 
     def _apply_forwarded_headers(self, scope: Scope) -> None:
         headers = Headers(scope=scope)
-        proto = headers.get("x-forwarded-proto", "").split(",")[-1].strip().lower()
+        # A header sent twice counts as one comma-separated list, in order.
+        proto = ",".join(headers.getlist("x-forwarded-proto")).split(",")[-1].strip().lower()
         if proto in ("http", "https"):
             if scope["type"] == "websocket":
                 proto = "wss" if proto == "https" else "ws"
             scope["scheme"] = proto
-        forwarded_for = headers.get("x-forwarded-for")
+        forwarded_for = ",".join(headers.getlist("x-forwarded-for"))
         if forwarded_for:
             for hop in reversed(forwarded_for.split(",")):
                 address = _address(hop)
