@@ -23,8 +23,7 @@ HOW_TO_GENERATE = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
 # Compared after lower-casing and dropping everything but letters and digits.
 _PLACEHOLDER_WORDS = (
     "changeme", "changethis", "replaceme", "insecure", "password", "passw0rd", "example",
-    "default", "secretkey", "mysecret", "yoursecret", "letmein", "notasecret", "qwerty",
-    "123456",
+    "default", "secretkey", "mysecret", "yoursecret", "letmein", "notasecret",
 )
 
 
