@@ -22,6 +22,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from aicloud.api import create_app
+from aicloud.api.server import base_url, server_config
 from aicloud.runtime import AppContext, build_context
 from aicloud.shared.config import Settings, load_settings
 from aicloud.shared.db import Database, migrate
@@ -187,10 +188,11 @@ class LiveServer:
     def __init__(self, ctx: AppContext, *, app: FastAPI | None = None,
                  run_controllers: bool = False):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app or create_app(ctx, run_controllers=run_controllers),
-                                host="127.0.0.1", port=self.port, log_config=None,
-                                access_log=False)
+        self.url = base_url(ctx.settings, "127.0.0.1", self.port)
+        # The production server configuration (TLS when the settings have a certificate,
+        # uvicorn's proxy headers off), on a free port of 127.0.0.1.
+        config = server_config(app or create_app(ctx, run_controllers=run_controllers),
+                               ctx.settings, host="127.0.0.1", port=self.port)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -31,6 +31,7 @@ from aicloud.api.routes import (
     iam_principals,
     policy_quotas,
 )
+from aicloud.api.transport import TransportSecurityMiddleware
 from aicloud.runtime import AppContext
 from aicloud.shared.controllers import ControllerRunner
 
@@ -52,8 +53,14 @@ def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
         finally:
             runner.stop()
 
+    settings = ctx.settings
     app = FastAPI(
         title=API_TITLE,
+        # Strict profiles do not publish the interactive docs (contracts/openapi.json is the
+        # published contract); app.openapi() still builds the document.
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url="/redoc" if settings.docs_enabled else None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
         version=__version__,
         description="Control plane for a multi-tenant GPU cloud. Errors are RFC 9457 "
                     "problem+json; POSTs that create or spend accept an Idempotency-Key.",
@@ -62,6 +69,11 @@ def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
     app.state.context = ctx
     app.state.controller_runner = runner
     app.state.metrics_registry = CollectorRegistry()
+    # Added first, so it runs inside the request-id middleware: a refused request has an id.
+    app.add_middleware(TransportSecurityMiddleware, trusted_proxies=settings.trusted_proxies,
+                       tls_required=settings.tls_required,
+                       hsts_max_age_seconds=settings.hsts_max_age_seconds,
+                       allowed_hosts=settings.allowed_hosts)
     app.add_middleware(RequestContextMiddleware, metrics=RequestMetrics(app.state.metrics_registry))
     install_problem_handlers(app)
     app.include_router(health.router)

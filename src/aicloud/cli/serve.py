@@ -11,6 +11,7 @@ import uvicorn
 from rich.panel import Panel
 
 from aicloud.api import create_app
+from aicloud.api.server import base_url, server_config
 from aicloud.cli.common import ProfileOption, context_or_exit
 from aicloud.cli.output import console, fail
 from aicloud.platform import iam
@@ -49,20 +50,23 @@ def _prepare(ctx: AppContext) -> None:
 
 
 def _run_http(ctx: AppContext, host: str | None, port: int | None, *, controllers: bool) -> None:
+    settings = ctx.settings
     app = create_app(ctx, run_controllers=controllers)
-    host = host or ctx.settings.host
-    port = port or ctx.settings.port
-    console.print(f"AI Cloud API on http://{host}:{port}  (docs: /docs, profile "
-                  f"{ctx.settings.profile}, database {ctx.db.dialect}"
+    config = server_config(app, settings, host=host, port=port)
+    docs = "docs: /docs" if settings.docs_enabled else "docs off"
+    console.print(f"AI Cloud API on {base_url(settings, config.host, config.port)}  ({docs}, "
+                  f"profile {settings.profile}, database {ctx.db.dialect}"
                   f"{', controllers in-process' if controllers else ''}). Ctrl-C stops it.")
     tune_for_server()
+    server = uvicorn.Server(config)
     try:
-        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False,
-                    timeout_graceful_shutdown=10)
+        server.run()
     except KeyboardInterrupt:
         pass  # uvicorn re-raises the Ctrl-C it handled after a clean shutdown
     finally:
         ctx.db.dispose()
+    if not server.started:  # uvicorn logged why (port in use, unreadable certificate, ...)
+        raise typer.Exit(3)
 
 
 def serve(profile: ProfileOption = None, host: HostOption = None, port: PortOption = None) -> None:

@@ -10,17 +10,29 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
+import json
 import os
+import ssl
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from aicloud.shared.secret_strength import (
+    HOW_TO_GENERATE,
+    weak_raw_key_reason,
+    weak_secret_reason,
 )
 
 PROFILES = ("kind", "dev", "demo", "staging", "prod")
@@ -89,7 +101,24 @@ class Settings(BaseSettings):
     bootstrap_admin_email: str = "admin@aicloud.local"
 
     cookie_secure: bool = False
+    # Every request must arrive over HTTPS, served by this process (tls_cert_file and
+    # tls_key_file, PEM) or by a proxy at one of trusted_proxies that terminates TLS and says
+    # so in X-Forwarded-Proto. Plain HTTP is refused (403) and HTTPS answers carry HSTS.
     tls_required: bool = False
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    # Addresses or networks (CIDR) whose X-Forwarded-Proto and X-Forwarded-For are believed;
+    # from any other peer those headers are ignored. Env: a JSON list or comma-separated.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    hsts_max_age_seconds: int = Field(default=31_536_000, ge=0)
+    # Host names (no port) the API answers to; empty answers any. Env: JSON list or commas.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # /metrics is open to anyone, or needs `Authorization: Bearer <metrics_token>` (and is
+    # not served at all without a token).
+    metrics_public: bool = True
+    metrics_token: SecretStr | None = None
+    # Serve /docs, /redoc and /openapi.json (contracts/openapi.json is the published contract).
+    docs_enabled: bool = True
 
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
@@ -126,6 +155,39 @@ class Settings(BaseSettings):
             _raw_key(value.get_secret_value(), "audit_signing_key")
         return value
 
+    @field_validator("tls_cert_file", "tls_key_file", "metrics_token", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("trusted_proxies", "allowed_hosts", mode="before")
+    @classmethod
+    def _parse_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        networks = []
+        for entry in value:
+            try:
+                networks.append(str(ipaddress.ip_network(entry, strict=False)))
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies: {entry!r} is not an IP address or network") from None
+        return networks
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file are set together (PEM files)")
+        return self
+
     @field_validator("audit_trusted_public_keys")
     @classmethod
     def _check_public_keys(cls, value: list[str]) -> list[str]:
@@ -155,11 +217,15 @@ class Settings(BaseSettings):
             problems.append(
                 "database_url uses SQLite; set AICLOUD_DATABASE_URL to a PostgreSQL URL"
             )
+        elif problem := _database_tls_problem(self.database_url):
+            problems.append(problem)
         secret = self.secret_key.get_secret_value()
         if not secret or secret == INSECURE_DEFAULT_SECRET:
-            problems.append("secret_key is missing or the insecure default; set AICLOUD_SECRET_KEY")
-        elif len(secret) < 32:
-            problems.append("secret_key is shorter than 32 characters")
+            problems.append("secret_key is missing or the insecure default; set "
+                            f"AICLOUD_SECRET_KEY to a random value, e.g. from `{HOW_TO_GENERATE}`")
+        elif reason := weak_secret_reason(secret):
+            problems.append(f"secret_key {reason}; set AICLOUD_SECRET_KEY to a random value, "
+                            f"e.g. from `{HOW_TO_GENERATE}`")
         if self.bootstrap_admin_enabled:
             problems.append(
                 "bootstrap_admin_enabled is true; create admins with `aicloud admin bootstrap` "
@@ -169,11 +235,50 @@ class Settings(BaseSettings):
             problems.append("cookie_secure is false; session cookies would travel without TLS")
         if not self.tls_required:
             problems.append("tls_required is false")
+        problems.extend(self._transport_problems())
+        if self.metrics_public:
+            problems.append("metrics_public is true; anyone could read /metrics: set "
+                            "AICLOUD_METRICS_PUBLIC=false and scrape with AICLOUD_METRICS_TOKEN")
+        if self.metrics_token is not None and (
+                reason := weak_secret_reason(self.metrics_token.get_secret_value())):
+            problems.append(f"metrics_token {reason}; e.g. use `{HOW_TO_GENERATE}`")
         if self.audit_signing_key is None:
             problems.append(
                 "audit_signing_key is not set; strict profiles sign audit checkpoints with "
                 "their own Ed25519 key: set AICLOUD_AUDIT_SIGNING_KEY (base64 of a raw "
                 "32-byte key, e.g. from `aicloud audit generate-key`)")
+        elif reason := weak_raw_key_reason(
+                _raw_key(self.audit_signing_key.get_secret_value(), "audit_signing_key")):
+            problems.append(f"audit_signing_key {reason}; generate one with "
+                            "`aicloud audit generate-key`")
+        if self.database_echo:
+            problems.append("database_echo is true; every SQL statement would be logged with "
+                            "its parameters (password hashes, token digests, emails)")
+        if self.public_url and not self.public_url.startswith("https://"):
+            problems.append(f"public_url {self.public_url!r} is not an https:// address")
+        return problems
+
+    def _transport_problems(self) -> list[str]:
+        problems: list[str] = []
+        if self.tls_required and self.tls_cert_file is None and not self.trusted_proxies:
+            problems.append(
+                "tls_required is true but nothing provides TLS: set AICLOUD_TLS_CERT_FILE and "
+                "AICLOUD_TLS_KEY_FILE (PEM) to serve HTTPS, or AICLOUD_TRUSTED_PROXIES to the "
+                "addresses of the proxy that terminates TLS")
+        if self.tls_cert_file is not None and self.tls_key_file is not None:
+            try:
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                    self.tls_cert_file, self.tls_key_file)
+            except (OSError, ssl.SSLError) as exc:
+                problems.append(f"tls_cert_file/tls_key_file cannot be loaded ({exc}); set "
+                                "them to a readable PEM certificate chain and its private key")
+        for network in self.trusted_proxies:
+            if ipaddress.ip_network(network).prefixlen == 0:
+                problems.append(f"trusted_proxies contains {network}, which trusts every "
+                                "address; list only the TLS-terminating proxies")
+        if self.tls_required and self.hsts_max_age_seconds == 0:
+            problems.append("hsts_max_age_seconds is 0; browsers would not be told to keep "
+                            "to HTTPS")
         return problems
 
     def validate_for_start(self) -> None:
@@ -188,6 +293,7 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         data["secret_key"] = "********" if self.secret_key.get_secret_value() else ""
         data["audit_signing_key"] = "********" if self.audit_signing_key else None
+        data["metrics_token"] = "********" if self.metrics_token else None
         data["database_url"] = mask_url_password(self.database_url)
         return data
 
@@ -209,6 +315,33 @@ def _raw_key(value: str, name: str) -> bytes:
     if len(raw) != 32:
         raise ValueError(f"{name}: expected 32 bytes (a raw Ed25519 key), got {len(raw)}")
     return raw
+
+
+_SECURE_SSLMODES = ("require", "verify-ca", "verify-full")
+
+
+def _database_tls_problem(url: str) -> str | None:
+    """A PostgreSQL URL to another machine must ask for TLS (sslmode), or PGSSLMODE must."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "database_url is not a valid database URL"
+    if not parsed.drivername.startswith("postgresql"):
+        return None
+    host = parsed.host or str(parsed.query.get("host") or "")
+    if not host or host.startswith("/") or host == "localhost":
+        return None  # a Unix socket or this machine: nothing travels over a network
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass
+    sslmode = parsed.query.get("sslmode") or os.environ.get("PGSSLMODE")
+    if sslmode in _SECURE_SSLMODES:
+        return None
+    return (f"database_url connects to PostgreSQL at {host} without requiring TLS "
+            f"(sslmode={sslmode or 'unset'}); add ?sslmode=verify-full (or require) to "
+            "AICLOUD_DATABASE_URL")
 
 
 def mask_url_password(url: str) -> str:

@@ -29,7 +29,9 @@ def login(body: iam.LoginRequest, request: Request, response: Response,
         raise result
     response.set_cookie(
         SESSION_COOKIE, result.token, httponly=True, samesite="lax",
-        secure=ctx.settings.cookie_secure, expires=result.expires_at,
+        # Secure whenever the login itself came over HTTPS, not only when the profile says so.
+        secure=ctx.settings.cookie_secure or request.url.scheme == "https",
+        expires=result.expires_at,
     )
     return result
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from aicloud.api.authz import PUBLIC
 from aicloud.api.deps import Context
 from aicloud.shared.db import migrate
-from aicloud.shared.errors import ServiceUnavailable
+from aicloud.shared.errors import NotFound, ServiceUnavailable, Unauthenticated
+from aicloud.shared.security import constant_time_equals
 
 router = APIRouter(tags=["health"])
 
@@ -45,7 +46,22 @@ def readyz(ctx: Context) -> Readiness:
     return Readiness(status="ready", database=ctx.db.dialect, migrations="head")
 
 
-@router.get("/metrics", response_class=Response, dependencies=[PUBLIC],
+def _operator_only(request: Request, ctx: Context) -> None:
+    """/metrics is for the operators' scraper, not for users: unless the profile makes it
+    public it needs the metrics token (a separate secret, not a user's session), and without a
+    configured token it is not served at all."""
+    settings = ctx.settings
+    if settings.metrics_public:
+        return
+    if settings.metrics_token is None:
+        raise NotFound("not found")
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not constant_time_equals(
+            value.strip(), settings.metrics_token.get_secret_value()):
+        raise Unauthenticated("send the metrics token as a bearer token")
+
+
+@router.get("/metrics", response_class=Response, dependencies=[PUBLIC, Depends(_operator_only)],
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
 def metrics(request: Request) -> Response:
     """Prometheus text format."""
