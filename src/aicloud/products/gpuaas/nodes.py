@@ -62,7 +62,8 @@ def get_node_model(session: Session, node_id: str) -> NodeModel:
 def register_node(session: Session, report: NodeReport, *, actor: audit.Actor,
                   now: datetime) -> NodeModel:
     """Create the node or refresh it from a new report (agent start or heartbeat). A node
-    that was down comes back ready; GPU health changes are applied at once."""
+    that was down stays down until :func:`node_reconciled`; GPU health changes are applied at
+    once."""
     node = session.scalar(select(NodeModel).where(NodeModel.name == report.name)
                           .with_for_update())
     if node is None:
@@ -81,9 +82,23 @@ def register_node(session: Session, report: NodeReport, *, actor: audit.Actor,
         node.last_heartbeat_at = now
         node.labels = dict(report.labels) or node.labels
         node.inventory_source, node.simulated = report.inventory_source, report.simulated
-        if node.state == NodeState.DOWN.value:
-            _set_state(session, node, NodeState.READY, "heartbeats resumed", actor=actor)
+        # A down node stays down (unschedulable) on its first heartbeats: its GPUs were freed
+        # when it went down, but what ran there may still run. Its agent kills that first,
+        # then calls node_reconciled (see NodeAgent.heartbeat).
     sync_gpus(session, node, report.gpus, actor=actor)
+    return node
+
+
+def node_reconciled(session: Session, node_id: str, *, killed: list[str],
+                    actor: audit.Actor) -> NodeModel:
+    """The agent of a down node has heartbeated and killed every workload that should no
+    longer run there (``killed``): the node is ready for placements again."""
+    node = session.scalar(select(NodeModel).where(NodeModel.id == node_id).with_for_update())
+    if node is None:
+        raise NotFound(f"node {node_id} not found")
+    if node.state == NodeState.DOWN.value:
+        _set_state(session, node, NodeState.READY, "heartbeats resumed; its agent reconciled "
+                   f"the node ({len(killed)} leftover workload(s) killed)", actor=actor)
     return node
 
 
@@ -132,10 +147,12 @@ def _set_state(session: Session, node: NodeModel, state: NodeState, reason: str,
 def change_node_state(session: Session, node_id: str, action: str, *, actor: audit.Actor,
                       now: datetime, grace_seconds: int = 300, reason: str = "") -> NodeModel:
     """cordon: no new placements; drain: that, and running instances are stopped after the
-    grace; uncordon: back to ready. A down node changes only by heartbeating again."""
+    grace; uncordon: back to ready. A down node changes only when its agent is back and has
+    reconciled it."""
     node = get_node_model(session, node_id)
     if node.state == NodeState.DOWN.value:
-        raise Conflict(f"node {node_id} is down; it returns when its agent heartbeats")
+        raise Conflict(f"node {node_id} is down; it returns when its agent heartbeats "
+                       "and has killed what should no longer run there")
     by = reason or f"{action} by operator"
     if action == "cordon":
         _set_state(session, node, NodeState.CORDONED, by, actor=actor)
