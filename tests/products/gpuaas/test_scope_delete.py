@@ -4,18 +4,15 @@ and the delete run at the same time in two transactions."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
-
 import pytest
+from sqlalchemy.orm import Session
 
 from aicloud.platform import billing, iam
 from aicloud.products import gpuaas
 from aicloud.runtime import products as _composed  # noqa: F401 (registers the deletion guards)
 from aicloud.shared.db import Database
-from aicloud.shared.errors import AppError, Conflict, NotFound
-from tests.products.gpuaas.world import ADMIN, World, make_world
+from aicloud.shared.errors import Conflict, NotFound
+from tests.products.gpuaas.world import ADMIN, World, make_world, second_waits_for_first
 
 
 def _department_of(w: World) -> str:
@@ -59,47 +56,18 @@ def test_once_its_instances_ended_the_project_goes_and_their_history_stays(
         w.launch("late")
 
 
-def _in_thread(fn: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
-    out: list[object] = []
-
-    def run() -> None:
-        try:
-            out.append(fn())
-        except AppError as e:
-            out.append(e)
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t, out
-
-
-def _second_waits_for_first(db: Database, first: Callable[[object], object],
-                            second: Callable[[], object]) -> object:
-    """Run ``first`` in an open transaction, start ``second`` in another thread (its own
-    transaction), check it waits, commit the first, return what the second did."""
-    s1 = db.session()
-    with s1.begin():
-        first(s1)
-        t, out = _in_thread(second)
-        time.sleep(0.5)
-        assert t.is_alive(), f"the second transaction did not wait: {out}"
-    s1.close()
-    t.join(15)
-    assert not t.is_alive()
-    return out[0]
-
-
 def test_a_delete_racing_a_launch_sees_the_launch_and_refuses(db: Database) -> None:
     w = make_world(db)
     w.add_node("n1", gpus=2)
 
-    def launch(s: object) -> None:
-        gpuaas.launch(s, gpuaas.InstanceLaunch(name="racer", instance_type="gpu.h100.1x"),  # type: ignore[arg-type]
+    def launch(s: Session) -> None:
+        gpuaas.launch(s, gpuaas.InstanceLaunch(name="racer", instance_type="gpu.h100.1x"),
                       who=w.who, actor=ADMIN, idempotency_key=None, now=w.clock.now())
 
     def delete() -> None:
         with db.transaction() as s:
             iam.delete_project(s, w.project_id, actor=ADMIN)
-    result = _second_waits_for_first(db, launch, delete)
+    result = second_waits_for_first(db, launch, delete)
     assert isinstance(result, iam.ScopeNotEmpty), result
     with db.transaction() as s:
         assert iam.scope_path(s, w.project_id) == w.scope_path  # the project is still there
@@ -109,12 +77,12 @@ def test_a_launch_racing_a_delete_finds_the_project_gone(db: Database) -> None:
     w = make_world(db)
     w.add_node("n1", gpus=2)
 
-    def delete(s: object) -> None:
-        iam.delete_project(s, w.project_id, actor=ADMIN)  # type: ignore[arg-type]
+    def delete(s: Session) -> None:
+        iam.delete_project(s, w.project_id, actor=ADMIN)
 
     def launch() -> gpuaas.Instance:
         return w.launch("racer")
-    result = _second_waits_for_first(db, delete, launch)
+    result = second_waits_for_first(db, delete, launch)
     assert isinstance(result, NotFound), result
     with db.transaction() as s:
         assert gpuaas.live_instances(s, w.scope_path) == []
@@ -126,13 +94,13 @@ def test_a_department_delete_racing_a_project_create_refuses(db: Database) -> No
         iam.delete_project(s, w.project_id, actor=ADMIN)  # the department is empty now
     dep = _department_of(w)
 
-    def create(s: object) -> None:
-        iam.create_project(s, name="new", department_id=dep, actor=ADMIN)  # type: ignore[arg-type]
+    def create(s: Session) -> None:
+        iam.create_project(s, name="new", department_id=dep, actor=ADMIN)
 
     def delete() -> None:
         with db.transaction() as s:
             iam.delete_department(s, dep, actor=ADMIN)
-    result = _second_waits_for_first(db, create, delete)
+    result = second_waits_for_first(db, create, delete)
     # A clear refusal, not a foreign-key error (500) nor a project left without department.
     assert isinstance(result, Conflict) and "still has projects" in result.detail, result
 
@@ -143,11 +111,11 @@ def test_a_project_create_racing_a_department_delete_finds_it_gone(db: Database)
         iam.delete_project(s, w.project_id, actor=ADMIN)
     dep = _department_of(w)
 
-    def delete(s: object) -> None:
-        iam.delete_department(s, dep, actor=ADMIN)  # type: ignore[arg-type]
+    def delete(s: Session) -> None:
+        iam.delete_department(s, dep, actor=ADMIN)
 
     def create() -> object:
         with db.transaction() as s:
             return iam.create_project(s, name="new", department_id=dep, actor=ADMIN)
-    result = _second_waits_for_first(db, delete, create)
+    result = second_waits_for_first(db, delete, create)
     assert isinstance(result, NotFound), result

@@ -19,6 +19,7 @@ from aicloud.products.gpuaas.models import (
     NodeModel,
 )
 from aicloud.products.gpuaas.placement import NodeState
+from aicloud.products.gpuaas.scheduler import lock_placements
 from aicloud.products.gpuaas.schemas import Gpu, Node
 from aicloud.shared.errors import Conflict, NotFound
 from aicloud.shared.ids import new_id
@@ -149,7 +150,13 @@ def change_node_state(session: Session, node_id: str, action: str, *, actor: aud
     """cordon: no new placements; drain: that, and running instances are stopped after the
     grace; uncordon: back to ready. A down node changes only when its agent is back and has
     reconciled it."""
-    node = get_node_model(session, node_id)
+    lock_placements(session)
+    # Read again, locked, after the lock: the node may have gone down meanwhile (a cordon
+    # written over "down" would let a later uncordon skip the agent's reconcile).
+    node = session.scalar(select(NodeModel).where(NodeModel.id == node_id).with_for_update()
+                          .execution_options(populate_existing=True))
+    if node is None:
+        raise NotFound(f"node {node_id} not found")
     if node.state == NodeState.DOWN.value:
         raise Conflict(f"node {node_id} is down; it returns when its agent heartbeats "
                        "and has killed what should no longer run there")
@@ -189,6 +196,7 @@ def mark_silent_nodes_down(session: Session, *, now: datetime, timeout: timedelt
     """Nodes without a heartbeat for ``timeout`` go down; their instances are lost (or, if
     only scheduled there, requeued)."""
     n = 0
+    lock_placements(session)  # a pass placing on a node going down commits first: requeued
     silent = list(session.scalars(select(NodeModel).where(
         NodeModel.state != NodeState.DOWN.value,
         NodeModel.last_heartbeat_at < now - timeout).with_for_update()))

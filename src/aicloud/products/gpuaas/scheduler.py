@@ -38,6 +38,16 @@ SCHEDULER_LOCK = 0x6770_7561_6173  # "gpuaas"
 SCHEDULER = audit.Actor.system("gpuaas-scheduler")
 
 
+def lock_placements(session: Session) -> None:
+    """Serialize with scheduler passes until the transaction ends (PostgreSQL; SQLite admits
+    one writer at a time anyway). Taken by the pass and by whatever takes nodes out of
+    placement (cordon, drain, down), so a pass never commits a placement on a node that
+    left placement while the pass ran: the change waits for the pass and then sees (and
+    handles) its placements, or the pass starts after the change and sees it."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEDULER_LOCK})
+
+
 def build_engine(session: Session, *, with_queue: bool = False) -> PlacementEngine:
     """The placement engine as the database describes it now."""
     gpus: dict[str, list[GpuModel]] = {}
@@ -68,8 +78,7 @@ def _queue(session: Session) -> list[InstanceModel]:
 
 def schedule_pass(session: Session, *, now: datetime) -> list[Placement]:
     """Place every admitted instance that fits; reject those that can never fit any more."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEDULER_LOCK})
+    lock_placements(session)
     queued = {i.id: i for i in _queue(session)}
     if not queued:
         return []
