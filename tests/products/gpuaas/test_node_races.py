@@ -52,3 +52,51 @@ def test_a_cordon_racing_the_node_going_down_does_not_overwrite_down(db: Databas
     assert isinstance(result, Conflict) and "is down" in result.detail, result
     with db.transaction() as s:
         assert gpuaas.list_nodes(s)[0].state == "down"
+
+
+def test_a_pass_racing_a_cancel_does_not_revive_the_cancelled_instance(db: Database) -> None:
+    """The stop commits while the pass has already read the queue: the pass must not write
+    the instance back to scheduled (it would run with its hold voided and its GPUs taken)."""
+    w = make_world(db)
+    w.add_node("n1", gpus=2)
+    inst = w.launch("a")
+
+    def cancel(s: Session) -> None:
+        gpuaas.request_stop(s, inst.id, reason="changed my mind", actor=ADMIN,
+                            now=w.clock.now())
+
+    def place() -> int:
+        with db.transaction() as s:
+            return len(gpuaas.schedule_pass(s, now=w.clock.now()))
+    assert second_waits_for_first(db, cancel, place) == 0
+    got = w.get(inst.id)
+    assert got.state == "stopped" and got.node_id is None, got
+    with db.transaction() as s:
+        assert all(g.instance_id is None for g in gpuaas.list_nodes(s)[0].gpus)
+
+
+def test_a_node_going_down_racing_a_stop_ends_the_instance_once(db: Database) -> None:
+    """A stop (budget, user) holds the row while the monitor loses the node: the monitor waits
+    and then sees the instance as it is, one terminal transition, never two."""
+    from sqlalchemy import func, select
+
+    from aicloud.products.gpuaas.models import TransitionModel
+
+    w = make_world(db)
+    w.add_node("n1", gpus=2)
+    inst = w.launch("a")
+    w.schedule()
+    w.clock.advance(TIMEOUT.total_seconds() + 1)
+
+    def cancel(s: Session) -> None:  # scheduled: cancelled at once
+        gpuaas.request_stop(s, inst.id, reason="stop", actor=ADMIN, now=w.clock.now())
+
+    def monitor() -> int:
+        with db.transaction() as s:
+            return gpuaas.mark_silent_nodes_down(s, now=w.clock.now(), timeout=TIMEOUT)
+    assert second_waits_for_first(db, cancel, monitor) == 1
+    assert w.get(inst.id).state == "stopped"
+    with db.transaction() as s:
+        assert s.scalar(select(func.count()).select_from(TransitionModel).where(
+            TransitionModel.instance_id == inst.id)) == 4  # requested, admitted, scheduled,
+        #                                                   stopped: not requeued after it

@@ -47,7 +47,7 @@ from aicloud.adapters.providers.base import (
 )
 from aicloud.platform import audit
 from aicloud.products.gpuaas.instances import switch_instance_status
-from aicloud.products.gpuaas.lifecycle import ON_NODE_STATES, InstanceState
+from aicloud.products.gpuaas.lifecycle import ON_NODE_STATES, IllegalTransition, InstanceState
 from aicloud.products.gpuaas.metering import meter_instance
 from aicloud.products.gpuaas.models import InstanceModel, NodeModel
 from aicloud.products.gpuaas.nodes import NodeReport, node_reconciled, register_node
@@ -166,13 +166,22 @@ class NodeAgent:
 
     def _write(self, lease: leases.Lease,
                fn: Callable[[InstanceModel], object]) -> bool:
-        """Apply ``fn`` to the leased row in one transaction; False when the lease was lost."""
-        with self.db.transaction() as session:
-            inst = leases.get_leased(session, InstanceModel, lease)
-            if inst is None:
-                return False
-            fn(inst)
-            return True
+        """Apply ``fn`` to the leased row in one transaction; False when the lease was lost or
+        the row moved on meanwhile (a user's cancel, the node monitor): the row is read locked,
+        so ``fn`` sees its current state and an edge that no longer exists rolls back."""
+        try:
+            with self.db.transaction() as session:
+                inst = session.scalar(select(InstanceModel).where(
+                    InstanceModel.id == lease.row_id,
+                    InstanceModel.lock_token == lease.token).with_for_update()
+                    .execution_options(populate_existing=True))
+                if inst is None:
+                    return False
+                fn(inst)
+                return True
+        except IllegalTransition as e:
+            log.info("instance %s changed meanwhile: %s", lease.row_id, e)
+            return False
 
     def _switch(self, lease: leases.Lease, target: InstanceState, reason: str,
                 extra: Callable[[InstanceModel], object] | None = None,

@@ -193,11 +193,15 @@ def live_instances(session: Session, scope_path: str) -> list[InstanceModel]:
 def stop_scope(session: Session, scope_path: str, *, reason: str, actor: audit.Actor,
                now: datetime) -> list[str]:
     """Stop every active instance at or below ``scope_path`` (budget or wallet exhausted)."""
+    # All rows locked up front, in id order, before the first write (and its audit record):
+    # taking them one by one while holding the audit chain's lock could deadlock with a
+    # scheduler pass or a monitor that holds some of them and waits for that lock.
     ids = list(session.scalars(select(InstanceModel.id).where(
         InstanceModel.state.in_([s.value for s in ACTIVE_STATES]),
         InstanceModel.stop_requested_at.is_(None),
         (InstanceModel.scope_path == scope_path)
-        | InstanceModel.scope_path.startswith(scope_path.rstrip("/") + "/"))))
+        | InstanceModel.scope_path.startswith(scope_path.rstrip("/") + "/"))
+        .order_by(InstanceModel.id).with_for_update()))
     for instance_id in ids:
         request_stop(session, instance_id, reason=reason, actor=actor, now=now)
     return ids

@@ -199,15 +199,23 @@ def mark_silent_nodes_down(session: Session, *, now: datetime, timeout: timedelt
     lock_placements(session)  # a pass placing on a node going down commits first: requeued
     silent = list(session.scalars(select(NodeModel).where(
         NodeModel.state != NodeState.DOWN.value,
-        NodeModel.last_heartbeat_at < now - timeout).with_for_update()))
+        NodeModel.last_heartbeat_at < now - timeout).order_by(NodeModel.id).with_for_update()))
+    if not silent:
+        return 0
+    # Lock their instances (id order) before any write: one that a stop or its agent ends
+    # meanwhile is waited for and then skipped (its state no longer matches), never ended a
+    # second time or requeued after it was cancelled.
+    on_silent = list(session.scalars(select(InstanceModel).where(
+        InstanceModel.node_id.in_([node.id for node in silent]),
+        InstanceModel.state.in_([InstanceState.SCHEDULED.value,
+                                 *(s.value for s in ON_NODE_STATES)]))
+        .order_by(InstanceModel.id).with_for_update()
+        .execution_options(populate_existing=True)))
     for node in silent:
         reason = (f"no heartbeat since {node.last_heartbeat_at.isoformat()} "
                   f"({int(timeout.total_seconds())}s allowed)")
         _set_state(session, node, NodeState.DOWN, reason, actor=MONITOR)
-        for inst in session.scalars(select(InstanceModel).where(
-                InstanceModel.node_id == node.id,
-                InstanceModel.state.in_([InstanceState.SCHEDULED.value,
-                                         *(s.value for s in ON_NODE_STATES)]))):
+        for inst in (i for i in on_silent if i.node_id == node.id):
             if inst.state == InstanceState.SCHEDULED.value:
                 switch_instance_status(session, inst, InstanceState.ADMITTED, actor=MONITOR,
                                        at=now, reason=f"requeued: node {node.name} went down")

@@ -70,16 +70,25 @@ def build_engine(session: Session, *, with_queue: bool = False) -> PlacementEngi
     return engine
 
 
-def _queue(session: Session) -> list[InstanceModel]:
+def _queue(session: Session, *, lock: bool = False) -> list[InstanceModel]:
+    if lock:
+        # Row-lock the queue (in id order, like every multi-row locker of instances) before
+        # any write: a cancel that commits meanwhile is waited for and its row drops out
+        # (PostgreSQL re-checks the state of a row it waited for), instead of being written
+        # back to "scheduled" from a stale read.
+        session.execute(select(InstanceModel.id).where(
+            InstanceModel.state == InstanceState.ADMITTED.value)
+            .order_by(InstanceModel.id).with_for_update())
     return list(session.scalars(select(InstanceModel).where(
         InstanceModel.state == InstanceState.ADMITTED.value).order_by(
-        InstanceModel.priority.desc(), InstanceModel.queue_order, InstanceModel.id)))
+        InstanceModel.priority.desc(), InstanceModel.queue_order, InstanceModel.id)
+        .execution_options(populate_existing=True)))
 
 
 def schedule_pass(session: Session, *, now: datetime) -> list[Placement]:
     """Place every admitted instance that fits; reject those that can never fit any more."""
     lock_placements(session)
-    queued = {i.id: i for i in _queue(session)}
+    queued = {i.id: i for i in _queue(session, lock=True)}
     if not queued:
         return []
     engine = build_engine(session)
