@@ -119,3 +119,22 @@ def test_a_project_create_racing_a_department_delete_finds_it_gone(db: Database)
             return iam.create_project(s, name="new", department_id=dep, actor=ADMIN)
     result = second_waits_for_first(db, delete, create)
     assert isinstance(result, NotFound), result
+
+
+def test_an_org_delete_racing_a_launch_sees_the_launch(db: Database) -> None:
+    """The org's guards run under the same lock: the racing launch is named in the refusal."""
+    w = make_world(db)
+    w.add_node("n1", gpus=2)
+    launched: list[str] = []
+
+    def launch(s: Session) -> None:
+        launched.append(gpuaas.launch(
+            s, gpuaas.InstanceLaunch(name="racer", instance_type="gpu.h100.1x"),
+            who=w.who, actor=ADMIN, idempotency_key=None, now=w.clock.now()).id)
+
+    def delete() -> None:
+        with db.transaction() as s:
+            iam.delete_org(s, w.org_id, actor=ADMIN)
+    result = second_waits_for_first(db, launch, delete)
+    assert isinstance(result, iam.ScopeNotEmpty), result
+    assert [r["id"] for r in result.extra["live_resources"]] == launched

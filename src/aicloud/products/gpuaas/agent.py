@@ -109,6 +109,10 @@ class NodeAgent:
             if (row is not None and row.node_id == self.node_id
                     and S(row.state) in ON_NODE_STATES):
                 continue
+            if row is not None and row.state == S.STOPPED.value:
+                # Only ever stopped after its workload ended (or before one existed): nothing
+                # to kill, and not asking spares a provider call per ended workload per beat.
+                continue
             try:
                 if self._kill(handle, forget=row is None):
                     killed.append(handle.ref)
