@@ -33,3 +33,28 @@ def test_bad_launches_are_422_and_create_nothing(alpha: Tenant, body: dict, need
     assert needle in resp.text
     listed = alpha.client.get(f"/projects/{project}/instances", headers=alpha.headers).json()
     assert listed["items"] == []
+
+
+def test_another_tenants_ids_in_the_body_or_the_query_reach_nothing(
+        sqlite_ctx: AppContext) -> None:
+    """A launch body naming another tenant's project is refused (no field may say where it
+    goes but the path); a list cursor carrying another tenant's instance id pages only the
+    caller's own project; stop with the other's id is 404 and leaves it running."""
+    from aicloud.shared.pagination import encode_cursor
+
+    with admin_client(sqlite_ctx) as (_client, admin):
+        a = make_tenant(_client, admin, "alpha")
+        b = make_tenant(_client, admin, "beta")
+        theirs = b.get("instance_id")
+        mine = a.get("instance_id")
+        resp = a.client.post(f"/projects/{a.get('project_id')}/instances", headers=a.headers,
+                             json={"name": "x", "instance_type": "gpu.h100.1x",
+                                   "project_id": b.get("project_id")})
+        assert resp.status_code == 422 and "project_id" in resp.text
+        for cursor in (encode_cursor(theirs), encode_cursor("")):
+            listed = a.client.get(f"/projects/{a.get('project_id')}/instances",
+                                  params={"cursor": cursor}, headers=a.headers).json()
+            assert {i["id"] for i in listed["items"]} <= {mine}
+        assert a.client.post(f"/instances/{theirs}/stop", headers=a.headers).status_code == 404
+        assert b.client.get(f"/instances/{theirs}", headers=b.headers).json()["state"] not in (
+            "stopped", "stopping")

@@ -14,7 +14,7 @@ from aicloud.api import (
     iam_scopes,  # noqa: F401  (registers IAM's scope resolvers)
 )
 from aicloud.api.authz import check_route_declarations
-from aicloud.api.middleware import RequestContextMiddleware, RequestMetrics
+from aicloud.api.middleware import RequestContextMiddleware, RequestMetrics, SqliteRequestLimit
 from aicloud.api.problems import install_problem_handlers
 from aicloud.api.routes import (
     audit,
@@ -69,6 +69,8 @@ def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
     app.state.context = ctx
     app.state.controller_runner = runner
     app.state.metrics_registry = CollectorRegistry()
+    if ctx.db.dialect == "sqlite":
+        app.add_middleware(SqliteRequestLimit)
     # Added first, so it runs inside the request-id middleware: a refused request has an id.
     app.add_middleware(TransportSecurityMiddleware, trusted_proxies=settings.trusted_proxies,
                        tls_required=settings.tls_required,

@@ -22,6 +22,15 @@ def register_products(reg: registry.Registry = registry.REGISTRY,
         catalog.declare_many([(p.name, p.description) for p in manifest.permissions])
 
 
+def register_deletion_guards() -> None:
+    """Let IAM refuse to delete a scope where a product still runs something (IAM cannot
+    import products; this root hands it their guards)."""
+    iam.register_deletion_guard("gpuaas.instances", lambda session, path: [
+        iam.LiveResource(kind="gpuaas.instance", id=m.id, state=m.state,
+                         scope_path=m.scope_path)
+        for m in gpuaas.live_instances(session, path)])
+
+
 def declare_product_meters(session: Session,
                            reg: registry.Registry = registry.REGISTRY) -> list[billing.Meter]:
     """Declare every registered product's meters in billing (idempotent)."""
@@ -32,3 +41,4 @@ def declare_product_meters(session: Session,
 
 
 register_products()
+register_deletion_guards()

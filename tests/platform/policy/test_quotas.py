@@ -52,3 +52,33 @@ def test_bad_quota_input(db: Database) -> None:
             policy.set_quota(s, actor=ADMIN, scope_path="/org_a", resource_key="gpu", limit=-1)
         with pytest.raises(ValidationFailed, match="scope"):
             policy.set_quota(s, actor=ADMIN, scope_path="/", resource_key="gpu", limit=1)
+
+
+def test_two_first_sets_of_one_limit_at_once_do_not_collide(db: Database) -> None:
+    """Both transactions find no row; without the org tree lock both insert and the second
+    fails on the unique key (a 500). With it the second waits and changes the first's row."""
+    import threading
+    import time
+
+    errors: list[Exception] = []
+    s1 = db.session()
+    with s1.begin():
+        policy.set_quota(s1, actor=ADMIN, scope_path="/org_r/prj_x", resource_key="gpu",
+                         limit=4)
+
+        def second() -> None:
+            try:
+                with db.transaction() as s2:
+                    policy.set_quota(s2, actor=ADMIN, scope_path="/org_r/prj_x",
+                                     resource_key="gpu", limit=6)
+            except Exception as e:  # the failure is the assertion
+                errors.append(e)
+        t = threading.Thread(target=second, daemon=True)
+        t.start()
+        time.sleep(0.3)
+    s1.close()
+    t.join(15)
+    assert errors == []
+    with db.transaction() as s:
+        assert [(q.resource_key, q.limit) for q in policy.list_quotas(s, "/org_r/prj_x")] == [
+            ("gpu", 6)]

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -15,6 +16,7 @@ from sqlalchemy import func, select
 from aicloud.adapters.providers.base import WorkloadHandle, WorkloadNotFound
 from aicloud.adapters.providers.local.provider import LocalProvider
 from aicloud.products.gpuaas.models import GpuAssignmentModel, TransitionModel
+from aicloud.shared.clock import FakeClock
 from aicloud.shared.db import Database, migrate
 from tests.products.gpuaas.world import make_world
 
@@ -34,6 +36,10 @@ def test_two_workers_two_agents_never_double_place_or_start(fresh_pg_url: str,
     db = Database(fresh_pg_url)
     migrate.upgrade(db)
     w = make_world(db)
+    # The processes below use the real clock: a node registered at the world's fake time
+    # would look silent for months, and a worker's monitor could take it down (requeueing
+    # what its scheduler just placed) before an agent's first heartbeat.
+    w.clock = FakeClock(datetime.now(UTC))
     w.add_node("shared-node", gpus=8)  # both agents below register as this node
     ids = [w.launch(f"i{i}").id for i in range(12)]  # 8 fit, 4 wait
     root = tmp_path / "workloads"

@@ -3,14 +3,20 @@ wallet and registered nodes."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session
 
 from aicloud.platform import audit, billing, iam
 from aicloud.products import gpuaas
 from aicloud.runtime import gpuaas as gpuaas_runtime
 from aicloud.shared.clock import FakeClock
 from aicloud.shared.db import Database
+from aicloud.shared.errors import AppError
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 ADMIN = audit.Actor(id="user_admin")
@@ -98,3 +104,32 @@ def make_world(db: Database, *, funds: int = 100_000_000, seed_prices: bool = Tr
     if funds:
         world.top_up(funds)
     return world
+
+
+def _in_thread(fn: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    out: list[object] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except AppError as e:
+            out.append(e)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, out
+
+
+def second_waits_for_first(db: Database, first: Callable[[Session], object],
+                           second: Callable[[], object]) -> object:
+    """Run ``first`` in an open transaction, start ``second`` in another thread (its own
+    transaction), check it waits, commit the first, return what the second did."""
+    s1 = db.session()
+    with s1.begin():
+        first(s1)
+        t, out = _in_thread(second)
+        time.sleep(0.5)
+        assert t.is_alive(), f"the second transaction did not wait: {out}"
+    s1.close()
+    t.join(15)
+    assert not t.is_alive()
+    return out[0]

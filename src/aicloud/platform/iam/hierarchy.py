@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from aicloud.platform import audit
 from aicloud.platform.iam.authorize import PLATFORM, ResourceRef, Target
+from aicloud.platform.iam.deletion_guards import lock_org_tree, refuse_if_live
 from aicloud.platform.iam.models import (
     DenyBindingModel,
     DepartmentModel,
@@ -103,8 +104,11 @@ def rename_org(session: Session, org_id: str, name: str, *, actor: audit.Actor) 
 
 
 def delete_org(session: Session, org_id: str, *, actor: audit.Actor) -> None:
-    """Only an empty organization (no departments, projects or service accounts) goes."""
+    """Only an empty organization (no departments, projects, service accounts or live product
+    resources) goes. The org tree lock orders it with concurrent creates and launches."""
+    lock_org_tree(session, org_id)
     m = get_org_model(session, org_id)
+    refuse_if_live(session, f"/{org_id}", f"organization {org_id}")
     for model, what in ((DepartmentModel, "departments"), (ProjectModel, "projects"),
                         (ServiceAccountModel, "service accounts")):
         if session.scalar(select(model.id).where(model.org_id == org_id).limit(1)):
@@ -148,6 +152,7 @@ def get_department_model(session: Session, department_id: str) -> DepartmentMode
 
 def create_department(session: Session, org_id: str, name: str, *,
                       actor: audit.Actor) -> Department:
+    lock_org_tree(session, org_id)  # a concurrent delete_org sees it, or it sees the org gone
     get_org_model(session, org_id)
     now = utcnow()
     m = DepartmentModel(id=new_id("dep"), org_id=org_id, name=name, created_at=now,
@@ -173,7 +178,10 @@ def rename_department(session: Session, department_id: str, name: str, *,
 
 
 def delete_department(session: Session, department_id: str, *, actor: audit.Actor) -> None:
-    m = get_department_model(session, department_id)
+    """Only an empty department (no projects, no live product resources) goes."""
+    lock_org_tree(session, get_department_model(session, department_id).org_id)
+    m = get_department_model(session, department_id)  # read again under the lock
+    refuse_if_live(session, f"/{m.org_id}/{m.id}", f"department {m.id}")
     if session.scalar(select(ProjectModel.id).where(ProjectModel.department_id == m.id)
                       .limit(1)):
         raise Conflict("the department still has projects; move or delete them first")
@@ -203,10 +211,14 @@ def create_project(session: Session, *, name: str, org_id: str | None = None,
                    department_id: str | None = None, actor: audit.Actor) -> Project:
     """Under a department, or directly under an organization."""
     if department_id is not None:
+        # Under the org tree lock a concurrent delete of the department (or org) either
+        # finished (404 here) or waits and then sees this project.
+        lock_org_tree(session, get_department_model(session, department_id).org_id)
         org_id = get_department_model(session, department_id).org_id
     elif org_id is None:
         raise ValidationFailed("a project needs an organization or a department")
     else:
+        lock_org_tree(session, org_id)
         get_org_model(session, org_id)
     now = utcnow()
     m = ProjectModel(id=new_id("prj"), org_id=org_id, department_id=department_id, name=name,
@@ -253,7 +265,11 @@ def move_project(session: Session, project_id: str, department_id: str | None, *
 
 
 def delete_project(session: Session, project_id: str, *, actor: audit.Actor) -> None:
-    m = get_project_model(session, project_id)
+    """Refused (409) while a product still has live resources in the project: the deletion
+    guards are asked under the org tree lock, which launches take too (see deletion_guards)."""
+    lock_org_tree(session, get_project_model(session, project_id).org_id)
+    m = get_project_model(session, project_id)  # read again under the lock
+    refuse_if_live(session, _project_path(m), f"project {m.id}")
     if session.scalar(select(ServiceAccountModel.id)
                       .where(ServiceAccountModel.project_id == m.id).limit(1)):
         raise Conflict("the project still has service accounts; delete them first")

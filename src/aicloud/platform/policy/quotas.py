@@ -3,6 +3,10 @@
 A quota on a scope caps the sum over that scope and everything below it. The product that
 asks computes current usage (it owns the resources); policy owns the limits and the wording
 of a refusal, which names the scope, the limit and by how much the request exceeds it.
+
+Setting or clearing a limit takes the org tree lock (``iam.lock_org_tree``), the lock every
+admission in the org takes before it checks quotas: a limit changes between launches, never
+in the middle of one, and two concurrent first sets of one limit cannot both insert it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from aicloud.platform import audit
+from aicloud.platform import audit, iam
 from aicloud.platform.policy.models import QuotaModel
 from aicloud.shared.clock import utcnow
 from aicloud.shared.errors import Conflict, ValidationFailed
@@ -50,6 +54,11 @@ def _scope_id(scope_path: str) -> str:
     return parts[-1]
 
 
+def _org_id(scope_path: str) -> str:
+    _scope_id(scope_path)  # refuses the platform scope
+    return next(p for p in scope_path.split("/") if p)
+
+
 def set_quota(session: Session, *, actor: audit.Actor, scope_path: str, resource_key: str,
               limit: int) -> Quota:
     """Create or change the limit of ``resource_key`` at ``scope_path`` (audited)."""
@@ -59,6 +68,7 @@ def set_quota(session: Session, *, actor: audit.Actor, scope_path: str, resource
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise ValidationFailed("a quota limit is a whole number >= 0", field="limit")
     scope_id = _scope_id(scope_path)
+    iam.lock_org_tree(session, _org_id(scope_path))
     m = session.scalar(select(QuotaModel).where(QuotaModel.scope_id == scope_id,
                                                 QuotaModel.resource_key == resource_key))
     old = None if m is None else {"limit": m.limit_value}
@@ -79,6 +89,7 @@ def set_quota(session: Session, *, actor: audit.Actor, scope_path: str, resource
 def clear_quota(session: Session, *, actor: audit.Actor, scope_path: str,
                 resource_key: str) -> bool:
     """Remove a limit; False when there was none."""
+    iam.lock_org_tree(session, _org_id(scope_path))
     m = session.scalar(select(QuotaModel).where(QuotaModel.scope_id == _scope_id(scope_path),
                                                 QuotaModel.resource_key == resource_key))
     if m is None:

@@ -3,7 +3,7 @@
 Public surface (other layers import only from here): the lifecycle state machine and the
 placement engine (pure logic); launch/admission, the status mutator, the scheduler pass,
 nodes, the node agent, metering and the budget-stop consumer (built on the platform's public
-modules: IAM via the API layer, billing, policy, audit).
+modules: IAM (the org tree lock, scope paths), billing, policy, audit).
 """
 
 from aicloud.products.gpuaas.admission import (
@@ -22,6 +22,7 @@ from aicloud.products.gpuaas.instances import (
     get_instance_model,
     instance_view,
     list_instances,
+    live_instances,
     queue_position,
     request_stop,
     stop_scope,
@@ -130,6 +131,7 @@ __all__ = [
     "list_instances",
     "list_nodes",
     "list_types",
+    "live_instances",
     "mark_silent_nodes_down",
     "meter_instance",
     "node_view",

@@ -3,17 +3,24 @@ transaction, and the first two transitions (requested -> admitted).
 
 A refusal names exactly which limit stopped the launch and by how much; nothing of a refused
 launch is stored (the transaction rolls back), so a corrected retry starts clean.
+
+Admission is serialized per organization: every quota, budget and the wallet hold of a launch
+lie on the org's path, so a launch first takes the org tree lock (``iam.lock_org_tree``, an
+advisory lock on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already admits one writer at a time)
+and only then reads usage, limits and its project. Two launches can then never both pass a
+check that only one of them fits, and a launch and a concurrent delete of its project are
+ordered (the later one sees the earlier: 404 for the launch, or 409 for the delete).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from aicloud.platform import audit, billing, policy
+from aicloud.platform import audit, billing, iam, policy
 from aicloud.products.gpuaas.instances import (
     create_instance_row,
     gpus_in_use,
@@ -109,6 +116,13 @@ def usage_per_second(gpu_model: str, gpu_count: int, vcpus: int,
 
 def launch(session: Session, spec: InstanceLaunch, *, who: Requester, actor: audit.Actor,
            idempotency_key: str | None, now: datetime) -> Instance:
+    iam.lock_org_tree(session, who.org_id)
+    # Read the project again under the lock: deleted meanwhile -> 404; moved -> its new path
+    # is the one whose quotas and budgets apply.
+    path = iam.scope_path(session, who.project_id)
+    if path.split("/")[1] != who.org_id:
+        raise NotFound(f"project {who.project_id} not found")
+    who = replace(who, scope_path=path)
     if idempotency_key:
         existing = session.scalar(select(InstanceModel).where(
             InstanceModel.project_id == who.project_id,

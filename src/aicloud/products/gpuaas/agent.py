@@ -13,6 +13,13 @@ should exist there and moves each one step towards what its row says:
 Everything it needs is in the database and in the provider's own records, so a restarted
 agent re-attaches to the workloads that kept running. Slow provider calls run with no
 transaction open; results are written only while the lease is still held.
+
+Leftovers: every heartbeat compares what the provider runs (``list_workloads``) with what
+should run here (instances placed on this node in an on-node state) and kills the rest: the
+workloads of instances marked lost while the node was down (their GPUs were given back), of
+instances that ended or whose rows are gone. A node that was down stays unschedulable until
+this has been done (``node_reconciled``), so its GPUs are never offered while an old workload
+still holds them.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, object_session
 
 from aicloud.adapters.providers.base import (
@@ -40,10 +47,11 @@ from aicloud.adapters.providers.base import (
 )
 from aicloud.platform import audit
 from aicloud.products.gpuaas.instances import switch_instance_status
-from aicloud.products.gpuaas.lifecycle import ON_NODE_STATES, InstanceState
+from aicloud.products.gpuaas.lifecycle import ON_NODE_STATES, IllegalTransition, InstanceState
 from aicloud.products.gpuaas.metering import meter_instance
-from aicloud.products.gpuaas.models import InstanceModel
-from aicloud.products.gpuaas.nodes import NodeReport, register_node
+from aicloud.products.gpuaas.models import InstanceModel, NodeModel
+from aicloud.products.gpuaas.nodes import NodeReport, node_reconciled, register_node
+from aicloud.products.gpuaas.placement import NodeState
 from aicloud.shared import leases
 from aicloud.shared.clock import Clock, SystemClock
 from aicloud.shared.db import Database
@@ -71,12 +79,72 @@ class NodeAgent:
     # --- node ----------------------------------------------------------------------------
 
     def heartbeat(self) -> str:
-        """Register or refresh this node with its current inventory and GPU health."""
+        """Register or refresh this node with its current inventory and GPU health, then kill
+        what runs here without a reason (which makes a node that was down ready again)."""
         report = self.report()
         with self.db.transaction() as session:
             node = register_node(session, report, actor=self.actor, now=self.clock.now())
             self.node_id = node.id
+        self.kill_leftovers()
         return self.node_id
+
+    def kill_leftovers(self) -> list[str]:
+        """Kill every workload of the provider that should not run on this node; returns
+        their refs. Those whose instance row is gone are also removed (nothing can read their
+        logs any more); those of known instances are kept, ended, so their logs stay readable.
+
+        The provider is asked BEFORE the database is read: a workload that reconcile_once is
+        creating right now already has its row in ``provisioning`` on this node, so it is never
+        taken for a leftover. A down node gets no placements, so for it the rows read are final
+        and, once every leftover is dead, it is marked ready."""
+        assert self.node_id is not None
+        handles = self.provider.list_workloads()
+        with self.db.transaction() as session:
+            node = session.get(NodeModel, self.node_id)
+            was_down = node is not None and node.state == NodeState.DOWN.value
+            rows = _rows_of(session, [h.ref for h in handles])
+        killed, failed = [], False
+        for handle in handles:
+            row = rows.get(handle.ref)
+            if (row is not None and row.node_id == self.node_id
+                    and S(row.state) in ON_NODE_STATES):
+                continue
+            if row is not None and row.state == S.STOPPED.value:
+                # Only ever stopped after its workload ended (or before one existed): nothing
+                # to kill, and not asking spares a provider call per ended workload per beat.
+                continue
+            try:
+                if self._kill(handle, forget=row is None):
+                    killed.append(handle.ref)
+            except ProviderError as e:
+                failed = True
+                log.warning("leftover workload %s: cannot kill it yet: %s", handle.ref, e)
+        if killed:
+            with self.db.transaction() as session:
+                for ref in killed:
+                    row = rows.get(ref)
+                    audit.record(session, actor=self.actor, action="gpuaas.workload.kill",
+                                 target_type="workload", target_id=ref,
+                                 scope_path=row.scope_path if row else "/",
+                                 details={"node_id": self.node_id, "instance_state":
+                                          row.state if row else None,
+                                          "reason": "should not run on this node"})
+        if was_down and not failed:
+            with self.db.transaction() as session:
+                node_reconciled(session, self.node_id, killed=killed, actor=self.actor)
+        return killed
+
+    def _kill(self, handle: WorkloadHandle, *, forget: bool) -> bool:
+        """Stop a leftover at once (its GPUs are someone else's); True if it was alive."""
+        try:
+            alive = self.provider.status(handle).phase is not WorkloadPhase.EXITED
+            if alive:
+                self.provider.stop(handle, grace_seconds=0)
+            if forget:
+                self.provider.remove(handle)
+        except WorkloadNotFound:
+            return False
+        return alive
 
     # --- instances -----------------------------------------------------------------------
 
@@ -102,13 +170,22 @@ class NodeAgent:
 
     def _write(self, lease: leases.Lease,
                fn: Callable[[InstanceModel], object]) -> bool:
-        """Apply ``fn`` to the leased row in one transaction; False when the lease was lost."""
-        with self.db.transaction() as session:
-            inst = leases.get_leased(session, InstanceModel, lease)
-            if inst is None:
-                return False
-            fn(inst)
-            return True
+        """Apply ``fn`` to the leased row in one transaction; False when the lease was lost or
+        the row moved on meanwhile (a user's cancel, the node monitor): the row is read locked,
+        so ``fn`` sees its current state and an edge that no longer exists rolls back."""
+        try:
+            with self.db.transaction() as session:
+                inst = session.scalar(select(InstanceModel).where(
+                    InstanceModel.id == lease.row_id,
+                    InstanceModel.lock_token == lease.token).with_for_update()
+                    .execution_options(populate_existing=True))
+                if inst is None:
+                    return False
+                fn(inst)
+                return True
+        except IllegalTransition as e:
+            log.info("instance %s changed meanwhile: %s", lease.row_id, e)
+            return False
 
     def _switch(self, lease: leases.Lease, target: InstanceState, reason: str,
                 extra: Callable[[InstanceModel], object] | None = None,
@@ -235,6 +312,19 @@ def _within(value: datetime | None, low: datetime | None, high: datetime) -> dat
     if value is None or (low is not None and value < low) or value > high:
         return high
     return value
+
+
+def _rows_of(session: Session, refs: list[str]) -> dict[str, InstanceModel]:
+    """The instance rows of these workload refs (a ref is the provider's, or the instance id
+    the workload was created with), detached."""
+    found: dict[str, InstanceModel] = {}
+    for i in range(0, len(refs), 500):
+        chunk = refs[i:i + 500]
+        for m in session.scalars(select(InstanceModel).where(or_(
+                InstanceModel.id.in_(chunk), InstanceModel.provider_ref.in_(chunk)))):
+            session.expunge(m)
+            found[m.provider_ref if m.provider_ref in chunk else m.id] = m
+    return found
 
 
 def instances_on_node(db: Database, node_id: str) -> list[str]:

@@ -180,14 +180,28 @@ def request_stop(session: Session, instance_id: str, *, reason: str, actor: audi
     return inst
 
 
+def live_instances(session: Session, scope_path: str) -> list[InstanceModel]:
+    """Instances at or below ``scope_path`` that are not ended: queued ones hold a billing
+    hold, placed ones hold GPUs, those on a node run (and bill). What blocks deleting a scope."""
+    return list(session.scalars(select(InstanceModel).where(
+        InstanceModel.state.in_([s.value for s in ACTIVE_STATES]),
+        (InstanceModel.scope_path == scope_path)
+        | InstanceModel.scope_path.startswith(scope_path.rstrip("/") + "/"))
+        .order_by(InstanceModel.id)))
+
+
 def stop_scope(session: Session, scope_path: str, *, reason: str, actor: audit.Actor,
                now: datetime) -> list[str]:
     """Stop every active instance at or below ``scope_path`` (budget or wallet exhausted)."""
+    # All rows locked up front, in id order, before the first write (and its audit record):
+    # taking them one by one while holding the audit chain's lock could deadlock with a
+    # scheduler pass or a monitor that holds some of them and waits for that lock.
     ids = list(session.scalars(select(InstanceModel.id).where(
         InstanceModel.state.in_([s.value for s in ACTIVE_STATES]),
         InstanceModel.stop_requested_at.is_(None),
         (InstanceModel.scope_path == scope_path)
-        | InstanceModel.scope_path.startswith(scope_path.rstrip("/") + "/"))))
+        | InstanceModel.scope_path.startswith(scope_path.rstrip("/") + "/"))
+        .order_by(InstanceModel.id).with_for_update()))
     for instance_id in ids:
         request_stop(session, instance_id, reason=reason, actor=actor, now=now)
     return ids

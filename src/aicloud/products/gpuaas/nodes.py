@@ -19,6 +19,7 @@ from aicloud.products.gpuaas.models import (
     NodeModel,
 )
 from aicloud.products.gpuaas.placement import NodeState
+from aicloud.products.gpuaas.scheduler import lock_placements
 from aicloud.products.gpuaas.schemas import Gpu, Node
 from aicloud.shared.errors import Conflict, NotFound
 from aicloud.shared.ids import new_id
@@ -62,7 +63,8 @@ def get_node_model(session: Session, node_id: str) -> NodeModel:
 def register_node(session: Session, report: NodeReport, *, actor: audit.Actor,
                   now: datetime) -> NodeModel:
     """Create the node or refresh it from a new report (agent start or heartbeat). A node
-    that was down comes back ready; GPU health changes are applied at once."""
+    that was down stays down until :func:`node_reconciled`; GPU health changes are applied at
+    once."""
     node = session.scalar(select(NodeModel).where(NodeModel.name == report.name)
                           .with_for_update())
     if node is None:
@@ -81,9 +83,23 @@ def register_node(session: Session, report: NodeReport, *, actor: audit.Actor,
         node.last_heartbeat_at = now
         node.labels = dict(report.labels) or node.labels
         node.inventory_source, node.simulated = report.inventory_source, report.simulated
-        if node.state == NodeState.DOWN.value:
-            _set_state(session, node, NodeState.READY, "heartbeats resumed", actor=actor)
+        # A down node stays down (unschedulable) on its first heartbeats: its GPUs were freed
+        # when it went down, but what ran there may still run. Its agent kills that first,
+        # then calls node_reconciled (see NodeAgent.heartbeat).
     sync_gpus(session, node, report.gpus, actor=actor)
+    return node
+
+
+def node_reconciled(session: Session, node_id: str, *, killed: list[str],
+                    actor: audit.Actor) -> NodeModel:
+    """The agent of a down node has heartbeated and killed every workload that should no
+    longer run there (``killed``): the node is ready for placements again."""
+    node = session.scalar(select(NodeModel).where(NodeModel.id == node_id).with_for_update())
+    if node is None:
+        raise NotFound(f"node {node_id} not found")
+    if node.state == NodeState.DOWN.value:
+        _set_state(session, node, NodeState.READY, "heartbeats resumed; its agent reconciled "
+                   f"the node ({len(killed)} leftover workload(s) killed)", actor=actor)
     return node
 
 
@@ -132,10 +148,18 @@ def _set_state(session: Session, node: NodeModel, state: NodeState, reason: str,
 def change_node_state(session: Session, node_id: str, action: str, *, actor: audit.Actor,
                       now: datetime, grace_seconds: int = 300, reason: str = "") -> NodeModel:
     """cordon: no new placements; drain: that, and running instances are stopped after the
-    grace; uncordon: back to ready. A down node changes only by heartbeating again."""
-    node = get_node_model(session, node_id)
+    grace; uncordon: back to ready. A down node changes only when its agent is back and has
+    reconciled it."""
+    lock_placements(session)
+    # Read again, locked, after the lock: the node may have gone down meanwhile (a cordon
+    # written over "down" would let a later uncordon skip the agent's reconcile).
+    node = session.scalar(select(NodeModel).where(NodeModel.id == node_id).with_for_update()
+                          .execution_options(populate_existing=True))
+    if node is None:
+        raise NotFound(f"node {node_id} not found")
     if node.state == NodeState.DOWN.value:
-        raise Conflict(f"node {node_id} is down; it returns when its agent heartbeats")
+        raise Conflict(f"node {node_id} is down; it returns when its agent heartbeats "
+                       "and has killed what should no longer run there")
     by = reason or f"{action} by operator"
     if action == "cordon":
         _set_state(session, node, NodeState.CORDONED, by, actor=actor)
@@ -172,17 +196,26 @@ def mark_silent_nodes_down(session: Session, *, now: datetime, timeout: timedelt
     """Nodes without a heartbeat for ``timeout`` go down; their instances are lost (or, if
     only scheduled there, requeued)."""
     n = 0
+    lock_placements(session)  # a pass placing on a node going down commits first: requeued
     silent = list(session.scalars(select(NodeModel).where(
         NodeModel.state != NodeState.DOWN.value,
-        NodeModel.last_heartbeat_at < now - timeout).with_for_update()))
+        NodeModel.last_heartbeat_at < now - timeout).order_by(NodeModel.id).with_for_update()))
+    if not silent:
+        return 0
+    # Lock their instances (id order) before any write: one that a stop or its agent ends
+    # meanwhile is waited for and then skipped (its state no longer matches), never ended a
+    # second time or requeued after it was cancelled.
+    on_silent = list(session.scalars(select(InstanceModel).where(
+        InstanceModel.node_id.in_([node.id for node in silent]),
+        InstanceModel.state.in_([InstanceState.SCHEDULED.value,
+                                 *(s.value for s in ON_NODE_STATES)]))
+        .order_by(InstanceModel.id).with_for_update()
+        .execution_options(populate_existing=True)))
     for node in silent:
         reason = (f"no heartbeat since {node.last_heartbeat_at.isoformat()} "
                   f"({int(timeout.total_seconds())}s allowed)")
         _set_state(session, node, NodeState.DOWN, reason, actor=MONITOR)
-        for inst in session.scalars(select(InstanceModel).where(
-                InstanceModel.node_id == node.id,
-                InstanceModel.state.in_([InstanceState.SCHEDULED.value,
-                                         *(s.value for s in ON_NODE_STATES)]))):
+        for inst in (i for i in on_silent if i.node_id == node.id):
             if inst.state == InstanceState.SCHEDULED.value:
                 switch_instance_status(session, inst, InstanceState.ADMITTED, actor=MONITOR,
                                        at=now, reason=f"requeued: node {node.name} went down")

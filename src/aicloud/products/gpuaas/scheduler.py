@@ -38,6 +38,16 @@ SCHEDULER_LOCK = 0x6770_7561_6173  # "gpuaas"
 SCHEDULER = audit.Actor.system("gpuaas-scheduler")
 
 
+def lock_placements(session: Session) -> None:
+    """Serialize with scheduler passes until the transaction ends (PostgreSQL; SQLite admits
+    one writer at a time anyway). Taken by the pass and by whatever takes nodes out of
+    placement (cordon, drain, down), so a pass never commits a placement on a node that
+    left placement while the pass ran: the change waits for the pass and then sees (and
+    handles) its placements, or the pass starts after the change and sees it."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEDULER_LOCK})
+
+
 def build_engine(session: Session, *, with_queue: bool = False) -> PlacementEngine:
     """The placement engine as the database describes it now."""
     gpus: dict[str, list[GpuModel]] = {}
@@ -60,17 +70,25 @@ def build_engine(session: Session, *, with_queue: bool = False) -> PlacementEngi
     return engine
 
 
-def _queue(session: Session) -> list[InstanceModel]:
+def _queue(session: Session, *, lock: bool = False) -> list[InstanceModel]:
+    if lock:
+        # Row-lock the queue (in id order, like every multi-row locker of instances) before
+        # any write: a cancel that commits meanwhile is waited for and its row drops out
+        # (PostgreSQL re-checks the state of a row it waited for), instead of being written
+        # back to "scheduled" from a stale read.
+        session.execute(select(InstanceModel.id).where(
+            InstanceModel.state == InstanceState.ADMITTED.value)
+            .order_by(InstanceModel.id).with_for_update())
     return list(session.scalars(select(InstanceModel).where(
         InstanceModel.state == InstanceState.ADMITTED.value).order_by(
-        InstanceModel.priority.desc(), InstanceModel.queue_order, InstanceModel.id)))
+        InstanceModel.priority.desc(), InstanceModel.queue_order, InstanceModel.id)
+        .execution_options(populate_existing=True)))
 
 
 def schedule_pass(session: Session, *, now: datetime) -> list[Placement]:
     """Place every admitted instance that fits; reject those that can never fit any more."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEDULER_LOCK})
-    queued = {i.id: i for i in _queue(session)}
+    lock_placements(session)
+    queued = {i.id: i for i in _queue(session, lock=True)}
     if not queued:
         return []
     engine = build_engine(session)
