@@ -71,7 +71,7 @@ def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
     app.state.metrics_registry = CollectorRegistry()
     if ctx.db.dialect == "sqlite":
         app.add_middleware(SqliteRequestLimit)
-    # Added first, so it runs inside the request-id middleware: a refused request has an id.
+    # Added before the request-id middleware, so it runs inside it: a refused request has an id.
     app.add_middleware(TransportSecurityMiddleware, trusted_proxies=settings.trusted_proxies,
                        tls_required=settings.tls_required,
                        hsts_max_age_seconds=settings.hsts_max_age_seconds,
