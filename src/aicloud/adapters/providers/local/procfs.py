@@ -59,3 +59,23 @@ def group_members(pgid: int, not_before_ticks: int) -> list[int]:
                 and stat.start_ticks >= not_before_ticks):
             members.append(stat.pid)
     return members
+
+
+def pid_levels(pid: int) -> list[int]:
+    """The pids ``pid`` has, from the host's PID namespace inward (empty when it is gone)."""
+    try:
+        status = (PROC / str(pid) / "status").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return []
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            return [int(p) for p in line.split()[1:]]
+    return []
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in (PROC / str(pid) / "task" / str(pid) / "children").read_text()
+                .split()]
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return []
