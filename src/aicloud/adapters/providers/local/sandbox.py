@@ -9,8 +9,9 @@ What a workload gets, and why each piece is there:
 - **Mount namespace** (bubblewrap): a new root holding ``/usr`` (read-only; the templates run
   on its python3), a copy of the templates (read-only), a few files of ``/etc`` (read-only;
   the passwd and group files are the workload's own), a private ``/tmp``, a minimal ``/dev``
-  (plus its own GPUs' device nodes), and its work dir at ``/workspace`` (the only writable place). The platform's
-  database, ``var/``, the source tree and other workloads' dirs are simply not there.
+  (plus its own GPUs' device nodes), and its work dir at ``/workspace`` (the only writable
+  place). The platform's database, ``var/``, the source tree and other workloads' dirs are
+  simply not there.
 - **PID namespace** with a fresh ``/proc``: the server's processes (and their environ) do not
   exist for the workload. When the workload's main process ends, everything it left is killed.
 - **IPC, UTS, cgroup namespaces**; no nested user namespaces (``--disable-userns``); no new
