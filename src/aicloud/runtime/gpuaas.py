@@ -9,14 +9,19 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from aicloud.adapters.inventory.base import InventoryUnavailable
-from aicloud.adapters.providers.base import ComputeProvider, WorkloadHandle, WorkloadNotFound
+from aicloud.adapters.providers.base import (
+    ComputeProvider,
+    ProviderError,
+    WorkloadHandle,
+    WorkloadNotFound,
+)
 from aicloud.adapters.providers.local.provider import LocalProvider
 from aicloud.platform import audit, billing
 from aicloud.products import gpuaas
 from aicloud.runtime.adapters import gpu_inventory
 from aicloud.runtime.products import declare_product_meters
 from aicloud.shared.clock import Clock
-from aicloud.shared.config import Settings
+from aicloud.shared.config import ConfigError, Settings
 from aicloud.shared.controllers import Controller
 from aicloud.shared.db import Database
 
@@ -30,7 +35,12 @@ def compute_provider(settings: Settings) -> ComputeProvider:
     if settings.providers.compute != "local":
         raise ValueError(f"compute provider {settings.providers.compute!r} is not available "
                          "in this build (only 'local')")
-    return LocalProvider(Path(settings.providers.local_root))
+    local = settings.providers
+    try:
+        return LocalProvider(Path(local.local_root), sandbox=local.local_sandbox,
+                             uid_base=local.local_sandbox_uid_base, strict=settings.strict)
+    except ProviderError as exc:  # a sandbox this host cannot give: refuse to start
+        raise ConfigError([str(exc)], settings.profile) from exc
 
 
 def node_report(settings: Settings, name: str | None = None) -> gpuaas.NodeReport:

@@ -32,6 +32,8 @@ from aicloud.adapters.providers.base import (
 )
 from aicloud.adapters.providers.local import LocalProvider
 from aicloud.adapters.providers.local.procfs import read_stat
+from aicloud.runtime.gpuaas import compute_provider
+from aicloud.shared.config import load_settings
 
 T = TypeVar("T")
 SRC = Path(__file__).resolve().parents[3] / "src"
@@ -356,3 +358,28 @@ def test_bad_specs_and_handles_are_refused_clearly(provider: LocalProvider) -> N
     never = provider.create(spec("never", WorkloadKind.SHELL))
     assert provider.stop(never, grace_seconds=1).detail == "stopped before it started"
     assert provider.start(never).phase is WorkloadPhase.EXITED  # stays stopped
+
+
+def test_batch_results_survive_the_default_profiles_relative_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default profile says var/workloads: the supervisor runs elsewhere, so the root
+    must be absolute by then (it used to crash writing launched.json, losing the code)."""
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings("dev")
+    assert settings.providers.local_root == str(tmp_path / "var" / "workloads")
+    provider = compute_provider(load_settings("dev", providers={"local_root": "var/wl"}))
+    assert provider.root == tmp_path / "var" / "wl"
+    relative = LocalProvider("var/direct")  # the provider resolves it too
+    assert relative.root == tmp_path / "var" / "direct"
+    ok = run(relative, spec("ok", WorkloadKind.BATCH, command=("true",)))
+    bad = run(provider, spec("bad", WorkloadKind.BATCH,
+                             command=("sh", "-c", "echo first line; exit 3")))
+    monkeypatch.chdir("/")  # the server's working dir moving on changes nothing
+    eventually(lambda: exited(relative, ok) and exited(provider, bad))
+    assert (relative.status(ok).exit_code, relative.status(ok).detail) == (
+        0, "exited with code 0")
+    assert all_logs(relative, ok) == "[aicloud] exited with code 0\n"
+    assert (provider.status(bad).exit_code, provider.status(bad).detail) == (
+        3, "exited with code 3")
+    assert all_logs(provider, bad) == "first line\n[aicloud] exited with code 3\n"

@@ -8,9 +8,9 @@ What a workload gets, and why each piece is there:
   kernel-level escape from the namespaces lands on an uid that owns nothing but its work dir.
 - **Mount namespace** (bubblewrap): a new root holding ``/usr`` (read-only; the templates run
   on its python3), a copy of the templates (read-only), a few files of ``/etc`` (read-only;
-  the passwd and group files are the workload's own), a private ``/tmp``, a minimal ``/dev``
-  (plus its own GPUs' device nodes), and its work dir at ``/workspace`` (the only writable
-  place). The platform's database, ``var/``, the source tree and other workloads' dirs are
+  the passwd and group files are the workload's own), ``/tmp`` (its work dir's ``.tmp``), a minimal ``/dev``
+  (plus its own GPUs' device nodes; its ``/dev/shm`` is private), and its work dir at
+  ``/workspace`` (the only writable place; the root is remounted read-only). The platform's database, ``var/``, the source tree and other workloads' dirs are
   simply not there.
 - **PID namespace** with a fresh ``/proc``: the server's processes (and their environ) do not
   exist for the workload. When the workload's main process ends, everything it left is killed.
@@ -128,6 +128,9 @@ class Bubblewrap:
         """What bwrap mounts from the workload's dir: its identity files and a copy of the
         templates (the source tree itself stays out of reach)."""
         self.identity_files(state_dir, uid, workload_id)
+        tmp = state_dir / "work" / ".tmp"
+        tmp.mkdir(exist_ok=True)
+        os.chown(tmp, uid, uid)
         apps = state_dir / "apps"
         apps.mkdir(exist_ok=True)
         for script in self.apps_dir.glob("*.py"):
@@ -186,11 +189,15 @@ class Bubblewrap:
         args += ["--ro-bind", str(state_dir / "passwd"), "/etc/passwd",
                  "--ro-bind", str(state_dir / "group"), "/etc/group"]
         args += ["--ro-bind", str(state_dir / "apps"), APPS_MOUNT,
-                 "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-                 "--bind", str(state_dir / "work"), WORKSPACE, "--chdir", WORKSPACE]
+                 "--proc", "/proc", "--dev", "/dev",
+                 "--bind", str(state_dir / "work"), WORKSPACE,
+                 # /tmp is the work dir's too: disk it already owns, not host memory.
+                 "--bind", str(state_dir / "work" / ".tmp"), "/tmp",
+                 "--chdir", WORKSPACE]
         for device in [*_NVIDIA_SHARED, *(f"nvidia{i}" for i in gpus)]:
             args += ["--dev-bind-try", f"/dev/{device}", f"/dev/{device}"]
-        return args
+        # The new root is a tmpfs bwrap built; nothing may be added to it afterwards.
+        return [*args, "--remount-ro", "/"]
 
     def enter(self, argv: Sequence[str], *, sandbox_pid: int, uid: int) -> list[str]:
         """Run ``argv`` in the namespaces of the sandboxed process ``sandbox_pid`` (see
