@@ -8,10 +8,11 @@ What a workload gets, and why each piece is there:
   kernel-level escape from the namespaces lands on an uid that owns nothing but its work dir.
 - **Mount namespace** (bubblewrap): a new root holding ``/usr`` (read-only; the templates run
   on its python3), a copy of the templates (read-only), a few files of ``/etc`` (read-only;
-  the passwd and group files are the workload's own), ``/tmp`` (its work dir's ``.tmp``), a minimal ``/dev``
-  (plus its own GPUs' device nodes; its ``/dev/shm`` is private), and its work dir at
-  ``/workspace`` (the only writable place; the root is remounted read-only). The platform's database, ``var/``, the source tree and other workloads' dirs are
-  simply not there.
+  the passwd and group files are the workload's own), ``/tmp`` (its work dir's ``.tmp``), a
+  minimal ``/dev`` (plus its own GPUs' device nodes; its ``/dev/shm`` is private), and its
+  work dir at ``/workspace``: the only writable place (the root is remounted read-only). The
+  platform's database, ``var/``, the source tree and other workloads' dirs are simply not
+  there.
 - **PID namespace** with a fresh ``/proc``: the server's processes (and their environ) do not
   exist for the workload. When the workload's main process ends, everything it left is killed.
 - **IPC, UTS, cgroup namespaces**; no nested user namespaces (``--disable-userns``); no new
