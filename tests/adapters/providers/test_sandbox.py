@@ -185,6 +185,10 @@ def assert_confined(found: dict[str, Any], provider: LocalProvider) -> None:
     strangers = [c for c in found["cmdlines"]
                  if not c.startswith(("/usr/bin/bwrap ", "/usr/bin/python3 ", "python3 "))]
     assert strangers == [], strangers
+    # The sandbox's init (bwrap) shows no host path: its options came through a descriptor.
+    bwrap_options = [c.split(" -- ")[0] for c in found["cmdlines"]
+                     if c.startswith("/usr/bin/bwrap ")]
+    assert bwrap_options and not [o for o in bwrap_options if str(provider.root) in o]
     assert not found["server_environ_readable"] and not found["server_proc_exists"]
     assert found["seen_paths"] == [] and found["readable_paths"] == []
     assert found["writable"] == [] and found["workspace_writable"]
@@ -337,3 +341,21 @@ def test_a_workload_made_before_sandboxing_is_still_handled(tmp_path: Path) -> N
     assert fresh.status(handle).phase is WorkloadPhase.RUNNING
     stopped = fresh.stop(WorkloadHandle("local", "legacy"), grace_seconds=3)
     assert stopped.detail == "killed by SIGTERM"
+
+
+def test_the_server_never_reads_a_log_through_a_planted_link(tmp_path: Path) -> None:
+    """An unsandboxed workload runs as the server's user: it could swap its log for a link
+    to a file it may not read through the API (here: another instance's log)."""
+    provider = LocalProvider(tmp_path / "wl", sandbox="none")
+    victim = provider.create(WorkloadSpec("victim", WorkloadKind.BATCH,
+                                          command=("sh", "-c", "echo victim-secret")))
+    provider.start(victim)
+    eventually(lambda: provider.status(victim).phase is WorkloadPhase.EXITED)
+    attacker = provider.create(WorkloadSpec(
+        "attacker", WorkloadKind.BATCH,
+        command=("sh", "-c", "rm ../output.log; ln -s ../victim/output.log ../output.log")))
+    provider.start(attacker)
+    eventually(lambda: provider.status(attacker).phase is WorkloadPhase.EXITED)
+    assert (provider.root / "attacker" / "output.log").is_symlink()
+    with pytest.raises(ProviderError, match="not a file"):
+        provider.logs(attacker)

@@ -38,6 +38,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -486,10 +487,16 @@ class LocalProvider:
             raise ValueError("offset must be >= 0 and limit > 0")
         ended = (path / "exit.json").exists()
         try:
-            f = open(path / "output.log", "rb")  # noqa: SIM115 (closed below)
+            # O_NOFOLLOW: never read through a link planted where the log should be (an
+            # unsandboxed workload runs as the server's user and could plant one).
+            fd = os.open(path / "output.log", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return LogChunk(b"", 0, 0, complete=ended)
-        with f:
+        except OSError as exc:
+            raise ProviderError(f"workload {handle.ref}: its log is not a file ({exc})") from exc
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ProviderError(f"workload {handle.ref}: its log is not a file")
             size = os.fstat(f.fileno()).st_size
             if tail_lines is not None:
                 offset = self._tail_start(f, size, tail_lines, limit)

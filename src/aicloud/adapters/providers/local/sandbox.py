@@ -68,6 +68,9 @@ TRAMPOLINE = (
     "    sys.exit(127)\n"
 )
 WORKSPACE = "/workspace"
+BWRAP_ARGS_FILE = "bwrap.args"
+# The supervisor puts the descriptor of the open BWRAP_ARGS_FILE in its place.
+ARGS_FD_PLACEHOLDER = "{bwrap-args-fd}"
 APPS_MOUNT = "/opt/aicloud/apps"
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 TOOLS = ("bwrap", "pasta", "setpriv", "nsenter")
@@ -162,8 +165,16 @@ class Bubblewrap:
         pasta = [shutil.which("pasta") or "pasta", "--quiet", "--foreground",
                  "-t", f"127.0.0.1/{port}" if port else "none",
                  "-u", "none", "-T", "none", "-U", "none", "--"]
-        return [*self._as_uid(uid), *pasta,
-                *self._bwrap(state_dir=state_dir, uid=uid, workload_id=workload_id, gpus=gpus),
+        bwrap, *options = self._bwrap(state_dir=state_dir, uid=uid, workload_id=workload_id,
+                                      gpus=gpus)
+        # bwrap's options name host paths; its init stays visible in the sandbox's /proc, so
+        # they travel in a file the supervisor opens and hands down (bwrap --args FD), never
+        # on a command line the workload can read.
+        args_file = state_dir / BWRAP_ARGS_FILE
+        fd = os.open(args_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with open(fd, "wb") as f:
+            f.write(b"".join(o.encode() + b"\0" for o in options))
+        return [*self._as_uid(uid), *pasta, bwrap, "--args", ARGS_FD_PLACEHOLDER,
                 "--", self.python, "-I", "-S", "-c", TRAMPOLINE, *argv]
 
     @staticmethod

@@ -25,6 +25,9 @@ import sys
 from datetime import UTC, datetime
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# As in sandbox.py (this script imports nothing of the package).
+_BWRAP_ARGS_FILE = "bwrap.args"
+_ARGS_FD_PLACEHOLDER = "{bwrap-args-fd}"
 _pending: list[int] = []  # stop signals received and not yet delivered into the sandbox
 
 
@@ -123,13 +126,20 @@ def main() -> int:
               file=sys.stderr)
         return 2
     argv = rest[1:]
+    keep: tuple[int, ...] = ()
+    if sandboxed and _ARGS_FD_PLACEHOLDER in argv:
+        # bwrap reads its options from this descriptor (pasta hands it down), so that the
+        # host paths in them never show on a command line inside the sandbox.
+        args_fd = os.open(os.path.join(state_dir, _BWRAP_ARGS_FILE), os.O_RDONLY)
+        argv = [str(args_fd) if a == _ARGS_FD_PLACEHOLDER else a for a in argv]
+        keep = (args_fd,)
     # A handler, not SIG_IGN: ignored signals stay ignored across exec, handled ones reset,
     # so an unsandboxed command still gets the default SIGTERM behaviour.
     for signum in _STOP_SIGNALS:
         signal.signal(signum, lambda signum, _frame: _pending.append(signum) if sandboxed
                       else None)
     try:
-        child = subprocess.Popen(argv)
+        child = subprocess.Popen(argv, pass_fds=keep)
     except OSError as exc:
         print(f"[aicloud] cannot start {argv[0]}: {exc}", file=sys.stderr, flush=True)
         _record(state_dir, 127, None, f"cannot start: {exc}")
