@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from aicloud.adapters.providers.base import (
     WorkloadSpec,
 )
 from aicloud.adapters.providers.local import LocalProvider
+from aicloud.adapters.providers.local.procfs import read_stat
 from aicloud.runtime.gpuaas import compute_provider
 from aicloud.shared.config import ConfigError, load_settings
 from tests.adapters.providers.test_local import eventually, read_until_eof
@@ -359,3 +362,55 @@ def test_the_server_never_reads_a_log_through_a_planted_link(tmp_path: Path) -> 
     assert (provider.root / "attacker" / "output.log").is_symlink()
     with pytest.raises(ProviderError, match="not a file"):
         provider.logs(attacker)
+
+
+def uid_processes(uid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def test_nothing_a_workload_started_outlives_it(tmp_path: Path) -> None:
+    """A daemon that leaves the process group (setsid) dies with the workload's main
+    process: the PID namespace ends with its init."""
+    provider = LocalProvider(tmp_path / "wl")
+    handle = provider.create(WorkloadSpec(
+        "escape", WorkloadKind.BATCH,
+        command=("sh", "-c", "setsid sleep 300 </dev/null >/dev/null 2>&1 & sleep 0.3; exit 0")))
+    uid = json.loads((provider.root / "escape" / "meta.json").read_text())["sandbox"]["uid"]
+    provider.start(handle)
+    eventually(lambda: provider.status(handle).phase is WorkloadPhase.EXITED)
+    assert provider.status(handle).exit_code == 0
+    eventually(lambda: not uid_processes(uid))
+    provider.remove(handle)
+    assert not (provider.root / "escape").exists()
+
+
+def test_a_killed_supervisor_leaves_a_stoppable_sandbox(tmp_path: Path) -> None:
+    """SIGKILL the supervisor between steps: the workload keeps running and is reported so,
+    a terminal still enters it, and stop still ends it gracefully (SIGTERM first)."""
+    provider = LocalProvider(tmp_path / "wl")
+    handle = provider.create(WorkloadSpec(
+        "orphan", WorkloadKind.BATCH,
+        command=("python3", "-c", "import signal, sys, time\n"
+                 "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
+                 "print('ready', flush=True)\ntime.sleep(300)\n")))
+    provider.start(handle)
+    eventually(lambda: b"ready" in provider.logs(handle).data)
+    supervisor = json.loads((provider.root / "orphan" / "state.json").read_text())["pid"]
+    os.kill(supervisor, signal.SIGKILL)
+    eventually(lambda: (read_stat(supervisor) is None) or read_stat(supervisor).zombie)
+    provider.status(handle)  # reaps our child
+    assert provider.status(handle).phase is WorkloadPhase.RUNNING
+    with provider.exec(handle, ["sh", "-c", "echo inside-$WORKLOAD_ID"]) as session:
+        assert b"inside-orphan" in read_until_eof(session)
+    t0 = time.monotonic()
+    stopped = provider.stop(handle, grace_seconds=10)
+    assert time.monotonic() - t0 < 5  # it took the SIGTERM; no SIGKILL after the grace
+    assert stopped.phase is WorkloadPhase.EXITED

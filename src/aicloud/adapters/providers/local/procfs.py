@@ -79,3 +79,15 @@ def children(pid: int) -> list[int]:
                 .split()]
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return []
+
+
+def process_uids() -> set[int]:
+    """The uids that own a running process."""
+    uids = set()
+    for entry in os.scandir(PROC):
+        if entry.name.isdigit():
+            try:
+                uids.add(entry.stat().st_uid)
+            except OSError:
+                pass
+    return uids

@@ -288,6 +288,8 @@ class LocalProvider:
             with contextlib.suppress(ValueError, OSError, KeyError, TypeError):
                 meta = _read_json(meta_path) or {}
                 taken.add(int(meta["sandbox"]["uid"]))
+        # Nor one a process still runs as (a workload of a root since deleted, another root).
+        taken |= procfs.process_uids()
         for uid in range(self.uid_base, self.uid_base + _UID_SPAN):
             if uid not in taken:
                 return uid
@@ -433,9 +435,14 @@ class LocalProvider:
         if self._live_members(state):
             if self._sandbox_of(self._meta(path))[0] == "bwrap":
                 # The supervisor forwards it into the sandbox; pasta and bwrap must not get it.
+                # A supervisor that was killed leaves the sandbox running: signal the
+                # workload's main process ourselves.
+                ticks = int(state["start_ticks"])
+                target = (pgid if procfs.is_same_process(pgid, ticks)
+                          else sandbox_main(pgid, ticks))
                 with contextlib.suppress(ProcessLookupError):
-                    if procfs.is_same_process(pgid, int(state["start_ticks"])):
-                        os.kill(pgid, signal.SIGTERM)
+                    if target is not None:
+                        os.kill(target, signal.SIGTERM)
             else:
                 self._signal_group(pgid, signal.SIGTERM)
             if not self._wait_gone(handle, state, grace_seconds):
