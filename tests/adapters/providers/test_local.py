@@ -331,6 +331,9 @@ def test_bad_specs_and_handles_are_refused_clearly(provider: LocalProvider) -> N
         (WorkloadSpec("i", WorkloadKind.SHELL, image="nvcr.io/x"), "not images"),
         (WorkloadSpec("g", WorkloadKind.SHELL, GpuAssignment(2, "H100")), "GPU indices"),
         (WorkloadSpec("e", WorkloadKind.SHELL, env={"PORT": "1"}), "may not set PORT"),
+        # The platform's own variables never appear in a workload, not even tenant-made.
+        (WorkloadSpec("a", WorkloadKind.SHELL, env={"AICLOUD_SECRET_KEY": "x"}),
+         "may not set AICLOUD_SECRET_KEY"),
         (WorkloadSpec("../x", WorkloadKind.SHELL), "workload id"),
     ]
     for bad, message in cases:

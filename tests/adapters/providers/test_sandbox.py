@@ -299,9 +299,12 @@ def test_strict_profiles_refuse_an_unsandboxed_or_missing_sandbox(
     code = ("from aicloud.runtime.gpuaas import compute_provider\n"
             "from aicloud.shared.config import load_settings, ConfigError\n"
             "import sys\n"
+            f"settings = load_settings('staging', providers={{'local_root': "
+            f"{str(tmp_path / 'wl')!r}}})\n"
+            "# The API's log reader starts nothing: it needs no sandbox.\n"
+            "print(type(compute_provider(settings, runs_workloads=False)).__name__)\n"
             "try:\n"
-            f"    compute_provider(load_settings('staging', providers={{'local_root': "
-            f"{str(tmp_path / 'wl')!r}}}))\n"
+            "    compute_provider(settings)\n"
             "except ConfigError as e:\n"
             "    print(e); sys.exit(3)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -309,6 +312,7 @@ def test_strict_profiles_refuse_an_unsandboxed_or_missing_sandbox(
     assert out.returncode == 3, out.stderr
     assert "profile 'staging' refuses to start" in out.stdout
     assert "missing bwrap" in out.stdout
+    assert out.stdout.startswith("LocalProvider\n")
 
 
 def test_none_is_loud_and_auto_falls_back_only_where_allowed(

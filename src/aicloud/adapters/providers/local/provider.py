@@ -169,27 +169,34 @@ class LocalProvider:
 
     def __init__(self, root: Path | str, *, endpoint_host: str = "127.0.0.1",
                  sandbox: str = "bwrap", uid_base: int = DEFAULT_UID_BASE,
-                 strict: bool = False):
+                 strict: bool = False, runs_workloads: bool = True):
+        """``runs_workloads=False``: a reader (the API reading logs), which never starts
+        anything, so it neither needs nor checks the sandbox on this host."""
         # Absolute once, here: the supervisor runs in another directory, so a relative root
         # (the default profile's var/workloads) would point elsewhere from there.
         self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
         self.endpoint_host = endpoint_host
-        self.sandbox = self._choose_sandbox(sandbox, strict)
         self.uid_base = uid_base
         self._bwrap = Bubblewrap(sandbox_python() or "python3", APPS)
-        if self.sandbox == "bwrap":
-            self.root.chmod(0o711)  # workload uids may not list it
         # Our own children, reaped when seen so they do not linger as zombies. A re-attached
         # provider has none and relies on the files alone.
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        if not runs_workloads:
+            self.sandbox = self._choose_sandbox(sandbox, strict, check_host=False)
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.sandbox = self._choose_sandbox(sandbox, strict)
+        if self.sandbox == "bwrap":
+            self.root.chmod(0o711)  # workload uids may not list it
 
-    def _choose_sandbox(self, wanted: str, strict: bool) -> str:
+    def _choose_sandbox(self, wanted: str, strict: bool, check_host: bool = True) -> str:
         if wanted not in SANDBOXES:
             raise ValueError(f"sandbox {wanted!r}: choose one of {', '.join(SANDBOXES)}")
         if strict and wanted != "bwrap":
             raise ProviderError(f"sandbox {wanted!r} refused: strict profiles run workloads "
                                 "only in the bwrap sandbox (providers.local_sandbox: bwrap)")
+        if not check_host:
+            return "none" if wanted == "none" else "bwrap"
         problems = [*host_problems(), *(
             f"{d} is closed to other users: bwrap, as the workload's uid, must pass through it "
             "to mount the workload's dir (chmod o+x, or choose another providers.local_root)"
@@ -238,7 +245,8 @@ class LocalProvider:
         if spec.gpus.count and spec.gpus.indices is None:
             raise UnsupportedWorkload(
                 "the local provider needs the GPU indices chosen by placement")
-        reserved = sorted(_RESERVED_ENV & set(spec.env))
+        reserved = sorted((_RESERVED_ENV & set(spec.env))
+                          | {k for k in spec.env if k.upper().startswith("AICLOUD_")})
         if reserved:
             raise UnsupportedWorkload(f"env may not set {', '.join(reserved)}: "
                                       "the provider sets them")
