@@ -169,6 +169,13 @@ def facts(platform: dict[str, Any], neighbour_work: Path) -> dict[str, Any]:
     }
 
 
+def _up(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def findings(log: str) -> dict[str, Any]:
     line = next(x for x in log.splitlines() if x.startswith("FINDINGS "))
     return json.loads(line.removeprefix("FINDINGS "))  # type: ignore[no-any-return]
@@ -209,9 +216,16 @@ def test_a_batch_workload_is_confined_as_it_reports_from_inside(
     neighbour_work = provider.root / "neighbour" / "work"
     (neighbour_work / "secret.txt").write_text("the neighbour's data")
 
+    # Another tenant's app: the platform reaches it, the probe must not.
+    app = provider.create(WorkloadSpec("app", WorkloadKind.API_APP))
+    provider.start(app)
+    app_port = provider.endpoint(app).port
+    eventually(lambda: _up(app_port))
+    probe_facts = facts(platform, neighbour_work)
+    probe_facts["endpoints"].append(["127.0.0.1", app_port])
     probe = provider.create(WorkloadSpec(
         "probe", WorkloadKind.BATCH, GpuAssignment(1, "H100", (0,)),
-        command=("python3", "-c", PROBE, json.dumps(facts(platform, neighbour_work))),
+        command=("python3", "-c", PROBE, json.dumps(probe_facts)),
         env={"MY_VAR": "mine"}))
     provider.start(probe)
     eventually(lambda: provider.status(probe).phase is WorkloadPhase.EXITED)
