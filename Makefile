@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: help install lock up test lint bench contracts clean
+.PHONY: help install sandbox lock up test lint bench contracts clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,7 +20,10 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-install: $(STAMP)  ## create .venv and install the package (idempotent)
+install: $(STAMP) sandbox  ## create .venv, install the package and the sandbox (idempotent)
+
+sandbox:  ## install the OS packages that sandbox tenant workloads (bubblewrap, passt; idempotent)
+	@sh deploy/install-sandbox.sh
 
 lock: | $(BIN)/python  ## re-resolve the newest allowed versions and pin them in constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade -e '.[test]'

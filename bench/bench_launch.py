@@ -111,6 +111,7 @@ def _through_control_plane(root: Path, interval: float | None) -> list[float]:
 def run() -> list[Measurement]:
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
+        root.chmod(0o711)  # the sandbox mounts a workload's dir by path, as the workload's uid
         bare = percentiles(_baseline(root))
         runs = {"dev profile polling (0.5 s)": percentiles(_through_control_plane(root, None)),
                 "controllers polling every 50 ms": percentiles(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import stat
+import tempfile
 import threading
 import time
 import uuid
@@ -105,6 +107,19 @@ def _pg_session_db(pg_admin_url: str) -> Iterator[Database]:
     yield db
     db.dispose()
     drop_pg_database(pg_admin_url, name)
+
+
+@pytest.fixture
+def tmp_path(tmp_path: Path) -> Path:
+    """pytest's tmp_path, made passable (not listable) by other users up from the temp dir:
+    the local provider's sandbox mounts a workload's dir by path as the workload's own uid,
+    and pytest creates its dirs 0700."""
+    top = Path(tempfile.gettempdir()).resolve()
+    for directory in (tmp_path, *tmp_path.parents):
+        if directory == top or not directory.is_relative_to(top):
+            break
+        directory.chmod(directory.stat().st_mode | stat.S_IXOTH)
+    return tmp_path
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import typer
 from aicloud.cli.common import ProfileOption, context_or_exit
 from aicloud.cli.output import console, fail
 from aicloud.runtime import gpuaas as gpuaas_runtime
+from aicloud.shared.config import ConfigError
 from aicloud.shared.controllers import ControllerRunner
 from aicloud.shared.db import migrate
 from aicloud.shared.gc_tuning import tune_for_server
@@ -31,8 +32,11 @@ def agent(profile: ProfileOption = None, node_name: NodeNameOption = None) -> No
     if not migrate.is_up_to_date(ctx.db):
         raise fail("the database schema is not at head; run `aicloud db upgrade` first", 2)
     ctx.prepare_products()
-    node_agent = gpuaas_runtime.build_agent(ctx.settings, ctx.db, ctx.clock,
-                                            node_name=node_name)
+    try:
+        node_agent = gpuaas_runtime.build_agent(ctx.settings, ctx.db, ctx.clock,
+                                                node_name=node_name)
+    except ConfigError as exc:  # e.g. a strict profile on a host without the sandbox
+        raise fail(str(exc), 2) from None
     report = node_agent.report()
     node_agent.heartbeat()
     kind = "simulated" if report.simulated else "hardware"

@@ -9,14 +9,19 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from aicloud.adapters.inventory.base import InventoryUnavailable
-from aicloud.adapters.providers.base import ComputeProvider, WorkloadHandle, WorkloadNotFound
+from aicloud.adapters.providers.base import (
+    ComputeProvider,
+    ProviderError,
+    WorkloadHandle,
+    WorkloadNotFound,
+)
 from aicloud.adapters.providers.local.provider import LocalProvider
 from aicloud.platform import audit, billing
 from aicloud.products import gpuaas
 from aicloud.runtime.adapters import gpu_inventory
 from aicloud.runtime.products import declare_product_meters
 from aicloud.shared.clock import Clock
-from aicloud.shared.config import Settings
+from aicloud.shared.config import ConfigError, Settings
 from aicloud.shared.controllers import Controller
 from aicloud.shared.db import Database
 
@@ -26,11 +31,19 @@ DEFAULT_PRICES = (("gpu_seconds", "H100", 700), ("gpu_seconds", "A100", 400),
 SEED_ACTOR = audit.Actor.system("seed")
 
 
-def compute_provider(settings: Settings) -> ComputeProvider:
+def compute_provider(settings: Settings, *, runs_workloads: bool = True) -> ComputeProvider:
+    """The provider of this host. ``runs_workloads=False`` for a process that only reads
+    (the API's log reader): it neither needs nor checks the workload sandbox."""
     if settings.providers.compute != "local":
         raise ValueError(f"compute provider {settings.providers.compute!r} is not available "
                          "in this build (only 'local')")
-    return LocalProvider(Path(settings.providers.local_root))
+    local = settings.providers
+    try:
+        return LocalProvider(Path(local.local_root), sandbox=local.local_sandbox,
+                             uid_base=local.local_sandbox_uid_base, strict=settings.strict,
+                             runs_workloads=runs_workloads)
+    except ProviderError as exc:  # a sandbox this host cannot give: refuse to start
+        raise ConfigError([str(exc)], settings.profile) from exc
 
 
 def node_report(settings: Settings, name: str | None = None) -> gpuaas.NodeReport:
@@ -131,7 +144,7 @@ def instance_logs(settings: Settings, provider_name: str | None, ref: str | None
     reads the files of this host: the API must run on the node (kind, dev: one machine)."""
     if provider_name is None or ref is None:  # not started (yet)
         return gpuaas.LogOutput(data="", offset=offset, next_offset=offset, complete=ended)
-    provider = compute_provider(settings)
+    provider = compute_provider(settings, runs_workloads=False)
     try:
         chunk = provider.logs(WorkloadHandle(provider_name, ref), offset=offset,
                               tail_lines=tail_lines)

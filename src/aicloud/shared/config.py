@@ -70,8 +70,22 @@ class InventoryConfig(BaseModel):
 class ProvidersConfig(BaseModel):
     compute: str = "local"
     inventory: InventoryConfig = Field(default_factory=InventoryConfig)
-    # Where the local provider keeps each workload's files (relative to the working dir).
-    local_root: str = "var/workloads"
+    # Where the local provider keeps each workload's files. A relative path is resolved
+    # against the working dir once, when the settings load: the workloads' supervisors run
+    # in other directories.
+    local_root: str = Field(default="var/workloads", validate_default=True)
+    # What the local provider runs tenant code in. bwrap: bubblewrap + pasta, a uid of its own
+    # per workload (README "Local provider"); none: plain processes of the server's user, for
+    # a laptop only, refused by strict profiles; auto: bwrap when this host can run it, else
+    # none with a loud warning.
+    local_sandbox: Literal["bwrap", "none", "auto"] = "bwrap"
+    # The first host uid given to sandboxed workloads (one uid each, upwards from here).
+    local_sandbox_uid_base: int = Field(default=2_000_000_000, ge=65536, le=4_000_000_000)
+
+    @field_validator("local_root")
+    @classmethod
+    def _absolute_root(cls, value: str) -> str:
+        return str(Path(value).resolve()) if value else value
 
 
 class Settings(BaseSettings):
@@ -242,6 +256,11 @@ class Settings(BaseSettings):
         if self.metrics_token is not None and (
                 reason := weak_secret_reason(self.metrics_token.get_secret_value())):
             problems.append(f"metrics_token {reason}; e.g. use `{HOW_TO_GENERATE}`")
+        if self.providers.compute == "local" and self.providers.local_sandbox != "bwrap":
+            problems.append(
+                f"providers.local_sandbox is {self.providers.local_sandbox!r}; strict profiles "
+                "run tenant workloads only in the bubblewrap sandbox: set "
+                "AICLOUD_PROVIDERS__LOCAL_SANDBOX=bwrap")
         if self.audit_signing_key is None:
             problems.append(
                 "audit_signing_key is not set; strict profiles sign audit checkpoints with "

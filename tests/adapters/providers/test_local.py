@@ -32,6 +32,8 @@ from aicloud.adapters.providers.base import (
 )
 from aicloud.adapters.providers.local import LocalProvider
 from aicloud.adapters.providers.local.procfs import read_stat
+from aicloud.runtime.gpuaas import compute_provider
+from aicloud.shared.config import load_settings
 
 T = TypeVar("T")
 SRC = Path(__file__).resolve().parents[3] / "src"
@@ -136,7 +138,7 @@ def test_batch_runs_to_completion_with_its_exit_code_and_a_clean_env(
     provider: LocalProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AICLOUD_SECRET_KEY", "control-plane-secret")
-    script = ('echo "gpus=[$CUDA_VISIBLE_DEVICES] id=$AICLOUD_WORKLOAD_ID dir=$(pwd) '
+    script = ('echo "gpus=[$CUDA_VISIBLE_DEVICES] id=$WORKLOAD_ID dir=$(pwd) '
               'mine=$MY_VAR secret=[$AICLOUD_SECRET_KEY]"; echo oops >&2; exit 3')
     handle = run(provider, spec("batch1", WorkloadKind.BATCH, 0, 5,
                                 command=("sh", "-c", script), env={"MY_VAR": "v"}))
@@ -144,8 +146,7 @@ def test_batch_runs_to_completion_with_its_exit_code_and_a_clean_env(
     status = provider.status(handle)
     assert (status.exit_code, status.detail) == (3, "exited with code 3")
     out = all_logs(provider, handle)
-    workdir = provider.root / "batch1" / "work"
-    assert f"gpus=[0,5] id=batch1 dir={workdir} mine=v secret=[]\n" in out
+    assert "gpus=[0,5] id=batch1 dir=/workspace mine=v secret=[]\n" in out
     assert "oops\n" in out and out.endswith("[aicloud] exited with code 3\n")
 
     cpu_only = run(provider, spec("batch2", WorkloadKind.BATCH,
@@ -191,7 +192,7 @@ def test_stop_kills_a_workload_that_ignores_sigterm_after_the_grace(
                 "print('ready', flush=True)\n"
                 "time.sleep(120)\n")
     handle = run(provider, spec("stubborn", WorkloadKind.BATCH,
-                                command=(sys.executable, "-c", stubborn)))
+                                command=("python3", "-c", stubborn)))
     eventually(lambda: "ready" in all_logs(provider, handle))
     pid = json.loads((provider.root / "stubborn" / "state.json").read_text())["pid"]
     t0 = time.monotonic()
@@ -225,7 +226,7 @@ def test_a_new_provider_reattaches_after_the_control_plane_restarts(tmp_path: Pa
     assert handle == WorkloadHandle("local", "survivor")
     status = fresh.status(handle)
     assert status.phase is WorkloadPhase.RUNNING and status.started_at is not None
-    with fresh.exec(handle, ["sh", "-c", "echo attached-$AICLOUD_WORKLOAD_ID"]) as session:
+    with fresh.exec(handle, ["sh", "-c", "echo attached-$WORKLOAD_ID"]) as session:
         assert b"attached-survivor" in read_until_eof(session)
     stopped = fresh.stop(handle, grace_seconds=5)
     # The supervisor outlived the restart and recorded the exit itself.
@@ -293,18 +294,20 @@ def read_until(session: ExecSession, marker: bytes, timeout: float = 10.0) -> by
 
 def test_exec_runs_on_a_pty_in_the_workload_env_and_dir(provider: LocalProvider) -> None:
     handle = run(provider, spec("sh1", WorkloadKind.SHELL, 4))
-    with provider.exec(handle, ["sh", "-c", "echo gpus=$CUDA_VISIBLE_DEVICES; pwd; tty"],
-                       cols=100, rows=30) as session:
+    probe = "echo gpus=$CUDA_VISIBLE_DEVICES; pwd; test -t 0 && echo on-a-terminal"
+    with provider.exec(handle, ["sh", "-c", probe], cols=100, rows=30) as session:
         assert isinstance(session, ExecSession)
         out = read_until_eof(session).decode()
-        assert session.wait(5) == 0
+        assert session.wait(5) == 0, out
     assert "gpus=4" in out
-    assert str(provider.root / "sh1" / "work") in out
-    assert "/dev/pts/" in out  # a real terminal, not a pipe
+    assert "/workspace" in out
+    # A real terminal, not a pipe (its name is the host's devpts, which the sandbox's /dev
+    # does not show, so `tty` cannot name it).
+    assert "on-a-terminal" in out
 
     with provider.exec(handle) as shell:  # the default interactive shell
         shell.resize(120, 40)
-        shell.write(b"stty size; echo $((6 * 7))-$AICLOUD_WORKLOAD_ID\n")
+        shell.write(b"stty size; echo $((6 * 7))-$WORKLOAD_ID\n")
         out = read_until(shell, b"42-sh1").decode()
         assert "40 120" in out
         shell.write(b"exit 5\n")
@@ -328,6 +331,9 @@ def test_bad_specs_and_handles_are_refused_clearly(provider: LocalProvider) -> N
         (WorkloadSpec("i", WorkloadKind.SHELL, image="nvcr.io/x"), "not images"),
         (WorkloadSpec("g", WorkloadKind.SHELL, GpuAssignment(2, "H100")), "GPU indices"),
         (WorkloadSpec("e", WorkloadKind.SHELL, env={"PORT": "1"}), "may not set PORT"),
+        # The platform's own variables never appear in a workload, not even tenant-made.
+        (WorkloadSpec("a", WorkloadKind.SHELL, env={"AICLOUD_SECRET_KEY": "x"}),
+         "may not set AICLOUD_SECRET_KEY"),
         (WorkloadSpec("../x", WorkloadKind.SHELL), "workload id"),
     ]
     for bad, message in cases:
@@ -355,3 +361,28 @@ def test_bad_specs_and_handles_are_refused_clearly(provider: LocalProvider) -> N
     never = provider.create(spec("never", WorkloadKind.SHELL))
     assert provider.stop(never, grace_seconds=1).detail == "stopped before it started"
     assert provider.start(never).phase is WorkloadPhase.EXITED  # stays stopped
+
+
+def test_batch_results_survive_the_default_profiles_relative_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default profile says var/workloads: the supervisor runs elsewhere, so the root
+    must be absolute by then (it used to crash writing launched.json, losing the code)."""
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings("dev")
+    assert settings.providers.local_root == str(tmp_path / "var" / "workloads")
+    provider = compute_provider(load_settings("dev", providers={"local_root": "var/wl"}))
+    assert provider.root == tmp_path / "var" / "wl"
+    relative = LocalProvider("var/direct")  # the provider resolves it too
+    assert relative.root == tmp_path / "var" / "direct"
+    ok = run(relative, spec("ok", WorkloadKind.BATCH, command=("true",)))
+    bad = run(provider, spec("bad", WorkloadKind.BATCH,
+                             command=("sh", "-c", "echo first line; exit 3")))
+    monkeypatch.chdir("/")  # the server's working dir moving on changes nothing
+    eventually(lambda: exited(relative, ok) and exited(provider, bad))
+    assert (relative.status(ok).exit_code, relative.status(ok).detail) == (
+        0, "exited with code 0")
+    assert all_logs(relative, ok) == "[aicloud] exited with code 0\n"
+    assert (provider.status(bad).exit_code, provider.status(bad).detail) == (
+        3, "exited with code 3")
+    assert all_logs(provider, bad) == "first line\n[aicloud] exited with code 3\n"

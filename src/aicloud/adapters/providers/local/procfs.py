@@ -59,3 +59,35 @@ def group_members(pgid: int, not_before_ticks: int) -> list[int]:
                 and stat.start_ticks >= not_before_ticks):
             members.append(stat.pid)
     return members
+
+
+def pid_levels(pid: int) -> list[int]:
+    """The pids ``pid`` has, from the host's PID namespace inward (empty when it is gone)."""
+    try:
+        status = (PROC / str(pid) / "status").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return []
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            return [int(p) for p in line.split()[1:]]
+    return []
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in (PROC / str(pid) / "task" / str(pid) / "children").read_text()
+                .split()]
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return []
+
+
+def process_uids() -> set[int]:
+    """The uids that own a running process."""
+    uids = set()
+    for entry in os.scandir(PROC):
+        if entry.name.isdigit():
+            try:
+                uids.add(entry.stat().st_uid)
+            except OSError:
+                pass
+    return uids

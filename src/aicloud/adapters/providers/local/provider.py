@@ -7,28 +7,38 @@ Layout of one workload, under ``root/<workload id>/``:
                   that leads the process group (written by start)
 - ``launched.json`` written by the supervisor once the command runs
 - ``exit.json``   how it ended (written by the supervisor, or by stop after a SIGKILL)
-- ``output.log``  stdout and stderr, interleaved
-- ``work/``       the working directory and $HOME
+- ``output.log``  stdout and stderr, interleaved (0600, the server's: the workload only holds
+                  a write descriptor)
+- ``work/``       the working directory and $HOME (``/workspace`` in the sandbox), owned by
+                  the workload's uid; the only place it can write
+- ``passwd``, ``group``  the sandbox's identity files
 - ``execs/``      one record per interactive session, so stop can end them too
 
 Everything needed to answer status/logs/stop lives in these files, so a new provider
 instance (after a control-plane restart) re-attaches to running workloads; the recorded start
-time and boot id guard against a recycled PID.
+time and boot id guard against a recycled PID. The workload dir itself is 0700 and the
+server's: the workload never sees it, so nothing the server reads there (state, log) can be
+replaced by a workload's symlink.
 
-Isolation is soft: CUDA_VISIBLE_DEVICES picks the GPUs and the environment is rebuilt from an
-allow-list (the control plane's secrets never reach a workload), but processes run as the
-control plane's user. Use it for a single trusted host and for development.
+Every workload runs in the bubblewrap sandbox described in sandbox.py (its own uid, PID,
+mount, network namespaces, a clean environment). ``sandbox="none"`` runs it as a plain
+process group of the server's user, with the server's view of the host: only for a trusted
+laptop, refused in strict profiles, and announced loudly. ``"auto"`` picks bwrap when the
+host can run it and says so when it falls back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import logging
 import os
 import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -54,7 +64,17 @@ from aicloud.adapters.providers.base import (
     WorkloadStatus,
 )
 from aicloud.adapters.providers.local import procfs
+from aicloud.adapters.providers.local.sandbox import (
+    WORKSPACE,
+    Bubblewrap,
+    closed_ancestors,
+    host_problems,
+    sandbox_main,
+    sandbox_python,
+)
 from aicloud.adapters.providers.local.terminal import PtySession
+
+log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 SUPERVISOR = HERE / "supervisor.py"
@@ -62,20 +82,32 @@ APPS = HERE / "apps"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # Inherited from the control plane's environment; nothing else is (no secrets leak).
 _INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
-_RESERVED_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "PORT", "AICLOUD_WORKLOAD_ID",
-                           "AICLOUD_WORKLOAD_KIND", "HOME"})
+_RESERVED_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "PORT", "WORKLOAD_ID", "WORKLOAD_KIND",
+                           "HOME"})
+SANDBOXES = ("bwrap", "none", "auto")
+DEFAULT_UID_BASE = 2_000_000_000
+_UID_SPAN = 1_000_000
+_TEMPLATE_SCRIPTS = {WorkloadKind.WEB_APP: "web_app.py", WorkloadKind.API_APP: "api_app.py"}
+_announced: set[tuple[str, str]] = set()
+
+
+def _announce(root: Path, message: str) -> None:
+    """Log a sandbox warning once per process and root (the API builds providers often)."""
+    if (str(root), message) not in _announced:
+        _announced.add((str(root), message))
+        log.warning("%s", message)
 _POLL = 0.05
 _LAUNCH_TIMEOUT = 10.0
 
 
-def _templates() -> dict[WorkloadKind, tuple[str, ...]]:
-    # The venv's own interpreter runs the demos, so they need nothing installed.
-    py = sys.executable
-    return {
-        WorkloadKind.SHELL: (py, "-c", "import signal\nwhile True: signal.pause()"),
-        WorkloadKind.WEB_APP: (py, str(APPS / "web_app.py")),
-        WorkloadKind.API_APP: (py, str(APPS / "api_app.py")),
-    }
+def _template(kind: WorkloadKind, bwrap: Bubblewrap | None) -> tuple[str, ...]:
+    # The demos are stdlib-only: the host's python3 runs them in the sandbox, the server's
+    # interpreter outside.
+    py = bwrap.python if bwrap else sys.executable
+    if kind is WorkloadKind.SHELL:
+        return (py, "-c", "import signal\nwhile True: signal.pause()")
+    script = _TEMPLATE_SCRIPTS[kind]
+    return bwrap.template(script) if bwrap else (py, str(APPS / script))
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -135,13 +167,50 @@ class LocalProvider:
     name = "local"
     supported_kinds = frozenset(WorkloadKind)
 
-    def __init__(self, root: Path | str, *, endpoint_host: str = "127.0.0.1"):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+    def __init__(self, root: Path | str, *, endpoint_host: str = "127.0.0.1",
+                 sandbox: str = "bwrap", uid_base: int = DEFAULT_UID_BASE,
+                 strict: bool = False, runs_workloads: bool = True):
+        """``runs_workloads=False``: a reader (the API reading logs), which never starts
+        anything, so it neither needs nor checks the sandbox on this host."""
+        # Absolute once, here: the supervisor runs in another directory, so a relative root
+        # (the default profile's var/workloads) would point elsewhere from there.
+        self.root = Path(root).resolve()
         self.endpoint_host = endpoint_host
+        self.uid_base = uid_base
+        self._bwrap = Bubblewrap(sandbox_python() or "python3", APPS)
         # Our own children, reaped when seen so they do not linger as zombies. A re-attached
         # provider has none and relies on the files alone.
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        if not runs_workloads:
+            self.sandbox = self._choose_sandbox(sandbox, strict, check_host=False)
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.sandbox = self._choose_sandbox(sandbox, strict)
+        if self.sandbox == "bwrap":
+            self.root.chmod(0o711)  # workload uids may not list it
+
+    def _choose_sandbox(self, wanted: str, strict: bool, check_host: bool = True) -> str:
+        if wanted not in SANDBOXES:
+            raise ValueError(f"sandbox {wanted!r}: choose one of {', '.join(SANDBOXES)}")
+        if strict and wanted != "bwrap":
+            raise ProviderError(f"sandbox {wanted!r} refused: strict profiles run workloads "
+                                "only in the bwrap sandbox (providers.local_sandbox: bwrap)")
+        if not check_host:
+            return "none" if wanted == "none" else "bwrap"
+        problems = [*host_problems(), *(
+            f"{d} is closed to other users: bwrap, as the workload's uid, must pass through it "
+            "to mount the workload's dir (chmod o+x, or choose another providers.local_root)"
+            for d in closed_ancestors(self.root))] if wanted != "none" else []
+        if wanted == "bwrap" and problems:
+            raise ProviderError("the bwrap sandbox cannot run on this host, so no workload "
+                                "may start: " + "; ".join(problems))
+        if wanted == "none" or problems:
+            why = "configured" if wanted == "none" else "; ".join(problems)
+            _announce(self.root, f"UNSANDBOXED WORKLOADS ({why}): workloads under {self.root} "
+                      "run as this server's user and can read its environment, files and "
+                      "database; never use this for anyone but yourself")
+            return "none"
+        return "bwrap"
 
     # --- files ----------------------------------------------------------------------------
 
@@ -176,7 +245,8 @@ class LocalProvider:
         if spec.gpus.count and spec.gpus.indices is None:
             raise UnsupportedWorkload(
                 "the local provider needs the GPU indices chosen by placement")
-        reserved = sorted(_RESERVED_ENV & set(spec.env))
+        reserved = sorted((_RESERVED_ENV & set(spec.env))
+                          | {k for k in spec.env if k.upper().startswith("AICLOUD_")})
         if reserved:
             raise UnsupportedWorkload(f"env may not set {', '.join(reserved)}: "
                                       "the provider sets them")
@@ -191,12 +261,54 @@ class LocalProvider:
                 raise WorkloadConflict(
                     f"workload {spec.workload_id!r} exists with a different spec")
             return self._handle(spec.workload_id)
-        (path / "work").mkdir(parents=True, exist_ok=True)
-        (path / "execs").mkdir(exist_ok=True)
-        port = _free_port(self._ports_in_use()) if spec.kind in SERVING_KINDS else None
-        _write_json(path / "meta.json", {
-            "spec": wanted, "port": port, "created_at": datetime.now(UTC).isoformat()})
+        with self._lock():
+            path.mkdir(parents=True, exist_ok=True)
+            # The server's; the workload's uid may only pass through (for bwrap to mount
+            # work/, passwd and group), other uids not even that.
+            path.chmod(0o700)
+            (path / "work").mkdir(exist_ok=True)
+            (path / "execs").mkdir(exist_ok=True)
+            sandbox: dict[str, Any] = {"mode": self.sandbox}
+            if self.sandbox == "bwrap":
+                uid = self._free_uid()
+                sandbox["uid"] = uid
+                os.chown(path, 0, uid)
+                path.chmod(0o710)
+                os.chown(path / "work", uid, uid)
+                (path / "work").chmod(0o700)
+                self._bwrap.prepare(path, uid, spec.workload_id)
+            port = _free_port(self._ports_in_use()) if spec.kind in SERVING_KINDS else None
+            _write_json(path / "meta.json", {
+                "spec": wanted, "port": port, "sandbox": sandbox,
+                "created_at": datetime.now(UTC).isoformat()})
         return self._handle(spec.workload_id)
+
+    @contextlib.contextmanager
+    def _lock(self) -> Any:
+        """Serialise uid and port allocation between providers on this root."""
+        with open(self.root / ".lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            yield
+
+    def _free_uid(self) -> int:
+        taken = set()
+        for meta_path in self.root.glob("*/meta.json"):
+            with contextlib.suppress(ValueError, OSError, KeyError, TypeError):
+                meta = _read_json(meta_path) or {}
+                taken.add(int(meta["sandbox"]["uid"]))
+        # Nor one a process still runs as (a workload of a root since deleted, another root).
+        taken |= procfs.process_uids()
+        for uid in range(self.uid_base, self.uid_base + _UID_SPAN):
+            if uid not in taken:
+                return uid
+        raise ProviderError(f"no free workload uid from {self.uid_base}")
+
+    @staticmethod
+    def _sandbox_of(meta: dict[str, Any]) -> tuple[str, int | None]:
+        """How a workload was created (one made before sandboxing existed ran unsandboxed)."""
+        sandbox = meta.get("sandbox") or {"mode": "none"}
+        uid = sandbox.get("uid")
+        return str(sandbox["mode"]), None if uid is None else int(uid)
 
     def _ports_in_use(self) -> set[int]:
         ports = set()
@@ -208,14 +320,18 @@ class LocalProvider:
         return ports
 
     def _env(self, path: Path, meta: dict[str, Any]) -> dict[str, str]:
+        """The workload's whole environment, built from nothing: never the server's."""
         spec = _spec_from_json(meta["spec"])
+        sandboxed = self._sandbox_of(meta)[0] == "bwrap"
         env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
         env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+        if sandboxed:
+            env = self._bwrap.env(env)
         env.update(spec.env)
         env.update({
-            "HOME": str(path / "work"),
-            "AICLOUD_WORKLOAD_ID": spec.workload_id,
-            "AICLOUD_WORKLOAD_KIND": spec.kind.value,
+            "HOME": WORKSPACE if sandboxed else str(path / "work"),
+            "WORKLOAD_ID": spec.workload_id,
+            "WORKLOAD_KIND": spec.kind.value,
             # Empty hides every GPU from CUDA: a workload without GPUs sees none.
             "CUDA_VISIBLE_DEVICES": ",".join(map(str, spec.gpus.indices or ())),
             "PYTHONUNBUFFERED": "1",
@@ -230,12 +346,24 @@ class LocalProvider:
             return self.status(handle)  # already started (or stopped before starting)
         meta = self._meta(path)
         spec = _spec_from_json(meta["spec"])
-        argv = spec.command or _templates()[spec.kind]
-        with open(path / "output.log", "ab") as log:
+        mode, uid = self._sandbox_of(meta)
+        bwrap = self._bwrap if mode == "bwrap" else None
+        argv: list[str] = list(spec.command or _template(spec.kind, bwrap))
+        if bwrap is not None:
+            assert uid is not None
+            argv = ["--sandboxed", "--", *bwrap.launch(
+                argv, state_dir=path, uid=uid, workload_id=spec.workload_id,
+                port=meta.get("port"), gpus=spec.gpus.indices or ())]
+        else:
+            argv = ["--", *argv]
+        # The server's file: the workload only inherits a write descriptor to it.
+        fd = os.open(path / "output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with open(fd, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, str(SUPERVISOR), str(path), "--", *argv],
-                cwd=path / "work", env=self._env(path, meta), stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                [sys.executable, "-I", str(SUPERVISOR), str(path), *argv],
+                cwd=path if bwrap else path / "work", env=self._env(path, meta),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, close_fds=True,
             )
         stat = procfs.read_stat(proc.pid)  # our unreaped child: readable even if it ended
         if stat is None:
@@ -313,7 +441,18 @@ class LocalProvider:
             return self.status(handle)
         pgid = int(state["pid"])
         if self._live_members(state):
-            self._signal_group(pgid, signal.SIGTERM)
+            if self._sandbox_of(self._meta(path))[0] == "bwrap":
+                # The supervisor forwards it into the sandbox; pasta and bwrap must not get it.
+                # A supervisor that was killed leaves the sandbox running: signal the
+                # workload's main process ourselves.
+                ticks = int(state["start_ticks"])
+                target = (pgid if procfs.is_same_process(pgid, ticks)
+                          else sandbox_main(pgid, ticks))
+                with contextlib.suppress(ProcessLookupError):
+                    if target is not None:
+                        os.kill(target, signal.SIGTERM)
+            else:
+                self._signal_group(pgid, signal.SIGTERM)
             if not self._wait_gone(handle, state, grace_seconds):
                 self._signal_group(pgid, signal.SIGKILL)
                 if not self._wait_gone(handle, state, 10.0):
@@ -363,10 +502,16 @@ class LocalProvider:
             raise ValueError("offset must be >= 0 and limit > 0")
         ended = (path / "exit.json").exists()
         try:
-            f = open(path / "output.log", "rb")  # noqa: SIM115 (closed below)
+            # O_NOFOLLOW: never read through a link planted where the log should be (an
+            # unsandboxed workload runs as the server's user and could plant one).
+            fd = os.open(path / "output.log", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return LogChunk(b"", 0, 0, complete=ended)
-        with f:
+        except OSError as exc:
+            raise ProviderError(f"workload {handle.ref}: its log is not a file ({exc})") from exc
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ProviderError(f"workload {handle.ref}: its log is not a file")
             size = os.fstat(f.fileno()).st_size
             if tail_lines is not None:
                 offset = self._tail_start(f, size, tail_lines, limit)
@@ -409,17 +554,27 @@ class LocalProvider:
         if current.phase is not WorkloadPhase.RUNNING:
             raise WorkloadConflict(
                 f"workload {handle.ref} is {current.phase.value}; exec needs it running")
-        env = self._env(path, self._meta(path))
+        meta = self._meta(path)
+        env = self._env(path, meta)
         env["TERM"] = "xterm-256color"
         argv = list(command) if command else [
             "/bin/bash" if Path("/bin/bash").exists() else "/bin/sh", "-i"]
+        mode, uid = self._sandbox_of(meta)
+        if mode == "bwrap":
+            # The terminal enters the workload's sandbox; a shell on the host would be the
+            # very hole the sandbox closes.
+            state = _read_json(path / "state.json") or {}
+            main = sandbox_main(int(state["pid"]), int(state["start_ticks"])) if state else None
+            if main is None or uid is None:
+                raise WorkloadConflict(f"workload {handle.ref}: its sandbox is not running")
+            argv = self._bwrap.enter(argv, sandbox_pid=main, uid=uid)
         execs = path / "execs"
 
         def forget(pid: int) -> None:
             (execs / f"{pid}.json").unlink(missing_ok=True)
 
-        session = PtySession(argv, cwd=path / "work", env=env, cols=cols, rows=rows,
-                             on_close=forget)
+        session = PtySession(argv, cwd=path if mode == "bwrap" else path / "work", env=env,
+                             cols=cols, rows=rows, on_close=forget)
         stat = procfs.read_stat(session.pid)
         if stat is not None:
             _write_json(execs / f"{session.pid}.json",

@@ -22,7 +22,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, {"status": "ok"})
         elif self.path == "/v1/info":
             gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-            self._send(200, {"workload": os.environ.get("AICLOUD_WORKLOAD_ID"),
+            self._send(200, {"workload": os.environ.get("WORKLOAD_ID"),
                              "gpus": [int(g) for g in gpus.split(",") if g]})
         else:
             self._send(404, {"error": "not found", "path": self.path})

@@ -12,7 +12,7 @@ class Handler(BaseHTTPRequestHandler):
             body, ctype = b"ok\n", "text/plain"
         else:
             rows = {
-                "workload": os.environ.get("AICLOUD_WORKLOAD_ID", "?"),
+                "workload": os.environ.get("WORKLOAD_ID", "?"),
                 "host": socket.gethostname(),
                 "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
                 "path": self.path,
