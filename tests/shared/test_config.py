@@ -129,8 +129,10 @@ def test_an_empty_audit_signing_key_means_unset(monkeypatch: pytest.MonkeyPatch)
     ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ", "estimated entropy"),
     ("9876543210" * 4, "estimated entropy"),
     ("Zx8#" * 10, "estimated entropy"),
-    (secrets.token_urlsafe(16), "bytes long; at least 32"),
-    (secrets.token_hex(16), "estimated entropy"),  # 128 bits of hex do not estimate as 128
+    # Fixed draws of token_urlsafe(16) and token_hex(16): parameters must be the same in every
+    # xdist worker. 128 bits written as 32 hex digits do not estimate as 128.
+    ("lzO8Z_p6Lq0zvOwQsoLQ_w", "bytes long; at least 32"),
+    ("2a1d2108dd2d6c270f58d824cab7ad65", "estimated entropy"),
 ])
 def test_weak_secret_keys_are_refused_with_a_clear_message(
     secret: str, why: str, monkeypatch: pytest.MonkeyPatch
