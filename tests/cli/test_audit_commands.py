@@ -26,6 +26,7 @@ def cli_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Database
         if k.startswith("AICLOUD_"):
             monkeypatch.delenv(k)
     monkeypatch.setenv("AICLOUD_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("AICLOUD_AUDIT_ANCHOR_SINK", f"dir:{tmp_path / 'anchors'}")
     monkeypatch.setenv("COLUMNS", "200")
     db = Database(os.environ["AICLOUD_DATABASE_URL"])
     migrate.upgrade(db)
@@ -85,8 +86,9 @@ def test_checkpoint_then_public_key_verifies_it(cli_db: Database) -> None:
 
     from aicloud.platform.audit.chain import canonical_json
 
-    body = {k: cp[k] for k in ("id", "seq", "head_hash", "event_count", "signed_at", "key_id")}
-    message = ("aicloud.audit.checkpoint.v1\n" + canonical_json(body)).encode()
+    body = {k: cp[k] for k in ("id", "seq", "head_hash", "event_count", "signed_at", "key_id",
+                               "ordinal", "contributions")}
+    message = ("aicloud.audit.checkpoint.v2\n" + canonical_json(body)).encode()
     Ed25519PublicKey.from_public_bytes(base64.b64decode(key["public_key"])).verify(
         base64.b64decode(cp["signature"]), message)
     code, out = invoke("verify", "-o", "json")

@@ -82,13 +82,37 @@ class AppContext:
             self._agent = gpuaas_runtime.build_agent(self.settings, self.db, self.clock)
         return self._agent
 
-    def audit_checkpoint(self) -> audit.Checkpoint | None:
-        """Sign the audit chain head if it moved since the last checkpoint."""
+    @property
+    def anchor_sink(self) -> audit.AnchorSink | None:
+        """Where signed checkpoints are published outside the database (the profile's
+        audit_anchor_sink), or None."""
+        spec = self.settings.audit_anchor_sink
+        return audit.open_sink(spec) if spec else None
+
+    def checkpoint_contributors(self) -> list[audit.Contributor]:
+        """What besides the audit head each checkpoint signs: the ledger's running digest
+        (audit cannot import billing; this composition root joins them)."""
+        return [audit.Contributor(name="ledger", advance=billing.advance_ledger_digest,
+                                  lock=billing.lock_ledger_for_digest)]
+
+    def audit_checkpoint(self, *, only_if_advanced: bool = True) -> audit.Checkpoint | None:
+        """Sign the audit head and the ledger digest (by default only if either moved since
+        the last checkpoint), then publish every unpublished checkpoint to the anchor sink.
+
+        Publication follows the commit: a checkpoint published but rolled back would look
+        like a rollback. A process that dies in between leaves it unpublished until the next
+        run, which publishes it (publish_pending)."""
         with self.db.transaction() as session:
             cp = audit.create_checkpoint(session, self.audit_signing_key, now=self.clock.now(),
-                                         only_if_advanced=True)
+                                         only_if_advanced=only_if_advanced,
+                                         contributors=self.checkpoint_contributors())
         if cp:
             log.info("signed audit checkpoint %s at seq %d", cp.id, cp.seq)
+        sink = self.anchor_sink
+        if sink is not None:
+            trusted = {self.audit_signing_key.key_id: self.audit_signing_key.public_key}
+            for done in audit.publish_pending(self.db, sink, trusted):
+                log.info("published audit checkpoint %s to %s", done.id, sink.description)
         return cp
 
     def _purge_idempotency_keys(self) -> int:
