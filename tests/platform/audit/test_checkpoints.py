@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 
-from aicloud.platform import audit
+from aicloud.platform import audit, billing
 from aicloud.platform.audit.signing import signature_is_valid
 from aicloud.runtime import AppContext
 from aicloud.shared.clock import FakeClock
 from aicloud.shared.config import ConfigError, load_settings
 from aicloud.shared.db import Database
-from tests.platform.audit.helpers import KEY, checkpoint, seed, verify
+from tests.platform.audit.helpers import (
+    KEY,
+    anchored_context,
+    checkpoint,
+    published,
+    seed,
+    verify,
+    verify_against,
+)
 
 
 def test_a_checkpoint_signs_the_head_and_count(db: Database) -> None:
@@ -69,3 +78,29 @@ def test_earlier_public_keys_are_trusted() -> None:
     trusted = audit.trusted_public_keys(settings)
     assert old.key_id in trusted
     assert audit.signing_key(settings).key_id in trusted
+
+
+def test_the_controller_signs_when_the_ledger_moves_and_publishes(db: Database,
+                                                                   tmp_path: Path) -> None:
+    """The scheduled checkpoint covers the ledger digest too: a transfer posted without an
+    audit event (rating does that) still gets a new checkpoint, and each one is published."""
+    ctx = anchored_context(db, tmp_path / "anchors")
+    ctx.clock = FakeClock()
+    controller = next(c for c in ctx.controllers() if c.name == "audit-checkpoint")
+    seed(db, 2)
+    first = controller.run_once()
+    assert first is not None and first.contributions == {"ledger": {
+        "transfers": 0, "last_seq": 0, "digest": "0" * 64}}
+    assert controller.run_once() is None
+    with db.transaction() as s:
+        funding = billing.platform_account(s, "funding", "USD")
+        wallet = billing.org_wallet(s, "org_a", "USD")
+        billing.post_transfers(s, [billing.TransferSpec(
+            debit_account_id=funding.id, credit_account_id=wallet.id, amount=5,
+            currency="USD", idempotency_key="quiet", reason="top_up")])
+    second = controller.run_once()
+    assert second is not None and second.seq == first.seq  # the audit head did not move
+    assert second.contributions is not None
+    assert second.contributions["ledger"]["transfers"] == 1
+    assert [c.id for c in published(tmp_path / "anchors").checkpoints] == [first.id, second.id]
+    assert verify_against(db, tmp_path / "anchors").ok
