@@ -99,18 +99,28 @@ class AppContext:
         """Sign the audit head and the ledger digest (by default only if either moved since
         the last checkpoint), then publish every unpublished checkpoint to the anchor sink.
 
-        Publication follows the commit: a checkpoint published but rolled back would look
-        like a rollback. A process that dies in between leaves it unpublished until the next
-        run, which publishes it (publish_pending)."""
+        The new checkpoint must extend the newest published one: a database rolled back or
+        rewritten below it is refused (AuditChainBroken), never signed. Publication follows
+        the commit: a checkpoint published but rolled back would look like a rollback. A
+        process that dies in between leaves it unpublished until the next run, which
+        publishes it (publish_pending)."""
+        sink = self.anchor_sink
+        trusted = audit.trusted_public_keys(self.settings)
+        extends = None
+        if sink is not None:
+            try:
+                extends = audit.latest_published(sink, trusted)
+            except OSError:
+                log.exception("cannot read the anchor sink %s; checking against the "
+                              "database's own checkpoints only", sink.description)
         with self.db.transaction() as session:
             cp = audit.create_checkpoint(session, self.audit_signing_key, now=self.clock.now(),
                                          only_if_advanced=only_if_advanced,
-                                         contributors=self.checkpoint_contributors())
+                                         contributors=self.checkpoint_contributors(),
+                                         extends=extends)
         if cp:
             log.info("signed audit checkpoint %s at seq %d", cp.id, cp.seq)
-        sink = self.anchor_sink
         if sink is not None:
-            trusted = {self.audit_signing_key.key_id: self.audit_signing_key.public_key}
             for done in audit.publish_pending(self.db, sink, trusted):
                 log.info("published audit checkpoint %s to %s", done.id, sink.description)
         return cp

@@ -239,3 +239,36 @@ def test_a_checkpoint_unpublished_by_a_crash_is_published_next_time(actx: AppCon
     newer = actx.audit_checkpoint()
     assert newer is not None
     assert [c.id for c in published(sink_dir).checkpoints] == [lost.id, newer.id]
+
+
+def test_the_signer_refuses_to_vouch_for_a_rolled_back_database(actx: AppContext,
+                                                                sink_dir: Path) -> None:
+    """After a rollback that also dropped the database's checkpoints, the next scheduled
+    checkpoint would sign (and publish) the attacker's history with the trusted key: it must
+    extend the newest published checkpoint instead, and refuse."""
+    seed(actx.db, 12)
+    published_cp = actx.audit_checkpoint()
+    assert published_cp is not None
+    with attacker(actx.db) as conn:
+        conn.execute(sa.delete(CHECKPOINTS))
+        conn.execute(sa.delete(EVENTS).where(EVENTS.c.seq > 8))
+        conn.execute(sa.update(HEAD).values(seq=8, hash=row(conn, 8)["hash"]))
+    seed(actx.db, 6)  # the service appends on: the chain is longer again, a different one
+    with pytest.raises(audit.AuditChainBroken, match=published_cp.id):
+        actx.audit_checkpoint()
+    assert [c.id for c in published(sink_dir).checkpoints] == [published_cp.id]
+
+
+def test_a_file_removed_from_the_sink_or_a_fork_is_named(actx: AppContext,
+                                                         sink_dir: Path) -> None:
+    _two_published(actx)
+    seed(actx.db, 1)
+    actx.audit_checkpoint()
+    middle = sorted(sink_dir.iterdir())[1]
+    middle.chmod(0o644)
+    middle.unlink()
+    pub = published(sink_dir)
+    assert len(pub.checkpoints) == 2
+    assert [p for p in pub.problems if "2..2 are missing from the sink" in p]
+    brk = verify_against(actx.db, sink_dir).first_break
+    assert brk is not None and brk.kind == "anchor_invalid"

@@ -6,6 +6,7 @@ import base64
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from aicloud.platform import audit, billing
 from aicloud.platform.audit.signing import signature_is_valid
@@ -14,10 +15,15 @@ from aicloud.shared.clock import FakeClock
 from aicloud.shared.config import ConfigError, load_settings
 from aicloud.shared.db import Database
 from tests.platform.audit.helpers import (
+    EVENTS,
+    HEAD,
     KEY,
     anchored_context,
+    attacker,
     checkpoint,
     published,
+    rehash,
+    row,
     seed,
     verify,
     verify_against,
@@ -104,3 +110,31 @@ def test_the_controller_signs_when_the_ledger_moves_and_publishes(db: Database,
     assert second.contributions["ledger"]["transfers"] == 1
     assert [c.id for c in published(tmp_path / "anchors").checkpoints] == [first.id, second.id]
     assert verify_against(db, tmp_path / "anchors").ok
+
+
+@pytest.mark.parametrize("tamper", ["head_hash", "head_behind"])
+def test_the_key_never_signs_a_head_row_that_is_not_the_chains_end(db: Database,
+                                                                   tamper: str) -> None:
+    seed(db, 5)
+    with attacker(db) as conn:
+        if tamper == "head_hash":
+            conn.execute(sa.update(HEAD).values(hash="e" * 64))
+        else:
+            conn.execute(sa.update(HEAD).values(seq=3, hash=row(conn, 3)["hash"]))
+    with db.transaction() as s, pytest.raises(audit.AuditChainBroken, match="refusing to sign"):
+        audit.create_checkpoint(s, KEY)
+
+
+def test_the_key_never_signs_a_chain_rewritten_below_its_last_checkpoint(db: Database) -> None:
+    seed(db, 5)
+    first = checkpoint(db)
+    with attacker(db) as conn:  # event 5 edited, its hash and the head recomputed
+        fields = row(conn, 5)
+        fields["outcome"] = "denied"
+        new_hash = rehash(fields)
+        conn.execute(sa.update(EVENTS).where(EVENTS.c.seq == 5).values(outcome="denied",
+                                                                         hash=new_hash))
+        conn.execute(sa.update(HEAD).values(hash=new_hash))
+    seed(db, 1)
+    with db.transaction() as s, pytest.raises(audit.AuditChainBroken, match=first.id):
+        audit.create_checkpoint(s, KEY)

@@ -184,4 +184,45 @@ def read_published(sink: AnchorSink, trusted: dict[str, Ed25519PublicKey]) -> Pu
         else:
             out.checkpoints.append(cp)
     out.checkpoints.sort(key=lambda c: (c.ordinal or 0, c.seq))
+    out.problems.extend(_continuity_problems(out.checkpoints))
     return out
+
+
+def _continuity_problems(checkpoints: list[Checkpoint]) -> list[str]:
+    """Numbers run 1, 2, 3, ... once each, and the signed seq and ledger point never go down:
+    a gap is a file removed from the sink, a repeat or a step back a signer that was shown a
+    rolled-back database."""
+    problems: list[str] = []
+    expected, prev = 1, None
+    for c in checkpoints:
+        n = c.ordinal or 0
+        if prev is not None and n == prev.ordinal:
+            problems.append(f"checkpoints {prev.id} and {c.id} were both published as number "
+                            f"{n}: the database was rolled back between them")
+        elif n != expected:
+            problems.append(f"published checkpoint(s) {expected}..{n - 1} are missing from "
+                            f"the sink before {anchor_name(c)}: removed")
+        elif prev is not None and (c.seq < prev.seq or _ledger_point(c) < _ledger_point(prev)):
+            problems.append(f"checkpoint {c.id} (number {n}) signed less than number "
+                            f"{n - 1} did: the database was rolled back between them")
+        expected, prev = n + 1, c
+    return problems
+
+
+def _ledger_point(cp: Checkpoint) -> int:
+    ledger = (cp.contributions or {}).get("ledger") or {}
+    return int(ledger.get("transfers", 0))
+
+
+def latest_published(sink: AnchorSink,
+                     trusted: dict[str, Ed25519PublicKey]) -> Checkpoint | None:
+    """The newest published checkpoint that verifies (reads only from the newest file back)."""
+    for name in reversed(sink.names()):
+        try:
+            cp = Checkpoint.from_dict(json.loads(sink.read(name))["checkpoint"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if name == anchor_name(cp) and cp.contributions is not None and (
+                checkpoint_problem(cp, trusted) is None):
+            return cp
+    return None

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from aicloud.platform.audit.chain import canonical_json, format_time
 from aicloud.platform.audit.models import AuditCheckpointModel, AuditEventModel
-from aicloud.platform.audit.service import lock_head
+from aicloud.platform.audit.service import AuditChainBroken, lock_head
 from aicloud.platform.audit.signing import SigningKey, signature_is_valid
 from aicloud.shared.clock import utcnow
 from aicloud.shared.ids import new_id
@@ -111,9 +111,16 @@ def checkpoint_message(id: str, seq: int, head_hash: str, event_count: int,
 
 def create_checkpoint(session: Session, key: SigningKey, *, now: datetime | None = None,
                       only_if_advanced: bool = False,
-                      contributors: Sequence[Contributor] = ()) -> Checkpoint | None:
+                      contributors: Sequence[Contributor] = (),
+                      extends: Checkpoint | None = None) -> Checkpoint | None:
     """Sign the current head and the contributors' state. None when the chain is empty, or
-    (``only_if_advanced``) when the latest checkpoint already covers all of it."""
+    (``only_if_advanced``) when the latest checkpoint already covers all of it.
+
+    ``extends`` is the newest checkpoint published outside the database (already verified by
+    the caller); without it, the newest one in the database. The new checkpoint must extend
+    it: the key never signs a head row that is not the chain's end, nor a chain that no longer
+    holds what the previous checkpoint signed (rolled back or rewritten). AuditChainBroken
+    then, so the tamper is reported instead of vouched for."""
     for c in contributors:
         if c.lock is not None:
             c.lock(session)
@@ -121,19 +128,40 @@ def create_checkpoint(session: Session, key: SigningKey, *, now: datetime | None
     # describe one state, and concurrent checkpointers sign one after the other.
     head = lock_head(session)
     if head.seq == 0:
+        if extends is not None:
+            raise AuditChainBroken(_refusal(extends, "the chain is empty"))
         return None
-    previous = _latest_by_ordinal(session)
-    # Carry state forward only from a checkpoint this key signed: anything else (edited, or
-    # signed before a key rotation) is recomputed from scratch once.
-    carried = (previous.contributions or {}) if previous is not None and signature_is_valid(
-        key.public_key, previous.signature, previous.message()) else {}
+    at_head = _hash_at(session, head.seq)
+    beyond = session.scalar(select(func.count()).select_from(AuditEventModel)
+                            .where(AuditEventModel.seq > head.seq))
+    if at_head != head.hash or beyond:
+        raise AuditChainBroken(
+            f"refusing to sign: the head row (seq {head.seq}) is not the chain's end (event "
+            f"{head.seq} {'has another hash' if at_head else 'is missing'}"
+            f"{f', {beyond} event(s) lie beyond it' if beyond else ''}); run `aicloud audit "
+            "verify`")
+    latest = _latest_by_ordinal(session)
+    previous = extends or latest
+    if previous is not None and (previous.seq > head.seq
+                                 or _hash_at(session, previous.seq) != previous.head_hash):
+        raise AuditChainBroken(_refusal(previous, f"the chain now ends at {head.seq}"
+                                        if previous.seq > head.seq else
+                                        f"event {previous.seq} has another hash"))
+    # Carry state forward only from a checkpoint known to be genuine: the published one (the
+    # caller verified it) or one this key signed. Anything else is recomputed from scratch.
+    genuine = previous is not None and (previous is extends or signature_is_valid(
+        key.public_key, previous.signature, previous.message()))
+    carried = (previous.contributions or {}) if previous is not None and genuine else {}
     contributions = {c.name: c.advance(session, carried.get(c.name)) for c in contributors}
     if only_if_advanced and previous is not None and previous.seq >= head.seq and (
             previous.contributions == contributions):
         return None
     count = session.scalar(
         select(func.count()).select_from(AuditEventModel).where(AuditEventModel.seq <= head.seq))
-    ordinal = (session.scalar(select(func.max(AuditCheckpointModel.ordinal))) or 0) + 1
+    # Numbers continue from the published one too: after a rollback that dropped checkpoints,
+    # a new one never reuses a published number.
+    ordinal = max(session.scalar(select(func.max(AuditCheckpointModel.ordinal))) or 0,
+                  (extends.ordinal or 0) if extends else 0) + 1
     m = AuditCheckpointModel(id=new_id("ackp"), seq=head.seq, head_hash=head.hash,
                              event_count=int(count or 0), signed_at=now or utcnow(),
                              key_id=key.key_id, signature="", ordinal=ordinal,
@@ -142,6 +170,16 @@ def create_checkpoint(session: Session, key: SigningKey, *, now: datetime | None
     session.add(m)
     session.flush()
     return Checkpoint.of(m)
+
+
+def _hash_at(session: Session, seq: int) -> str | None:
+    return session.scalar(select(AuditEventModel.hash).where(AuditEventModel.seq == seq))
+
+
+def _refusal(previous: Checkpoint, what: str) -> str:
+    return (f"refusing to sign: checkpoint {previous.id} signed event {previous.seq} with hash "
+            f"{previous.head_hash[:16]}…, but {what}: the audit log was rolled back or "
+            "rewritten; run `aicloud audit verify --against` with the anchor sink")
 
 
 def _latest_by_ordinal(session: Session) -> Checkpoint | None:
