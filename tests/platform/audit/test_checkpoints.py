@@ -96,7 +96,7 @@ def test_the_controller_signs_when_the_ledger_moves_and_publishes(db: Database,
     seed(db, 2)
     first = controller.run_once()
     assert first is not None and first.contributions == {"ledger": {
-        "transfers": 0, "last_seq": 0, "digest": "0" * 64}}
+        "transfers": 0, "last_seq": 0, "digest": "0" * 64, "last_id": ""}}
     assert controller.run_once() is None
     with db.transaction() as s:
         funding = billing.platform_account(s, "funding", "USD")

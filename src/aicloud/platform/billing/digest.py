@@ -1,7 +1,8 @@
 """A running digest of the ledger's transfers, signed into audit checkpoints.
 
 ``digest_n = SHA-256(digest_{n-1} + "\\n" + canonical JSON of transfer n)`` over the transfers
-in seq order, starting from 64 zeros, with the count and the last seq beside it. A checkpoint
+in seq order, starting from 64 zeros, with the count, the last seq and its transfer's id
+beside it. A checkpoint
 carries the state forward (``advance_ledger_digest`` reads only the transfers after the previous
 point), while ``ledger check --against`` recomputes it from scratch (``ledger_digests_at``) and
 compares it with every published one: an amount edited, a transfer forged or moved to another
@@ -20,6 +21,7 @@ from typing import Any
 from sqlalchemy import Table, select, text
 from sqlalchemy.orm import Session
 
+from aicloud.platform import audit
 from aicloud.platform.billing.models import TransferModel
 
 TRANSFERS: Table = TransferModel.__table__  # type: ignore[assignment]
@@ -32,10 +34,14 @@ class LedgerDigest:
     transfers: int
     last_seq: int
     digest: str
+    # The id of the transfer at last_seq: SQLite hands a deleted last seq out again, so the
+    # seq alone cannot show that the transfer a digest ends with is still the same one.
+    last_id: str = ""
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LedgerDigest:
-        return cls(int(d["transfers"]), int(d["last_seq"]), str(d["digest"]))
+        return cls(int(d["transfers"]), int(d["last_seq"]), str(d["digest"]),
+                   str(d.get("last_id", "")))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,10 +90,18 @@ def lock_ledger_for_digest(session: Session) -> None:
 def advance_ledger_digest(session: Session, previous: Mapping[str, Any] | None) -> dict[str, Any]:
     """The digest now, from ``previous`` (a state signed earlier) or from scratch."""
     state = LedgerDigest.from_dict(previous) if previous else EMPTY
-    digest, count, last = state.digest, state.transfers, state.last_seq
+    if state.transfers and session.scalar(
+            select(TRANSFERS.c.id).where(TRANSFERS.c.seq == state.last_seq)) != state.last_id:
+        # The key must not carry a signed digest forward over a ledger that lost its end.
+        raise audit.AuditChainBroken(
+            f"refusing to sign: the last signed ledger digest covers {state.transfers} "
+            f"transfer(s) up to seq {state.last_seq}, and transfer {state.last_seq} "
+            f"({state.last_id}) is gone: transfers were deleted; run `aicloud ledger check "
+            "--against` with the anchor sink")
+    digest, count, last, last_id = state.digest, state.transfers, state.last_seq, state.last_id
     for row in _rows(session, last if previous else None):
-        digest, count, last = _step(digest, row), count + 1, row.seq
-    return LedgerDigest(count, last, digest).to_dict()
+        digest, count, last, last_id = _step(digest, row), count + 1, row.seq, row.id
+    return LedgerDigest(count, last, digest, last_id).to_dict()
 
 
 def ledger_digests_at(session: Session, points: Iterable[int]) -> dict[int, LedgerDigest]:
@@ -96,13 +110,13 @@ def ledger_digests_at(session: Session, points: Iterable[int]) -> dict[int, Ledg
     out: dict[int, LedgerDigest] = {}
     if not wanted:
         return out
-    digest, count, last = GENESIS, 0, 0
+    state = EMPTY
     i = 0
     for row in _rows(session, None, wanted[-1]):
         while i < len(wanted) and row.seq > wanted[i]:
-            out[wanted[i]] = LedgerDigest(count, last, digest)
+            out[wanted[i]] = state
             i += 1
-        digest, count, last = _step(digest, row), count + 1, row.seq
+        state = LedgerDigest(state.transfers + 1, row.seq, _step(state.digest, row), row.id)
     for point in wanted[i:]:
-        out[point] = LedgerDigest(count, last, digest)
+        out[point] = state
     return out
