@@ -121,6 +121,8 @@ class AppContext:
         if cp:
             log.info("signed audit checkpoint %s at seq %d", cp.id, cp.seq)
         if sink is not None:
+            if cp is not None:
+                audit.publish(sink, cp)
             for done in audit.publish_pending(self.db, sink, trusted):
                 log.info("published audit checkpoint %s to %s", done.id, sink.description)
         return cp

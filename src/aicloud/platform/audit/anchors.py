@@ -30,6 +30,7 @@ from aicloud.platform.audit.models import AuditCheckpointModel
 from aicloud.shared.db import Database
 
 FORMAT = "aicloud.audit.anchor.v1"
+CATCH_UP = 100
 _NAME = re.compile(r"^(\d{12})-(ackp_[0-9A-Z]{26})\.json$")
 
 
@@ -137,15 +138,18 @@ def publish(sink: AnchorSink, cp: Checkpoint) -> bool:
 
 def publish_pending(db: Database, sink: AnchorSink,
                     trusted: dict[str, Ed25519PublicKey]) -> list[Checkpoint]:
-    """Publish every checkpoint signed after the newest one the sink holds (a process that
-    died between signing and publishing left them behind). Only checkpoints that verify with
-    a trusted key are published: a row someone inserted by hand is never vouched for."""
-    last = max((int(m.group(1)) for name in sink.names() if (m := _NAME.match(name))),
-               default=0)
+    """Publish the recent checkpoints the sink lacks: those a process that died between
+    signing and publishing left behind, and those a concurrent checkpointer had not published
+    yet when a later one was (the window reaches back CATCH_UP numbers from the newest
+    published). Only checkpoints that verify with a trusted key are published: a row someone
+    inserted by hand is never vouched for."""
+    names = set(sink.names())
+    last = max((int(m.group(1)) for name in names if (m := _NAME.match(name))), default=0)
     with db.transaction() as s:
         rows = s.scalars(select(AuditCheckpointModel).where(
-            AuditCheckpointModel.ordinal > last).order_by(AuditCheckpointModel.ordinal)).all()
-        pending = [Checkpoint.of(m) for m in rows]
+            AuditCheckpointModel.ordinal > last - CATCH_UP)
+            .order_by(AuditCheckpointModel.ordinal)).all()
+        pending = [c for c in map(Checkpoint.of, rows) if anchor_name(c) not in names]
     done = []
     for cp in pending:
         if checkpoint_problem(cp, trusted) is None and publish(sink, cp):
