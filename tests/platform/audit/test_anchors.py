@@ -302,3 +302,21 @@ def test_concurrent_checkpointers_publish_every_checkpoint(actx: AppContext,
     assert [c.ordinal for c in pub.checkpoints] == list(range(1, 9))
     result = verify_against(actx.db, sink_dir)
     assert result.ok and result.published_checked == 8, result.first_break
+
+
+def test_the_profile_chooses_the_sink_resolved_to_an_absolute_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aicloud.shared.config import load_settings
+
+    monkeypatch.delenv("AICLOUD_AUDIT_ANCHOR_SINK", raising=False)
+    repo = Path(__file__).resolve().parents[3]
+    monkeypatch.setenv("AICLOUD_PROFILE_DIR", str(repo / "deploy" / "profiles"))
+    monkeypatch.chdir(tmp_path)
+    assert load_settings("dev").audit_anchor_sink == f"dir:{tmp_path / 'var' / 'anchors'}"
+    assert load_settings("prod").audit_anchor_sink == "dir:/var/lib/aicloud/anchors"
+    assert load_settings("dev", audit_anchor_sink="").audit_anchor_sink is None
+    with pytest.raises(ValueError, match="dir:PATH"):
+        load_settings("dev", audit_anchor_sink="s3://bucket")
+    unset = load_settings("prod", audit_anchor_sink=None).safety_problems()
+    assert [p for p in unset if "audit_anchor_sink" in p]
+    assert not [p for p in load_settings("prod").safety_problems() if "anchor" in p]

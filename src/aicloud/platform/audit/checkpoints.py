@@ -141,16 +141,20 @@ def create_checkpoint(session: Session, key: SigningKey, *, now: datetime | None
             f"{f', {beyond} event(s) lie beyond it' if beyond else ''}); run `aicloud audit "
             "verify`")
     latest = _latest_by_ordinal(session)
-    previous = extends or latest
-    if previous is not None and (previous.seq > head.seq
-                                 or _hash_at(session, previous.seq) != previous.head_hash):
-        raise AuditChainBroken(_refusal(previous, f"the chain now ends at {head.seq}"
-                                        if previous.seq > head.seq else
-                                        f"event {previous.seq} has another hash"))
+    for signed in {c.id: c for c in (extends, latest) if c is not None}.values():
+        if signed.seq > head.seq or _hash_at(session, signed.seq) != signed.head_hash:
+            raise AuditChainBroken(_refusal(signed, f"the chain now ends at {head.seq}"
+                                            if signed.seq > head.seq else
+                                            f"event {signed.seq} has another hash"))
     # Carry state forward only from a checkpoint known to be genuine: the published one (the
-    # caller verified it) or one this key signed. Anything else is recomputed from scratch.
-    genuine = previous is not None and (previous is extends or signature_is_valid(
-        key.public_key, previous.signature, previous.message()))
+    # caller verified it) or one this key signed, whichever is newer (publication may lag).
+    # Anything else is recomputed from scratch.
+    mine = latest if latest is not None and signature_is_valid(
+        key.public_key, latest.signature, latest.message()) else None
+    previous = extends or latest
+    if mine is not None and (extends is None or (mine.ordinal or 0) >= (extends.ordinal or 0)):
+        previous = mine
+    genuine = previous is not None and previous in (extends, mine)
     carried = (previous.contributions or {}) if previous is not None and genuine else {}
     contributions = {c.name: c.advance(session, carried.get(c.name)) for c in contributors}
     if only_if_advanced and previous is not None and previous.seq >= head.seq and (
