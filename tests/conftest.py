@@ -170,6 +170,8 @@ def sqlite_db(tmp_path: Path, _sqlite_template: Path) -> Iterator[Database]:
 
 
 def make_settings(db: Database, **overrides: object) -> Settings:
+    # No anchor sink unless a test asks for one: the dev profile's would be the checkout's var/.
+    overrides.setdefault("audit_anchor_sink", None)
     return load_settings("dev", database_url=db.url, controllers_enabled=False, **overrides)
 
 

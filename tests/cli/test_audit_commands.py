@@ -26,6 +26,7 @@ def cli_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Database
         if k.startswith("AICLOUD_"):
             monkeypatch.delenv(k)
     monkeypatch.setenv("AICLOUD_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("AICLOUD_AUDIT_ANCHOR_SINK", f"dir:{tmp_path / 'anchors'}")
     monkeypatch.setenv("COLUMNS", "200")
     db = Database(os.environ["AICLOUD_DATABASE_URL"])
     migrate.upgrade(db)
@@ -85,8 +86,9 @@ def test_checkpoint_then_public_key_verifies_it(cli_db: Database) -> None:
 
     from aicloud.platform.audit.chain import canonical_json
 
-    body = {k: cp[k] for k in ("id", "seq", "head_hash", "event_count", "signed_at", "key_id")}
-    message = ("aicloud.audit.checkpoint.v1\n" + canonical_json(body)).encode()
+    body = {k: cp[k] for k in ("id", "seq", "head_hash", "event_count", "signed_at", "key_id",
+                               "ordinal", "contributions")}
+    message = ("aicloud.audit.checkpoint.v2\n" + canonical_json(body)).encode()
     Ed25519PublicKey.from_public_bytes(base64.b64decode(key["public_key"])).verify(
         base64.b64decode(cp["signature"]), message)
     code, out = invoke("verify", "-o", "json")
@@ -117,3 +119,59 @@ def test_export_writes_json_lines(cli_db: Database, tmp_path: Path) -> None:
     assert code == 0 and json.loads(out)["events"] == 2
     code, out = invoke("export", "-f", str(target), "--since", "yesterday")
     assert code == 2 and "ISO 8601" in out
+
+
+def test_checkpoint_publishes_and_verify_against_catches_a_rollback(
+        cli_db: Database, tmp_path: Path) -> None:
+    """As real processes: `audit checkpoint` publishes to the profile's sink; after the
+    database owner rolls the chain and the ledger back, only `--against` says so."""
+    from aicloud.platform import billing
+    from tests.platform.audit.helpers import HEAD, row
+    from tests.platform.billing.factories import ADMIN
+
+    sink = tmp_path / "anchors"
+    seed(cli_db, 6)
+    for key in ("k1", "k2"):
+        with cli_db.transaction() as s:
+            billing.top_up(s, actor=ADMIN, org_id="org_a", amount=1_000, currency="USD",
+                           idempotency_key=key)
+    made = subprocess.run([*AICLOUD, "audit", "checkpoint", "-o", "json"], capture_output=True,
+                          text=True, timeout=120, env=os.environ)
+    assert made.returncode == 0, made.stderr
+    cp = json.loads(made.stdout)
+    assert cp["published_to"] == f"dir:{sink}" and cp["contributions"]["ledger"]["transfers"] == 2
+    assert [p.name for p in sink.iterdir()] == [f"{cp['ordinal']:012d}-{cp['id']}.json"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*AICLOUD, *args], capture_output=True, text=True, timeout=120,
+                              env=os.environ)
+
+    assert run("audit", "verify", "--against", str(sink)).returncode == 0
+    ok = run("ledger", "check", "--against", f"dir:{sink}")
+    assert ok.returncode == 0 and "1 published digest(s)" in ok.stdout, ok.stdout
+
+    with attacker(cli_db, ("audit_events", "audit_checkpoints", "billing_transfers")) as conn:
+        conn.execute(sa.text("DELETE FROM audit_checkpoints"))
+        conn.execute(sa.delete(EVENTS).where(EVENTS.c.seq > 4))
+        conn.execute(sa.update(HEAD).values(seq=4, hash=row(conn, 4)["hash"]))
+        last = conn.execute(sa.text("SELECT * FROM billing_transfers ORDER BY seq DESC")).first()
+        conn.execute(sa.text("DELETE FROM billing_transfers WHERE seq = :s"), {"s": last.seq})
+        for side, account in (("debits_posted", last.debit_account_id),
+                              ("credits_posted", last.credit_account_id)):
+            conn.execute(sa.text(f"UPDATE billing_accounts SET {side} = {side} - :a "
+                                 "WHERE id = :id"), {"a": last.amount, "id": account})
+    assert run("audit", "verify").returncode == 0  # the database alone cannot tell
+    assert run("ledger", "check").returncode == 0
+    broken = run("audit", "verify", "--against", f"dir:{sink}", "-o", "json")
+    assert broken.returncode == 1
+    brk = json.loads(broken.stdout)["first_break"]
+    assert brk["kind"] == "rolled_back" and cp["id"] in brk["message"]
+    table = run("audit", "verify", "--against", str(sink))
+    assert table.returncode == 1 and "rolled_back" in table.stdout
+    assert f"5..{cp['seq']}" in table.stdout
+    ledger = run("ledger", "check", "--against", str(sink), "-o", "json")
+    assert ledger.returncode == 1
+    assert [d["code"] for d in json.loads(ledger.stdout)["discrepancies"]] == [
+        "ledger-rolled-back"]
+    missing = run("audit", "verify", "--against", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "not a directory" in missing.stderr + missing.stdout

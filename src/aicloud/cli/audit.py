@@ -51,6 +51,29 @@ def _trusted(ctx: AppContext) -> dict[str, Ed25519PublicKey]:
         raise fail(str(exc), 2) from None
 
 
+AgainstOption = Annotated[str | None, typer.Option(
+    "--against", metavar="SINK",
+    help="Also compare with the signed checkpoints published in SINK (dir:PATH or a "
+         "directory, e.g. the profile's audit_anchor_sink): detects rollbacks, truncation "
+         "and consistent rewrites up to the last publication.")]
+
+
+def read_anchors(ctx: AppContext, spec: str) -> audit.Published:
+    """The checkpoints published in ``spec``, each verified with the trusted keys (exit 2
+    when the sink cannot be read; used by `ledger check --against` too)."""
+    try:
+        sink = audit.open_sink(spec)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    if isinstance(sink, audit.DirectorySink) and not sink.root.is_dir():
+        raise fail(f"--against: {sink.root} is not a directory", 2)
+    published = audit.read_published(sink, _trusted(ctx))
+    if not published.checkpoints and not published.problems:
+        err_console.print(f"[yellow]note:[/yellow] {sink.description} holds no published "
+                          "checkpoint; there is nothing to compare with")
+    return published
+
+
 def _time(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
@@ -66,11 +89,14 @@ def verify(
     profile: ProfileOption = None,
     output: OutputOption = OutputFormat.table,
     batch_size: Annotated[int, typer.Option(min=100, help="Events read per query.")] = 5000,
+    against: AgainstOption = None,
 ) -> None:
     """Recompute the whole chain, the head and every checkpoint; exit 1 at the first broken
-    link, naming it."""
+    link, naming it. Without --against, a rollback to an earlier consistent state (tail and
+    newest checkpoints removed, or everything emptied) cannot be told from a younger log."""
     ctx = _migrated_context(profile)
     trusted = _trusted(ctx)
+    published = read_anchors(ctx, against) if against is not None else None
     progress = Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=err_console, transient=True)
     task = progress.add_task("verify", total=None)
@@ -86,7 +112,7 @@ def verify(
 
     try:
         result = audit.verify_chain(ctx.db, trusted, batch_size=batch_size,
-                                    on_progress=on_progress)
+                                    on_progress=on_progress, published=published)
     finally:
         if started:
             progress.stop()
@@ -95,7 +121,9 @@ def verify(
     elif result.ok:
         console.print(f"[green]ok[/green]: {result.events_checked} event(s) chain to "
                       f"{result.last_hash[:16]}…, head row consistent, "
-                      f"{result.checkpoints_checked} checkpoint(s) verified")
+                      f"{result.checkpoints_checked} checkpoint(s) verified"
+                      + (f", {result.published_checked} published checkpoint(s) in "
+                         f"{result.published_sink} match" if published is not None else ""))
     else:
         brk = result.first_break
         assert brk is not None
@@ -109,17 +137,24 @@ def verify(
 
 @app.command()
 def checkpoint(profile: ProfileOption = None, output: OutputOption = OutputFormat.table) -> None:
-    """Sign a checkpoint of the current chain head now."""
+    """Sign a checkpoint of the current chain head and ledger digest now, and publish it to
+    the profile's audit_anchor_sink."""
     ctx = _migrated_context(profile)
-    key = _signing_key(ctx)
+    _signing_key(ctx)  # a missing key fails here with exit 2; a derived one is announced
+    sink = ctx.anchor_sink
     try:
-        with ctx.db.transaction() as session:
-            cp = audit.create_checkpoint(session, key, now=ctx.clock.now())
+        cp = ctx.audit_checkpoint(only_if_advanced=False)
     except audit.AuditChainBroken as exc:
         raise fail(str(exc)) from None
+    except (OSError, audit.AnchorConflict) as exc:
+        raise fail(f"the checkpoint was signed but not published to "
+                   f"{sink.description if sink else '-'}: {exc}") from None
     if cp is None:
         raise fail("the audit chain is empty; there is nothing to sign yet")
-    emit(cp.to_dict(), output)
+    if sink is None:
+        err_console.print("[yellow]note:[/yellow] audit_anchor_sink is not set; the checkpoint "
+                          "is in the database only, which its owner can roll back")
+    emit({**cp.to_dict(), "published_to": sink.description if sink else None}, output)
 
 
 @app.command("public-key")

@@ -82,13 +82,49 @@ class AppContext:
             self._agent = gpuaas_runtime.build_agent(self.settings, self.db, self.clock)
         return self._agent
 
-    def audit_checkpoint(self) -> audit.Checkpoint | None:
-        """Sign the audit chain head if it moved since the last checkpoint."""
+    @property
+    def anchor_sink(self) -> audit.AnchorSink | None:
+        """Where signed checkpoints are published outside the database (the profile's
+        audit_anchor_sink), or None."""
+        spec = self.settings.audit_anchor_sink
+        return audit.open_sink(spec) if spec else None
+
+    def checkpoint_contributors(self) -> list[audit.Contributor]:
+        """What besides the audit head each checkpoint signs: the ledger's running digest
+        (audit cannot import billing; this composition root joins them)."""
+        return [audit.Contributor(name="ledger", advance=billing.advance_ledger_digest,
+                                  lock=billing.lock_ledger_for_digest)]
+
+    def audit_checkpoint(self, *, only_if_advanced: bool = True) -> audit.Checkpoint | None:
+        """Sign the audit head and the ledger digest (by default only if either moved since
+        the last checkpoint), then publish every unpublished checkpoint to the anchor sink.
+
+        The new checkpoint must extend the newest published one: a database rolled back or
+        rewritten below it is refused (AuditChainBroken), never signed. Publication follows
+        the commit: a checkpoint published but rolled back would look like a rollback. A
+        process that dies in between leaves it unpublished until the next run, which
+        publishes it (publish_pending)."""
+        sink = self.anchor_sink
+        trusted = audit.trusted_public_keys(self.settings)
+        extends = None
+        if sink is not None:
+            try:
+                extends = audit.latest_published(sink, trusted)
+            except OSError:
+                log.exception("cannot read the anchor sink %s; checking against the "
+                              "database's own checkpoints only", sink.description)
         with self.db.transaction() as session:
             cp = audit.create_checkpoint(session, self.audit_signing_key, now=self.clock.now(),
-                                         only_if_advanced=True)
+                                         only_if_advanced=only_if_advanced,
+                                         contributors=self.checkpoint_contributors(),
+                                         extends=extends)
         if cp:
             log.info("signed audit checkpoint %s at seq %d", cp.id, cp.seq)
+        if sink is not None:
+            if cp is not None:
+                audit.publish(sink, cp)
+            for done in audit.publish_pending(self.db, sink, trusted):
+                log.info("published audit checkpoint %s to %s", done.id, sink.description)
         return cp
 
     def _purge_idempotency_keys(self) -> int:

@@ -159,6 +159,19 @@ class Settings(BaseSettings):
     # a key rotation still verify.
     audit_trusted_public_keys: list[str] = Field(default_factory=list)
     audit_checkpoint_interval_seconds: float = Field(default=300.0, gt=0)
+    # Where signed checkpoints are published outside the database, for `audit verify
+    # --against` and `ledger check --against`: "dir:PATH" (a relative PATH is resolved against
+    # the working directory when the settings load). None: not published.
+    audit_anchor_sink: str | None = None
+
+    @field_validator("audit_anchor_sink")
+    @classmethod
+    def _resolve_anchor_sink(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        if not value.startswith("dir:") or value == "dir:":
+            raise ValueError("audit_anchor_sink: expected dir:PATH")
+        return "dir:" + str((Path.cwd() / Path(value[4:]).expanduser()).resolve())
 
     @field_validator("audit_signing_key")
     @classmethod
@@ -270,6 +283,11 @@ class Settings(BaseSettings):
                 _raw_key(self.audit_signing_key.get_secret_value(), "audit_signing_key")):
             problems.append(f"audit_signing_key {reason}; generate one with "
                             "`aicloud audit generate-key`")
+        if self.audit_anchor_sink is None:
+            problems.append(
+                "audit_anchor_sink is not set; without signed checkpoints published outside "
+                "the database, a rollback of the audit log or the ledger goes unnoticed: set "
+                "AICLOUD_AUDIT_ANCHOR_SINK=dir:/path/on/another/volume")
         if self.database_echo:
             problems.append("database_echo is true; every SQL statement would be logged with "
                             "its parameters (password hashes, token digests, emails)")

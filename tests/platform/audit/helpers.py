@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,6 +18,7 @@ from aicloud.platform.audit.models import (
     AuditCheckpointModel,
     AuditEventModel,
 )
+from aicloud.runtime import AppContext, build_context
 from aicloud.shared.db import Database
 from aicloud.shared.db.append_only import append_only_ddl, drop_append_only_ddl
 
@@ -54,23 +56,23 @@ def verify(db: Database, **kw: Any) -> audit.VerifyResult:
 
 
 @contextmanager
-def attacker(db: Database) -> Iterator[Connection]:
+def attacker(db: Database, tables: tuple[str, ...] = APPEND_ONLY) -> Iterator[Connection]:
     """A connection of someone with full database rights: the append-only triggers are out
     of the way while the block runs, and put back afterwards (as a careful intruder would)."""
     with db.engine.begin() as conn:
         if db.dialect == "postgresql":
-            for t in APPEND_ONLY:
+            for t in tables:
                 conn.execute(sa.text(f"ALTER TABLE {t} DISABLE TRIGGER USER"))
         else:
-            for t in APPEND_ONLY:
+            for t in tables:
                 for sql in drop_append_only_ddl(db.dialect, t):
                     conn.execute(sa.text(sql))
         yield conn
         if db.dialect == "postgresql":
-            for t in APPEND_ONLY:
+            for t in tables:
                 conn.execute(sa.text(f"ALTER TABLE {t} ENABLE TRIGGER USER"))
         else:
-            for t in APPEND_ONLY:
+            for t in tables:
                 for sql in append_only_ddl(db.dialect, t):
                     conn.execute(sa.text(sql))
 
@@ -89,3 +91,20 @@ def wipe(db: Database) -> None:
         conn.execute(sa.delete(CHECKPOINTS))
         conn.execute(sa.delete(EVENTS))
         conn.execute(sa.update(HEAD).values(seq=0, hash=GENESIS_HASH))
+
+
+def anchored_context(db: Database, sink_dir: Path) -> AppContext:
+    """A deployment whose checkpoints sign with KEY and are published to ``sink_dir``."""
+    from tests.conftest import make_settings
+
+    settings = make_settings(db, audit_anchor_sink=f"dir:{sink_dir}",
+                             audit_signing_key=base64.b64encode(bytes(range(32))).decode())
+    return build_context(settings, db)
+
+
+def published(sink_dir: Path) -> audit.Published:
+    return audit.read_published(audit.open_sink(f"dir:{sink_dir}"), TRUSTED)
+
+
+def verify_against(db: Database, sink_dir: Path) -> audit.VerifyResult:
+    return audit.verify_chain(db, TRUSTED, published=published(sink_dir))

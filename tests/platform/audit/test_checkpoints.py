@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-from aicloud.platform import audit
+from aicloud.platform import audit, billing
 from aicloud.platform.audit.signing import signature_is_valid
 from aicloud.runtime import AppContext
 from aicloud.shared.clock import FakeClock
 from aicloud.shared.config import ConfigError, load_settings
 from aicloud.shared.db import Database
-from tests.platform.audit.helpers import KEY, checkpoint, seed, verify
+from tests.platform.audit.helpers import (
+    EVENTS,
+    HEAD,
+    KEY,
+    anchored_context,
+    attacker,
+    checkpoint,
+    published,
+    rehash,
+    row,
+    seed,
+    verify,
+    verify_against,
+)
 
 
 def test_a_checkpoint_signs_the_head_and_count(db: Database) -> None:
@@ -69,3 +84,57 @@ def test_earlier_public_keys_are_trusted() -> None:
     trusted = audit.trusted_public_keys(settings)
     assert old.key_id in trusted
     assert audit.signing_key(settings).key_id in trusted
+
+
+def test_the_controller_signs_when_the_ledger_moves_and_publishes(db: Database,
+                                                                   tmp_path: Path) -> None:
+    """The scheduled checkpoint covers the ledger digest too: a transfer posted without an
+    audit event (rating does that) still gets a new checkpoint, and each one is published."""
+    ctx = anchored_context(db, tmp_path / "anchors")
+    ctx.clock = FakeClock()
+    controller = next(c for c in ctx.controllers() if c.name == "audit-checkpoint")
+    seed(db, 2)
+    first = controller.run_once()
+    assert first is not None and first.contributions == {"ledger": {
+        "transfers": 0, "last_seq": 0, "digest": "0" * 64, "last_id": ""}}
+    assert controller.run_once() is None
+    with db.transaction() as s:
+        funding = billing.platform_account(s, "funding", "USD")
+        wallet = billing.org_wallet(s, "org_a", "USD")
+        billing.post_transfers(s, [billing.TransferSpec(
+            debit_account_id=funding.id, credit_account_id=wallet.id, amount=5,
+            currency="USD", idempotency_key="quiet", reason="top_up")])
+    second = controller.run_once()
+    assert second is not None and second.seq == first.seq  # the audit head did not move
+    assert second.contributions is not None
+    assert second.contributions["ledger"]["transfers"] == 1
+    assert [c.id for c in published(tmp_path / "anchors").checkpoints] == [first.id, second.id]
+    assert verify_against(db, tmp_path / "anchors").ok
+
+
+@pytest.mark.parametrize("tamper", ["head_hash", "head_behind"])
+def test_the_key_never_signs_a_head_row_that_is_not_the_chains_end(db: Database,
+                                                                   tamper: str) -> None:
+    seed(db, 5)
+    with attacker(db) as conn:
+        if tamper == "head_hash":
+            conn.execute(sa.update(HEAD).values(hash="e" * 64))
+        else:
+            conn.execute(sa.update(HEAD).values(seq=3, hash=row(conn, 3)["hash"]))
+    with db.transaction() as s, pytest.raises(audit.AuditChainBroken, match="refusing to sign"):
+        audit.create_checkpoint(s, KEY)
+
+
+def test_the_key_never_signs_a_chain_rewritten_below_its_last_checkpoint(db: Database) -> None:
+    seed(db, 5)
+    first = checkpoint(db)
+    with attacker(db) as conn:  # event 5 edited, its hash and the head recomputed
+        fields = row(conn, 5)
+        fields["outcome"] = "denied"
+        new_hash = rehash(fields)
+        conn.execute(sa.update(EVENTS).where(EVENTS.c.seq == 5).values(outcome="denied",
+                                                                         hash=new_hash))
+        conn.execute(sa.update(HEAD).values(hash=new_hash))
+    seed(db, 1)
+    with db.transaction() as s, pytest.raises(audit.AuditChainBroken, match=first.id):
+        audit.create_checkpoint(s, KEY)

@@ -4,11 +4,29 @@ Public surface:
 - ``record()`` in the transaction of the change, ``Actor`` for who did it, ``diff()`` to build
   the old → new changes of a change;
 - ``list_events()`` / ``iter_jsonl()`` to read the log, confined to ``allowed_scopes``;
-- ``create_checkpoint()`` with ``signing_key(settings)``; ``verify_chain()`` with
-  ``trusted_public_keys(settings)``.
+- ``create_checkpoint()`` with ``signing_key(settings)`` (other services' state joins it
+  through a ``Contributor``); ``verify_chain()`` with ``trusted_public_keys(settings)``;
+- ``open_sink()``, ``publish()`` / ``publish_pending()`` and ``read_published()``: signed
+  checkpoints published outside the database, to compare it with (``verify_chain(published=)``).
 """
 
-from aicloud.platform.audit.checkpoints import Checkpoint, create_checkpoint, latest_checkpoint
+from aicloud.platform.audit.anchors import (
+    AnchorConflict,
+    AnchorSink,
+    DirectorySink,
+    Published,
+    latest_published,
+    open_sink,
+    publish,
+    publish_pending,
+    read_published,
+)
+from aicloud.platform.audit.checkpoints import (
+    Checkpoint,
+    Contributor,
+    create_checkpoint,
+    latest_checkpoint,
+)
 from aicloud.platform.audit.permissions import PERMISSIONS
 from aicloud.platform.audit.query import (
     EventFilter,
@@ -31,11 +49,16 @@ __all__ = [
     "BREAK_KINDS",
     "PERMISSIONS",
     "Actor",
+    "AnchorConflict",
+    "AnchorSink",
     "AuditChainBroken",
     "AuditEvent",
     "Break",
     "Checkpoint",
+    "Contributor",
+    "DirectorySink",
     "EventFilter",
+    "Published",
     "SigningKey",
     "VerifyResult",
     "create_checkpoint",
@@ -44,7 +67,12 @@ __all__ = [
     "iter_events",
     "iter_jsonl",
     "latest_checkpoint",
+    "latest_published",
     "list_events",
+    "open_sink",
+    "publish",
+    "publish_pending",
+    "read_published",
     "record",
     "signing_key",
     "to_json_line",

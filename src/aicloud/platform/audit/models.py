@@ -60,3 +60,11 @@ class AuditCheckpointModel(Base):
     # "ed25519:" + the first 32 hex digits of SHA-256 of the raw public key.
     key_id: Mapped[str] = mapped_column(String(80))
     signature: Mapped[str] = mapped_column(String(128))  # base64 Ed25519 signature
+    # 1, 2, 3, ... in signing order (NULL on checkpoints signed before anchoring existed): a
+    # gap shows a checkpoint dropped from the middle, and published files sort by it.
+    ordinal: Mapped[int | None] = mapped_column(BigInteger, nullable=True, unique=True,
+                                                index=True)
+    # Canonical JSON of what other services contributed to the signed statement, e.g. the
+    # ledger's running digest ({"ledger": {"transfers": .., "last_seq": .., "digest": ..}}).
+    # NULL marks a v1 checkpoint (signed message without it).
+    contributions: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -17,18 +17,28 @@ What each tamper looks like:
 - reordered events commit to a predecessor that sits elsewhere in the chain (``reordered``);
 - a chain rewritten with every hash recomputed (and the head row with it) no longer matches
   the hash signed in a checkpoint (``checkpoint_mismatch``), and only the signing key can make
-  a checkpoint that would (``checkpoint_forged`` otherwise).
+  a checkpoint that would (``checkpoint_forged`` otherwise);
+- a checkpoint dropped from the middle leaves a gap in the ordinals (``checkpoint_missing``).
+
+What only the published copies outside the database show (``published``, ``--against``):
+the tail removed with the head rolled back and the newest checkpoints dropped, everything
+emptied (``rolled_back``); the whole chain rewritten after dropping every checkpoint
+(``checkpoint_mismatch`` at the first published seq); a published checkpoint dropped or
+edited in the database (``checkpoint_missing``, ``checkpoint_mismatch``); and a published
+file that does not verify (``anchor_invalid``). Changes after the last publication remain
+invisible to both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Table, and_, func, or_, select
 
+from aicloud.platform.audit.anchors import Published
 from aicloud.platform.audit.chain import GENESIS_HASH, event_hash
 from aicloud.platform.audit.checkpoints import Checkpoint, checkpoint_problem
 from aicloud.platform.audit.models import (
@@ -42,7 +52,8 @@ from aicloud.shared.db import Database
 EVENTS: Table = AuditEventModel.__table__  # type: ignore[assignment]
 CHECKPOINTS: Table = AuditCheckpointModel.__table__  # type: ignore[assignment]
 BREAK_KINDS = ("edited", "deleted", "inserted", "reordered", "head_missing", "head_mismatch",
-               "checkpoint_forged", "checkpoint_mismatch")
+               "checkpoint_forged", "checkpoint_mismatch", "checkpoint_missing", "rolled_back",
+               "anchor_invalid")
 DEFAULT_BATCH = 5000
 
 
@@ -67,6 +78,9 @@ class VerifyResult:
     checkpoints_checked: int
     latest_checkpoint_seq: int | None
     first_break: Break | None
+    # With ``published``: where they came from and how many were compared.
+    published_sink: str | None = None
+    published_checked: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,9 +127,7 @@ def _stream(db: Database, table: Table, bound: int, batch: int) -> Iterator[Any]
 
 
 def _checkpoint(row: Any) -> Checkpoint:
-    return Checkpoint(id=row.id, seq=row.seq, head_hash=row.head_hash,
-                      event_count=row.event_count, signed_at=row.signed_at,
-                      key_id=row.key_id, signature=row.signature)
+    return Checkpoint.of(row)
 
 
 def _event_at(db: Database, **where: Any) -> tuple[int, str] | None:
@@ -160,9 +172,15 @@ def verify_chain(
     *,
     batch_size: int = DEFAULT_BATCH,
     on_progress: Callable[[int, int], None] | None = None,
+    published: Published | None = None,
 ) -> VerifyResult:
-    """Recompute the whole chain and check the head and every checkpoint."""
+    """Recompute the whole chain and check the head and every checkpoint; with ``published``
+    (read from a sink outside the database), also that the database still holds every
+    published checkpoint and the chain each one signed."""
     snap = _snapshot(db)
+    by_seq: dict[int, list[Checkpoint]] = {}
+    for p in published.checkpoints if published else ():
+        by_seq.setdefault(p.seq, []).append(p)
     bound = max(snap.head_seq or 0, snap.max_event_seq)
     checkpoints = (_checkpoint(r) for r in
                    _stream(db, CHECKPOINTS, max(snap.max_checkpoint_seq, bound), batch_size))
@@ -192,6 +210,15 @@ def verify_chain(
         if event_hash(row.prev_hash, row._mapping) != row.hash:
             return result(Break("edited", s, row.id,
                                 f"event {s} ({row.id}) does not match its hash: it was edited"))
+        for p in by_seq.get(s, ()):
+            if p.head_hash != row.hash:
+                assert published is not None
+                return result(Break(
+                    "checkpoint_mismatch", s, row.id,
+                    f"checkpoint {p.id} published in {published.sink} signed hash "
+                    f"{p.head_hash[:16]}… at seq {s}, the chain now has {row.hash[:16]}…: "
+                    f"event(s) up to {s} were rewritten with recomputed hashes (or the chain "
+                    "was rolled back and appended to again)"))
         while cp is not None and cp.seq <= s:
             checked_cps += 1
             if problem := checkpoint_problem(cp, trusted_keys):
@@ -250,4 +277,59 @@ def verify_chain(
             "deleted", last + 1, None,
             f"checkpoint {cp.id} signed seq {cp.seq} but the chain ends at {last}: event(s) "
             f"{last + 1}..{cp.seq} were deleted and the head row rolled back"))
-    return result(None)
+    db_checkpoints = {c.id: c for c in map(_checkpoint, _stream(
+        db, CHECKPOINTS, max(snap.max_checkpoint_seq, bound), batch_size))}
+    brk = _ordinal_break(db_checkpoints.values())
+    if brk is None and published is not None:
+        brk = _published_break(published, db_checkpoints, last)
+    res = result(brk)
+    if published is not None:
+        res = replace(res, published_sink=published.sink,
+                      published_checked=len(published.checkpoints))
+    return res
+
+
+def _ordinal_break(checkpoints: Iterable[Checkpoint]) -> Break | None:
+    """Ordinals run 1, 2, 3, ... with the signed seq never going down: a gap is a checkpoint
+    dropped from the database (only the newest can go unnoticed without the published copies)."""
+    expected, prev_seq = 1, 0
+    for c in sorted((c for c in checkpoints if c.ordinal is not None),
+                    key=lambda c: c.ordinal or 0):
+        if c.ordinal != expected:
+            return Break("checkpoint_missing", c.seq, None,
+                         f"checkpoint(s) {expected}..{(c.ordinal or 0) - 1} are missing before "
+                         f"checkpoint {c.id} (number {c.ordinal}, seq {c.seq}): dropped from the "
+                         "database")
+        if c.seq < prev_seq:
+            return Break("checkpoint_mismatch", c.seq, None,
+                         f"checkpoint {c.id} (number {c.ordinal}) signed seq {c.seq}, below the "
+                         f"seq {prev_seq} its predecessor signed: the chain was rolled back "
+                         "between them")
+        expected, prev_seq = expected + 1, c.seq
+    return None
+
+
+def _published_break(published: Published, in_db: dict[str, Checkpoint],
+                     last: int) -> Break | None:
+    if published.problems:
+        return Break("anchor_invalid", None, None,
+                     f"{published.sink}: {published.problems[0]}"
+                     + (f" (and {len(published.problems) - 1} more)"
+                        if len(published.problems) > 1 else ""))
+    for p in published.checkpoints:
+        if p.seq > last:
+            return Break(
+                "rolled_back", last + 1, None,
+                f"checkpoint {p.id} published in {published.sink} signed {p.event_count} "
+                f"event(s) up to seq {p.seq}, the database's chain ends at {last}: event(s) "
+                f"{last + 1}..{p.seq} were removed and the head rolled back")
+        mine = in_db.get(p.id)
+        if mine is None:
+            return Break("checkpoint_missing", p.seq, None,
+                         f"checkpoint {p.id} (seq {p.seq}) published in {published.sink} is "
+                         "missing from the database: it was dropped")
+        if mine != p:
+            return Break("checkpoint_mismatch", p.seq, None,
+                         f"checkpoint {p.id} (seq {p.seq}) differs from the copy published in "
+                         f"{published.sink}: it was edited in the database")
+    return None

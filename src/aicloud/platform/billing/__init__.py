@@ -30,6 +30,12 @@ from aicloud.platform.billing.catalog import (
 from aicloud.platform.billing.check import check_ledger
 from aicloud.platform.billing.controllers import controllers, rate_until_idle
 from aicloud.platform.billing.credits import adjust, set_credit_limit, top_up
+from aicloud.platform.billing.digest import (
+    LedgerDigest,
+    advance_ledger_digest,
+    ledger_digests_at,
+    lock_ledger_for_digest,
+)
 from aicloud.platform.billing.exports import cost_report_csv, statement_csv
 from aicloud.platform.billing.holds import (
     create_hold,
@@ -125,6 +131,7 @@ __all__ = [
     "HoldPostBody",
     "IngestResult",
     "LedgerCheck",
+    "LedgerDigest",
     "Meter",
     "PriceBook",
     "PriceIn",
@@ -142,6 +149,7 @@ __all__ = [
     "UsageIn",
     "account_key",
     "adjust",
+    "advance_ledger_digest",
     "balance",
     "build_statement",
     "check_ledger",
@@ -165,12 +173,14 @@ __all__ = [
     "get_price_list",
     "ingest_usage",
     "launches_blocked",
+    "ledger_digests_at",
     "list_alerts",
     "list_budgets",
     "list_meters",
     "list_org_holds",
     "list_price_lists",
     "list_transfers",
+    "lock_ledger_for_digest",
     "month_bounds",
     "org_wallet",
     "platform_account",

@@ -7,6 +7,8 @@ from collections import defaultdict
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from aicloud.platform import audit
+from aicloud.platform.billing.digest import LedgerDigest, ledger_digests_at
 from aicloud.platform.billing.ledger import account_key, normal_balance
 from aicloud.platform.billing.models import (
     AccountModel,
@@ -17,7 +19,12 @@ from aicloud.platform.billing.models import (
 from aicloud.platform.billing.schemas import Discrepancy, LedgerCheck
 
 
-def check_ledger(session: Session) -> LedgerCheck:
+def check_ledger(session: Session, *, published: audit.Published | None = None) -> LedgerCheck:
+    """Everything the transfers imply, and with ``published`` (signed checkpoints read from a
+    sink outside the database) that the transfers still hash to every published digest.
+
+    Without ``published`` a consistent edit is invisible: change a transfer's amount or
+    account, or forge one, and fix the balance caches to match, and every sum agrees."""
     found: list[Discrepancy] = []
 
     def bad(code: str, message: str, subject: str | None = None) -> None:
@@ -108,5 +115,42 @@ def check_ledger(session: Session) -> LedgerCheck:
     for uid in sorted(charged):
         bad("usage-charge-orphan", f"a transfer charges usage {uid}, which does not exist",
             uid)
+    if published is not None:
+        found.extend(_against(session, published))
     return LedgerCheck(ok=not found, accounts=len(accounts), transfers=int(transfer_count),
-                       discrepancies=found)
+                       discrepancies=found,
+                       published_sink=published.sink if published else None,
+                       published_checked=len(published.checkpoints) if published else None)
+
+
+def _against(session: Session, published: audit.Published) -> list[Discrepancy]:
+    """Recompute the digest from scratch at every published point and compare."""
+    out = [Discrepancy(code="anchor-invalid", message=f"{published.sink}: {p}")
+           for p in published.problems]
+    signed = [(cp, LedgerDigest.from_dict(cp.contributions["ledger"]))
+              for cp in published.checkpoints if "ledger" in (cp.contributions or {})]
+    now = ledger_digests_at(session, (d.last_seq for _, d in signed))
+    good: LedgerDigest | None = None
+    for cp, want in sorted(signed, key=lambda x: (x[1].last_seq, x[1].transfers)):
+        got = now[want.last_seq]
+        if got == want:
+            good = want
+            continue
+        since = (f"after seq {good.last_seq} (the last published point that still matches)"
+                 if good else "from the first transfer")
+        where = f"checkpoint {cp.id} published in {published.sink}"
+        if got.transfers < want.transfers or got.last_seq < want.last_seq:
+            out.append(Discrepancy(
+                code="ledger-rolled-back", subject=cp.id, message=(
+                    f"{where} signed {want.transfers} transfer(s) up to seq {want.last_seq}; "
+                    f"the database has {got.transfers} up to seq {got.last_seq}: transfers "
+                    f"{since} were deleted")))
+        else:
+            out.append(Discrepancy(
+                code="ledger-digest-mismatch", subject=cp.id, message=(
+                    f"{where} signed digest {want.digest[:16]}… over {want.transfers} "
+                    f"transfer(s) up to seq {want.last_seq}; recomputed {got.digest[:16]}… over "
+                    f"{got.transfers}: a transfer {since} was edited (amount, account), forged "
+                    "or replaced")))
+        break  # every later point differs too; the first one says where it started
+    return out

@@ -153,6 +153,9 @@ class LedgerCheck(BaseModel):
     accounts: int
     transfers: int
     discrepancies: list[Discrepancy]
+    # With published checkpoints (``--against``): where from, and how many were compared.
+    published_sink: str | None = None
+    published_checked: int | None = None
 
 
 class TopUpIn(BaseModel):
