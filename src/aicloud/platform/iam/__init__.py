@@ -38,6 +38,8 @@ from aicloud.platform.iam.bindings import (
     list_bindings,
     list_deny_bindings,
 )
+from aicloud.platform.iam.explain import explain
+from aicloud.platform.iam.grants import PLATFORM_ROLES
 from aicloud.platform.iam.hierarchy import (
     create_department,
     create_org,
@@ -80,6 +82,7 @@ from aicloud.platform.iam.principals import (
     list_groups,
     list_service_accounts,
     list_users,
+    platform_admins,
     principal_kind,
     remove_group_member,
     sa_model_to_sa,
@@ -89,6 +92,7 @@ from aicloud.platform.iam.principals import (
     user_model_to_user,
     users_of_orgs,
 )
+from aicloud.platform.iam.resources import register_resource_type, resource_types
 from aicloud.platform.iam.roles import (
     BUILTIN_ROLES,
     create_role,
@@ -114,6 +118,7 @@ __all__ = [
     "BUILTIN_ROLES",
     "CATALOG",
     "PLATFORM",
+    "PLATFORM_ROLES",
     "BootstrapResult",
     "Decision",
     "LoginRequest",
@@ -155,6 +160,7 @@ __all__ = [
     "delete_role",
     "delete_service_account",
     "deny_model_to_deny",
+    "explain",
     "get_api_key_model",
     "get_binding_model",
     "get_deny_binding_model",
@@ -185,13 +191,16 @@ __all__ = [
     "login",
     "logout",
     "move_project",
+    "platform_admins",
     "policy_snapshot",
     "principal_kind",
+    "register_resource_type",
     "remove_group_member",
     "rename_department",
     "rename_org",
     "rename_project",
     "resolve_token",
+    "resource_types",
     "revoke_api_key",
     "revoke_invitation",
     "role_org",
