@@ -32,7 +32,10 @@ SESSION_LIFETIME = timedelta(hours=12)
 MIN_PASSWORD_LENGTH = 12
 # Failed logins per email: after MAX_FAILURES within FAILURE_WINDOW the email is locked for
 # LOCKOUT, whether or not an account exists for it (so the lock reveals nothing either).
+# Per client address likewise after MAX_FAILURES_PER_ADDRESS failures, whatever the emails
+# (password spraying: one password tried on many accounts).
 MAX_FAILURES = 5
+MAX_FAILURES_PER_ADDRESS = 20
 FAILURE_WINDOW = timedelta(minutes=15)
 LOCKOUT = timedelta(minutes=15)
 _SYSTEM = audit.Actor.system("iam")
@@ -103,33 +106,39 @@ def bootstrap_admin(
     )
 
 
-def _throttle_key(email: str) -> str:
-    return email.strip().lower()[:320]
+def _email_throttle_key(email: str) -> str | None:
+    """A valid address, lower-cased (None for a string that cannot be an address: no account
+    can have it, and it must not collide with an address key)."""
+    try:
+        return normalize_email(email)[:320]
+    except ValidationFailed:
+        return None
 
 
-def _is_locked(session: Session, key: str, now: datetime) -> bool:
-    row = session.get(LoginThrottleModel, key)
-    return row is not None and row.locked_until is not None and row.locked_until > now
+def _address_throttle_key(ip: str | None) -> str | None:
+    # The space keeps it apart from every email key (a valid email has none).
+    return f"ip {ip}"[:320] if ip else None
 
 
-def _record_failure(session: Session, key: str, now: datetime, ip: str | None,
-                    user_agent: str | None) -> None:
-    # Insert-if-absent then lock: two concurrent first failures must not collide on the key.
+def _throttle_rows(session: Session, keys: list[tuple[str, int]], now: datetime, *,
+                   create: bool) -> list[tuple[LoginThrottleModel, int]]:
+    """The throttle rows of these keys, row-locked in a fixed order (address, then email) so
+    concurrent attempts queue on them and count exactly; expired windows start over."""
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    session.execute(insert(LoginThrottleModel).values(
-        key=key, failures=0, window_started_at=now).on_conflict_do_nothing())
-    row = session.get(LoginThrottleModel, key, with_for_update=True, populate_existing=True)
-    assert row is not None
-    if now - row.window_started_at > FAILURE_WINDOW:
-        row.failures, row.window_started_at, row.locked_until = 0, now, None
-    row.failures += 1
-    if row.failures >= MAX_FAILURES:
-        row.locked_until = now + LOCKOUT
-    audit.record(session, actor=audit.Actor(id=None, kind="anonymous", ip=ip,
-                                            user_agent=user_agent),
-                 action="iam.session.create", target_type="login", target_id=key,
-                 outcome="denied", details={"failures": row.failures,
-                                            "locked": row.locked_until is not None})
+    rows: list[tuple[LoginThrottleModel, int]] = []
+    for key, limit in keys:
+        if create:  # insert-if-absent: two concurrent first failures must not collide
+            session.execute(insert(LoginThrottleModel).values(
+                key=key, failures=0, window_started_at=now).on_conflict_do_nothing())
+        row = session.get(LoginThrottleModel, key, with_for_update=True,
+                          populate_existing=True)
+        if row is None:
+            continue
+        locked = row.locked_until is not None and row.locked_until > now
+        if not locked and now - row.window_started_at > FAILURE_WINDOW:
+            row.failures, row.window_started_at, row.locked_until = 0, now, None
+        rows.append((row, limit))
+    return rows
 
 
 def attempt_login(
@@ -142,24 +151,41 @@ def attempt_login(
     now: datetime | None = None,
 ) -> LoginResponse | AppError:
     """Check a password. A failure is *returned*, not raised, with the failure counted in
-    ``session``: the caller commits, then raises it (a raise would roll the count back)."""
+    ``session``: the caller commits, then raises it (a raise would roll the count back).
+
+    Failures are counted per email (MAX_FAILURES) and per client address
+    (MAX_FAILURES_PER_ADDRESS, against password spraying across many emails); either lock
+    refuses every attempt, right password or not, with 429 until it expires."""
     now = now or utcnow()
-    key = _throttle_key(email)
-    try:
-        user = get_user_by_email(session, email)
-    except ValidationFailed:
-        user = None
+    email_key = _email_throttle_key(email)
+    keys = [(k, limit) for k, limit in ((_address_throttle_key(ip), MAX_FAILURES_PER_ADDRESS),
+                                        (email_key, MAX_FAILURES)) if k is not None]
+    user = get_user_by_email(session, email) if email_key else None
     # verify_password runs even for unknown or locked users so timing does not reveal who
-    # exists or who is locked.
+    # exists or who is locked; it runs before the rows are locked, so the lock is held only
+    # for the few statements that count.
     ok = security.verify_password(user.password_hash if user else None, password)
-    if _is_locked(session, key, now):
-        return TooManyRequests("too many failed logins for this email; try again later")
-    if not ok or user is None or user.disabled:
-        _record_failure(session, key, now, ip, user_agent)
+    failed = not ok or user is None or user.disabled
+    rows = _throttle_rows(session, keys, now, create=failed)
+    if any(r.locked_until is not None and r.locked_until > now for r, _ in rows):
+        return TooManyRequests("too many failed logins; try again later")
+    if failed:
+        for row, limit in rows:
+            row.failures += 1
+            if row.failures >= limit:
+                row.locked_until = now + LOCKOUT
+        audit.record(session, actor=audit.Actor(id=None, kind="anonymous", ip=ip,
+                                                user_agent=user_agent),
+                     action="iam.session.create", target_type="login",
+                     target_id=(email_key or keys[0][0]) if keys else "-",
+                     outcome="denied",
+                     details={"failures": {r.key: r.failures for r, _ in rows},
+                              "locked": [r.key for r, _ in rows if r.locked_until]})
         return Unauthenticated(BAD_CREDENTIALS)
-    throttle = session.get(LoginThrottleModel, key)
-    if throttle is not None:
-        session.delete(throttle)
+    assert user is not None
+    for row, _ in rows:
+        if row.key == email_key:  # a success clears the email's count, not the address's
+            session.delete(row)
     token = security.new_token(SESSION_TOKEN_PREFIX)
     record = AuthSessionModel(
         id=new_id("sess"),
