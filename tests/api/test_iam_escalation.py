@@ -166,6 +166,17 @@ def test_invitations_and_denies_follow_the_escalation_rule(world: World) -> None
                                            "permission": "gpuaas.instances.delete"}) == 201
 
 
+def test_a_denied_admin_cannot_lift_its_own_deny(world: World) -> None:
+    w = world
+    deny = w.a.post(f"/scopes/{w.a.org_id}/deny-bindings",
+                    {"principal_id": w.oadmin_id, "permission": "gpuaas.instances.*"})
+    # The org admin holds iam.deny_bindings.write, but lifting the deny would give it back
+    # what it is denied.
+    assert w.call("DELETE", f"/deny-bindings/{deny['id']}", w.oadmin) == 403
+    assert w.call("GET", f"/projects/{w.project}/instances", w.oadmin) == 403
+    assert w.call("DELETE", f"/deny-bindings/{deny['id']}", w.a.headers) == 204
+
+
 def test_joining_a_group_grants_its_roles(world: World) -> None:
     w = world
     group = w.a.post(f"/orgs/{w.a.org_id}/groups", {"name": "owners"})["id"]

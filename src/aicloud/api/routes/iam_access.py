@@ -141,7 +141,8 @@ def get_deny_binding(deny_binding_id: str,
 def delete_deny_binding(deny_binding_id: str,
                         caller: Annotated[Caller, Authorize("iam.deny_bindings.write",
                                                             scope=DENY)]) -> Response:
-    iam.delete_deny_binding(caller.session, deny_binding_id, actor=caller.actor)
+    iam.delete_deny_binding(caller.session, deny_binding_id, actor=caller.actor,
+                            grantor=caller.principal)
     return Response(status_code=204)
 
 

@@ -203,8 +203,14 @@ def get_deny_binding_model(session: Session, deny_id: str) -> DenyBindingModel:
     return m
 
 
-def delete_deny_binding(session: Session, deny_id: str, *, actor: audit.Actor) -> None:
+def delete_deny_binding(session: Session, deny_id: str, *, actor: audit.Actor,
+                        grantor: Principal | None) -> None:
+    """Lifting a deny gives its permissions back, so ``grantor`` must hold them there, as for
+    creating it: an administrator denied something cannot lift its own deny."""
     m = get_deny_binding_model(session, deny_id)
+    require_holds(session, grantor, CATALOG.expand(m.permission),
+                  _decision_target(m.scope_id, m.resource_type, m.parent_scope_id),
+                  "lifting this deny binding")
     path = scope_path(session, binding_scope(m))
     session.delete(m)
     bump_policy_version(session)
