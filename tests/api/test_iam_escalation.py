@@ -223,6 +223,12 @@ def test_a_key_never_mints_a_broader_credential(world: World) -> None:
     assert w.call("POST", f"/service-accounts/{sa}/api-keys", w.padmin, {"name": "k"}) == 403
     assert w.call("POST", f"/service-accounts/{sa}/api-keys", w.a.headers, {"name": "k"}) \
         == 201
+    # Nor may the project admin revive it once the owner disabled it (its keys would work
+    # again as an org owner).
+    sa_path = f"/service-accounts/{sa}"
+    assert w.call("PATCH", sa_path, w.a.headers, {"disabled": True}) == 200
+    assert w.call("PATCH", sa_path, w.padmin, {"disabled": False}) == 403
+    assert w.call("PATCH", sa_path, w.a.headers, {"disabled": False}) == 200
 
 
 def test_disabling_a_user_kills_their_credentials_for_good(world: World) -> None:

@@ -194,7 +194,7 @@ def update_service_account(service_account_id: str, body: iam.ServiceAccountUpda
                                "iam.service_accounts.update", scope=SA)]) -> iam.ServiceAccount:
     """Disable (or re-enable) a service account; its keys stop working at once."""
     return iam.set_service_account_disabled(caller.session, service_account_id, body.disabled,
-                                            actor=caller.actor)
+                                            actor=caller.actor, grantor=caller.principal)
 
 
 @router.delete("/service-accounts/{service_account_id}", status_code=204)

@@ -175,9 +175,12 @@ def create_service_account(session: Session, owner_scope_id: str, name: str, *,
 
 
 def set_service_account_disabled(session: Session, sa_id: str, disabled: bool, *,
-                                 actor: audit.Actor) -> ServiceAccount:
-    """A disabled service account's API keys stop working at once."""
+                                 actor: audit.Actor, grantor: Principal | None) -> ServiceAccount:
+    """A disabled service account's API keys stop working at once; re-enabling revives them,
+    so it is granting the account's bindings again: ``grantor`` must hold each of them."""
     m = get_service_account_model(session, sa_id)
+    if m.disabled and not disabled:
+        require_holds_bindings_of(session, grantor, sa_id, "re-enabling this service account")
     if m.disabled != disabled:
         audit.record(session, actor=actor, action="iam.service_account.update",
                      target_type="service_account", target_id=m.id,
