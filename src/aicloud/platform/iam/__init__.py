@@ -105,6 +105,7 @@ from aicloud.platform.iam.schemas import *  # noqa: F403 (the API models are pub
 from aicloud.platform.iam.schemas import BootstrapResult, LoginRequest, LoginResponse, User
 from aicloud.platform.iam.service import (
     attempt_login,
+    attempt_login_outside_transaction,
     bootstrap_admin,
     count_users,
     create_user,
@@ -134,6 +135,7 @@ __all__ = [
     "add_group_member",
     "api_key_owner_scope",
     "attempt_login",
+    "attempt_login_outside_transaction",
     "authorize",
     "binding_model_to_binding",
     "binding_scope",

@@ -18,6 +18,7 @@ from aicloud.platform.iam.principals import user_model_to_user
 from aicloud.platform.iam.schemas import BootstrapResult, LoginResponse, User
 from aicloud.shared import security
 from aicloud.shared.clock import utcnow
+from aicloud.shared.db import Database
 from aicloud.shared.errors import (
     AppError,
     Conflict,
@@ -155,17 +156,45 @@ def attempt_login(
 
     Failures are counted per email (MAX_FAILURES) and per client address
     (MAX_FAILURES_PER_ADDRESS, against password spraying across many emails); either lock
-    refuses every attempt, right password or not, with 429 until it expires."""
+    refuses every attempt, right password or not, with 429 until it expires.
+    (``attempt_login_outside_transaction`` is the same with the slow hash check outside any
+    transaction, for the API.)"""
+    user = get_user_by_email(session, email) if _email_throttle_key(email) else None
+    stored = user.password_hash if user else None
+    ok = security.verify_password(stored, password)
+    return _settle_login(session, email=email, user_id=user.id if user else None,
+                         stored_hash=stored, ok=ok, ip=ip, user_agent=user_agent, now=now)
+
+
+def attempt_login_outside_transaction(
+    db: Database, *, email: str, password: str, ip: str | None = None,
+    user_agent: str | None = None,
+) -> LoginResponse | AppError:
+    """attempt_login() with the argon2 check (tens of milliseconds of CPU and memory) run
+    between two short transactions, never inside one: on SQLite every transaction holds the
+    database's write lock, so a burst of logins must not hold it while hashing. Each
+    transaction is committed; a failure is returned, already counted."""
+    with db.transaction() as session:
+        user = get_user_by_email(session, email) if _email_throttle_key(email) else None
+        user_id, stored = (user.id, user.password_hash) if user else (None, None)
+    ok = security.verify_password(stored, password)
+    with db.transaction() as session:
+        return _settle_login(session, email=email, user_id=user_id, stored_hash=stored, ok=ok,
+                             ip=ip, user_agent=user_agent, now=None)
+
+
+def _settle_login(session: Session, *, email: str, user_id: str | None,
+                  stored_hash: str | None, ok: bool, ip: str | None, user_agent: str | None,
+                  now: datetime | None) -> LoginResponse | AppError:
+    """Count (or clear) the attempt and issue the session: the throttle rows are row-locked
+    here, after the password was checked, so the lock is held only for a few statements."""
     now = now or utcnow()
     email_key = _email_throttle_key(email)
     keys = [(k, limit) for k, limit in ((_address_throttle_key(ip), MAX_FAILURES_PER_ADDRESS),
                                         (email_key, MAX_FAILURES)) if k is not None]
-    user = get_user_by_email(session, email) if email_key else None
-    # verify_password runs even for unknown or locked users so timing does not reveal who
-    # exists or who is locked; it runs before the rows are locked, so the lock is held only
-    # for the few statements that count.
-    ok = security.verify_password(user.password_hash if user else None, password)
-    failed = not ok or user is None or user.disabled
+    user = session.get(UserModel, user_id) if user_id else None
+    # The hash checked must still be the account's (no password change in between).
+    failed = (not ok or user is None or user.disabled or user.password_hash != stored_hash)
     rows = _throttle_rows(session, keys, now, create=failed)
     if any(r.locked_until is not None and r.locked_until > now for r, _ in rows):
         return TooManyRequests("too many failed logins; try again later")
