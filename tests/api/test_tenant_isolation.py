@@ -203,6 +203,17 @@ def test_ids_of_another_tenant_in_bodies_and_queries_are_refused(
                 if ids:  # the same call with B's own ids goes through: the walk is not vacuous
                     resp = client.request(method.upper(), url, json=own, headers=b.headers)
                     own_ok += resp.is_success
+            if len(params) >= 2:  # one of A's ids among B's own in the path
+                content_schema = content.get("application/json", {}).get("schema")
+                mixed_body = (_sample("", content_schema, components, "", [])
+                              if content_schema else None)
+                for foreign in [p for p in params if _id_like(p)]:  # not keys/periods
+                    mixed = path.format(**{p: (a.get(p) if p == foreign else b.get(p))
+                                           for p in params})
+                    resp = client.request(method.upper(), mixed, json=mixed_body,
+                                          headers=b.headers)
+                    assert not resp.is_success, (method, path, foreign, resp.text)
+                    checked += 1
             if method == "get":
                 for q in op.get("parameters", []):
                     if q["in"] != "query" or not _id_like(q["name"]) or q.get("required"):
