@@ -1,7 +1,10 @@
 """API keys: ``aick_`` + a random secret shown once and stored as a SHA-256 digest.
 
 A key acts as its principal (a user or a service account) and can be narrowed to one scope
-and to a subset of permissions; narrowing only removes access, never adds any.
+and to a subset of permissions; narrowing only removes access, never adds any. A key never
+makes a broader credential: it mints no key for its own principal, passes its narrowing on to
+a service account's key it mints, and whoever mints a service account's key must hold all
+the account's bindings.
 """
 
 from __future__ import annotations

@@ -6,22 +6,21 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit
-from aicloud.platform.iam.authorize import PLATFORM, Principal, ResourceRef, Target, policy_snapshot
-from aicloud.platform.iam.grants import require_can_grant_role, require_holds
+from aicloud.platform.iam.authorize import PLATFORM, Principal
+from aicloud.platform.iam.grants import decision_target, require_can_grant_role, require_holds
 from aicloud.platform.iam.hierarchy import scope_path
 from aicloud.platform.iam.models import (
     DenyBindingModel,
     GroupModel,
     RoleBindingModel,
     ServiceAccountModel,
-    UserModel,
 )
 from aicloud.platform.iam.permissions import CATALOG
 from aicloud.platform.iam.policy_version import bump_policy_version
 from aicloud.platform.iam.principals import (
     principal_kind,
     require_another_platform_admin,
-    users_of_orgs,
+    require_user_known_to,
 )
 from aicloud.platform.iam.resources import require_resource_in_project
 from aicloud.platform.iam.roles import role_org
@@ -61,12 +60,7 @@ def _check_principal(session: Session, principal_id: str, org_id: str | None,
     through invitations, so a user id from another tenant reveals nothing (404)."""
     kind = principal_kind(principal_id)
     if kind == "user":
-        if session.get(UserModel, principal_id) is None:
-            raise NotFound(f"principal {principal_id} not found")
-        if (grantor is not None
-                and not policy_snapshot(session).can(grantor, "iam.users.read", PLATFORM)
-                and (org_id is None or principal_id not in users_of_orgs(session, [org_id]))):
-            raise NotFound(f"principal {principal_id} not found")
+        require_user_known_to(session, grantor, principal_id, org_id)
         return kind
     model = ServiceAccountModel if kind == "service_account" else GroupModel
     row = session.get(model, principal_id)
@@ -89,10 +83,6 @@ def _resolve_scope(session: Session, scope_id: str,
     return resource.id, resource.type, scope_id, f"{path}/{resource.id}"
 
 
-def _decision_target(scope_id: str, rtype: str | None, parent: str | None) -> Target:
-    return ResourceRef(rtype, scope_id, parent) if parent and rtype else scope_id
-
-
 def create_binding(session: Session, scope_id: str, body: RoleBindingCreate, *,
                    actor: audit.Actor, grantor: Principal | None) -> RoleBinding:
     """Bind a role. ``grantor`` (the caller; None for the system) must hold every permission
@@ -104,7 +94,7 @@ def create_binding(session: Session, scope_id: str, body: RoleBindingCreate, *,
     if owner is not None and owner != org_id:
         raise NotFound(f"role {body.role_id} not found")
     require_can_grant_role(session, grantor, body.role_id,
-                           _decision_target(target, rtype, parent))
+                           decision_target(target, rtype, parent))
     if session.scalar(select(RoleBindingModel.id).where(
             RoleBindingModel.principal_id == body.principal_id,
             RoleBindingModel.role_id == body.role_id, RoleBindingModel.scope_id == target)):
@@ -182,7 +172,7 @@ def create_deny_binding(session: Session, scope_id: str, body: DenyBindingCreate
     org_id = _scope_org(path)
     _check_principal(session, body.principal_id, org_id, grantor)
     require_holds(session, grantor, CATALOG.expand(body.permission),
-                  _decision_target(target, rtype, parent), "this deny binding")
+                  decision_target(target, rtype, parent), "this deny binding")
     m = DenyBindingModel(id=new_id("deny"), principal_id=body.principal_id,
                          permission=body.permission, scope_id=target, resource_type=rtype,
                          parent_scope_id=parent, org_id=org_id, created_at=utcnow())
@@ -209,7 +199,7 @@ def delete_deny_binding(session: Session, deny_id: str, *, actor: audit.Actor,
     creating it: an administrator denied something cannot lift its own deny."""
     m = get_deny_binding_model(session, deny_id)
     require_holds(session, grantor, CATALOG.expand(m.permission),
-                  _decision_target(m.scope_id, m.resource_type, m.parent_scope_id),
+                  decision_target(m.scope_id, m.resource_type, m.parent_scope_id),
                   "lifting this deny binding")
     path = scope_path(session, binding_scope(m))
     session.delete(m)

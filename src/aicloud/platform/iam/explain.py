@@ -21,9 +21,8 @@ from aicloud.platform.iam.authorize import (
 from aicloud.platform.iam.permissions import CATALOG
 from aicloud.platform.iam.principals import (
     get_service_account_model,
-    get_user_model,
     principal_kind,
-    users_of_orgs,
+    require_user_known_to,
 )
 from aicloud.platform.iam.resources import require_resource_in_project
 from aicloud.shared.errors import NotFound, ValidationFailed
@@ -40,14 +39,11 @@ def explain(session: Session, viewer: Principal, *, principal_id: str, permissio
     if kind == "group":
         raise NotFound(f"principal {principal_id} not found")
     org = snap.org_of(scope_id)
-    if not snap.can(viewer, "iam.users.read", PLATFORM):
-        if kind == "user":
-            get_user_model(session, principal_id)
-            known = org is not None and principal_id in users_of_orgs(session, [org])
-        else:
-            known = get_service_account_model(session, principal_id).org_id == org
-        if not known:
-            raise NotFound(f"principal {principal_id} not found")
+    if kind == "user":
+        require_user_known_to(session, viewer, principal_id, org)
+    elif (get_service_account_model(session, principal_id).org_id != org
+          and not snap.can(viewer, "iam.service_accounts.read", PLATFORM)):
+        raise NotFound(f"principal {principal_id} not found")
     target: Target = scope_id
     if resource_id:
         if not resource_type:

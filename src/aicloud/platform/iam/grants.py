@@ -58,10 +58,17 @@ def require_can_grant_role(session: Session, grantor: Principal | None, role_id:
     require_holds(session, grantor, role_permissions(session, role_id), target, what)
 
 
+def decision_target(scope_id: str, resource_type: str | None,
+                    parent_scope_id: str | None) -> Target:
+    """What a (role or deny) binding applies to, as authorize() takes it: a resource of a
+    project (stored as resource id + parent project) or a scope."""
+    if parent_scope_id:
+        return ResourceRef(resource_type or "resource", scope_id, parent_scope_id)
+    return scope_id
+
+
 def binding_target(m: RoleBindingModel) -> Target:
-    if m.parent_scope_id:
-        return ResourceRef(m.resource_type or "resource", m.scope_id, m.parent_scope_id)
-    return m.scope_id
+    return decision_target(m.scope_id, m.resource_type, m.parent_scope_id)
 
 
 def require_holds_bindings_of(session: Session, grantor: Principal | None, principal_id: str,

@@ -130,6 +130,18 @@ def users_of_orgs(session: Session, org_ids: Sequence[str]) -> set[str]:
     return set(bound) | set(grouped)
 
 
+def require_user_known_to(session: Session, viewer: Principal | None, user_id: str,
+                          org_id: str | None) -> None:
+    """404 unless the user exists and ``viewer`` may know it: a member of ``org_id`` (bound
+    in it or in one of its groups), or any user for readers of all users and the system
+    (None). Tenants reach users of elsewhere only through invitations."""
+    get_user_model(session, user_id)
+    if viewer is None or policy_snapshot(session).can(viewer, "iam.users.read", PLATFORM):
+        return
+    if org_id is None or user_id not in users_of_orgs(session, [org_id]):
+        raise NotFound(f"user {user_id} not found")
+
+
 # --- service accounts ------------------------------------------------------------------------
 
 
@@ -283,11 +295,7 @@ def add_group_member(session: Session, group_id: str, user_id: str, *,
     for platform administrators) to the group. Joining hands the user every binding of the
     group, so ``grantor`` must hold each of them (the escalation rule)."""
     g = get_group_model(session, group_id)
-    get_user_model(session, user_id)
-    if (grantor is not None
-            and not policy_snapshot(session).can(grantor, "iam.users.read", PLATFORM)
-            and user_id not in users_of_orgs(session, [g.org_id])):
-        raise NotFound(f"user {user_id} not found")
+    require_user_known_to(session, grantor, user_id, g.org_id)
     require_holds_bindings_of(session, grantor, group_id, "adding a member to this group")
     if session.get(GroupMemberModel, (group_id, user_id)) is not None:
         return
