@@ -18,6 +18,7 @@ from aicloud.platform.iam.models import (
 from aicloud.platform.iam.permissions import CATALOG
 from aicloud.platform.iam.policy_version import bump_policy_version
 from aicloud.platform.iam.principals import (
+    platform_admins,
     principal_kind,
     require_another_platform_admin,
     require_user_known_to,
@@ -170,9 +171,12 @@ def create_deny_binding(session: Session, scope_id: str, body: DenyBindingCreate
     CATALOG.validate_pattern(body.permission)
     target, rtype, parent, path = _resolve_scope(session, scope_id, body.resource)
     org_id = _scope_org(path)
-    _check_principal(session, body.principal_id, org_id, grantor)
+    kind = _check_principal(session, body.principal_id, org_id, grantor)
     require_holds(session, grantor, CATALOG.expand(body.permission),
                   decision_target(target, rtype, parent), "this deny binding")
+    if target == PLATFORM and kind == "user" and body.principal_id in platform_admins(session):
+        # A deny at the platform disarms an administrator as surely as unbinding it.
+        require_another_platform_admin(session, body.principal_id)
     m = DenyBindingModel(id=new_id("deny"), principal_id=body.principal_id,
                          permission=body.permission, scope_id=target, resource_type=rtype,
                          parent_scope_id=parent, org_id=org_id, created_at=utcnow())

@@ -92,10 +92,18 @@ def create_user(
 def bootstrap_admin(
     session: Session, *, email: str, password: str | None = None
 ) -> BootstrapResult:
-    """Create the first administrator, bound to platform-admin on the platform. The generated
-    password is returned once, never stored."""
+    """Create the first administrator, bound to platform-admin on the platform (or make an
+    existing account one, enabling it if it was disabled). The generated password is returned
+    once, never stored."""
     existing = get_user_by_email(session, email)
     if existing is not None:
+        # The way back in from the host: a disabled account is enabled again (its old
+        # sessions and keys stay revoked; it logs in with its password).
+        if existing.disabled:
+            existing.disabled, existing.updated_at = False, utcnow()
+            audit.record(session, actor=_SYSTEM, action="iam.user.update", target_type="user",
+                         target_id=existing.id,
+                         changes=audit.diff({"disabled": True}, {"disabled": False}))
         bind_platform_admin(session, existing.id, actor=_SYSTEM)
         return BootstrapResult(user=user_model_to_user(existing), created=False)
     generated = password is None
