@@ -154,10 +154,13 @@ def test_explain_names_the_binding_or_the_deny(api: tuple[TestClient, str]) -> N
     assert allowed["path"] == [prj, a.get("department_id"), a.org_id, "platform"]
     deny = a.post(f"/scopes/{prj}/deny-bindings", {"principal_id": member_id,
                                                     "permission": "gpuaas.instances.create"})
-    denied = client.get("/iam/explain", params={**q, "resource_type": "gpuaas.instance",
-                                                "resource_id": "inst_x"},
-                        headers=a.headers).json()
+    denied = client.get("/iam/explain", params=q, headers=a.headers).json()
     assert not denied["allowed"] and denied["deny_binding_id"] == deny["id"]
+    # A resource must exist in the project, of a type a product registered.
+    for rtype, status in (("instance", 404), ("gpuaas.instance", 422)):
+        r = client.get("/iam/explain", params={**q, "resource_type": rtype,
+                                               "resource_id": "inst_x"}, headers=a.headers)
+        assert r.status_code == status, r.text
     # Members may not ask (they see the project: 403); undeclared permissions are a 422.
     assert client.get("/iam/explain", params=q, headers=bearer(member)).status_code == 403
     bad = client.get("/iam/explain", params={**q, "permission": "x.y.z"}, headers=a.headers)
@@ -202,7 +205,7 @@ def test_api_keys_act_as_their_principal_narrowed(ctx: AppContext,
     with ctx.db.transaction() as s:
         short = iam.create_api_key(s, a.owner_id, iam.ApiKeyCreate(
             name="short", expires_at=utcnow() + timedelta(seconds=60)),
-            actor=iam_actor())
+            actor=iam_actor(), grantor=None)
         iam.get_api_key_model(s, short.id).expires_at = utcnow() - timedelta(seconds=1)
     assert client.get("/auth/me", headers=bearer(short.secret)).status_code == 401
     # Disabling the service account stops its keys.

@@ -80,6 +80,162 @@ def test_every_id_route_answers_404_to_another_tenant(
     assert checked >= 25
 
 
+# --- ids in request bodies and query strings ------------------------------------------------
+
+SAMPLES: dict[str, object] = {"email": "iso@example.org", "currency": "USD",
+                              "permission": "iam.projects.read", "password": "x" * 16,
+                              "permissions": ["iam.projects.read"], "type": "instance"}
+
+
+def _id_like(name: str) -> bool:
+    return name == "id" or name.endswith("_id")
+
+
+def _resolve(schema: dict, components: dict) -> dict:  # type: ignore[type-arg]
+    while "$ref" in schema:
+        schema = components[schema["$ref"].rsplit("/", 1)[1]]
+    for key in ("anyOf", "oneOf"):
+        if key in schema:  # Optional[X]: the non-null branch
+            branches = [b for b in schema[key] if b.get("type") != "null"]
+            return _resolve(branches[0], components) if branches else {"type": "null"}
+    return schema
+
+
+def _sample(name: str, schema: dict, components: dict, path: str,  # type: ignore[type-arg]
+            ids: list[str]) -> object:
+    """A valid-looking value; id-like fields (at any depth) are recorded in ``ids``."""
+    schema = _resolve(schema, components)
+    if schema.get("type") == "object" or "properties" in schema:
+        out = {}
+        for prop, sub in schema.get("properties", {}).items():
+            sub_path = f"{path}.{prop}" if path else prop
+            if prop in schema.get("required", ()) or _id_like(prop) or (
+                    "properties" in _resolve(sub, components)):
+                out[prop] = _sample(prop, sub, components, sub_path, ids)
+        return out
+    if _id_like(name):
+        ids.append(path)
+        return ""
+    if name in SAMPLES:
+        return SAMPLES[name]
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "string":
+        return "2099-01-01T00:00:00Z" if schema.get("format") == "date-time" else "iso"
+    if kind in ("integer", "number"):
+        return max(1, schema.get("minimum", 1))
+    if kind == "boolean":
+        return False
+    if kind == "array":
+        return []
+    return None
+
+
+def _set(body: dict, dotted: str, value: str) -> dict:  # type: ignore[type-arg]
+    import copy
+
+    out = copy.deepcopy(body)
+    node = out
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    return out
+
+
+def _foreign_values(a: Tenant, field: str) -> list[str]:
+    """Tenant A's ids to put in a body field: every kind that field could name."""
+    leaf = field.rsplit(".", 1)[-1]
+    if field.endswith("resource.id"):
+        return [a.get("instance_id"), a.get("project_id"), a.org_id, "platform"]
+    if leaf == "principal_id":
+        return [a.owner_id, a.get("service_account_id"), a.get("group_id")]
+    if leaf == "scope_id":
+        return [a.get("project_id"), a.get("department_id"), a.org_id]
+    if leaf in ID_FACTORIES:
+        return [a.get(leaf)]
+    return [a.org_id, a.get("project_id"), a.owner_id, a.get("service_account_id")]
+
+
+def _own_value(b: Tenant, field: str) -> str:
+    leaf = field.rsplit(".", 1)[-1]
+    if field.endswith("resource.id"):
+        return b.get("instance_id")
+    if leaf == "principal_id":
+        return b.get("group_id")
+    if leaf == "role_id":
+        return "project-viewer"
+    return b.get(leaf) if leaf in ID_FACTORIES else b.get("project_id")
+
+
+def test_ids_of_another_tenant_in_bodies_and_queries_are_refused(
+    world: tuple[TestClient, Tenant, Tenant],
+) -> None:
+    """For every route with a JSON body, each id-like field (nested ones too: resource.id,
+    principal_id, role_id, scope_id...) is filled in turn with tenant A's ids while the path
+    names tenant B's own objects; B's owner calling it must never get a 2xx. Optional id query
+    parameters with A's ids must not show B anything of A."""
+    client, a, b = world
+    spec = client.app.openapi()
+    components = spec["components"]["schemas"]
+    a_ids = {a.get(n) for n in ID_FACTORIES} - set(b.objects.values()) - {""}
+    checked = own_ok = 0
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            params = PARAM.findall(path)
+            url = path.format(**{p: b.get(p) for p in params})
+            content = (op.get("requestBody") or {}).get("content", {})
+            if "application/json" in content:
+                ids: list[str] = []
+                body = _sample("", content["application/json"]["schema"], components, "", ids)
+                assert isinstance(body, dict)
+                own = body
+                for field in ids:
+                    own = _set(own, field, _own_value(b, field))
+                for field in ids:
+                    for value in _foreign_values(a, field):
+                        attempt = _set(own, field, value)
+                        resp = client.request(method.upper(), url, json=attempt,
+                                              headers=b.headers)
+                        assert not resp.is_success, (method, path, field, value, resp.text)
+                        checked += 1
+                if ids:  # the same call with B's own ids goes through: the walk is not vacuous
+                    resp = client.request(method.upper(), url, json=own, headers=b.headers)
+                    own_ok += resp.is_success
+            if len(params) >= 2:  # one of A's ids among B's own in the path
+                content_schema = content.get("application/json", {}).get("schema")
+                mixed_body = (_sample("", content_schema, components, "", [])
+                              if content_schema else None)
+                for foreign in [p for p in params if _id_like(p)]:  # not keys/periods
+                    mixed = path.format(**{p: (a.get(p) if p == foreign else b.get(p))
+                                           for p in params})
+                    resp = client.request(method.upper(), mixed, json=mixed_body,
+                                          headers=b.headers)
+                    assert not resp.is_success, (method, path, foreign, resp.text)
+                    checked += 1
+            if method == "get":
+                for q in op.get("parameters", []):
+                    if q["in"] != "query" or not _id_like(q["name"]) or q.get("required"):
+                        continue
+                    for value in _foreign_values(a, q["name"]):
+                        resp = client.get(url, params={q["name"]: value}, headers=b.headers)
+                        leaked = [i for i in a_ids if i != value and i in resp.text]
+                        assert not (resp.is_success and leaked), (path, q["name"], leaked)
+                        checked += 1
+    # explain: B's own scope, A's principal or resource in the query string.
+    base = {"permission": "iam.projects.read", "scope_id": b.get("project_id")}
+    for extra in ({"principal_id": a.owner_id}, {"principal_id": a.get("service_account_id")},
+                  {"principal_id": b.owner_id, "resource_type": "instance",
+                   "resource_id": a.get("instance_id")}):
+        resp = client.get("/iam/explain", params={**base, **extra}, headers=b.headers)
+        assert resp.status_code == 404, (extra, resp.text)
+    ok = client.get("/iam/explain", params={**base, "principal_id": b.owner_id},
+                    headers=b.headers)
+    assert ok.status_code == 200, ok.text
+    assert checked >= 25 and own_ok >= 4, (checked, own_ok)
+
+
 def test_listings_show_nothing_of_another_tenant(
     world: tuple[TestClient, Tenant, Tenant],
 ) -> None:

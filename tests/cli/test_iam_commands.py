@@ -59,8 +59,13 @@ def test_iam_commands_over_the_api(sqlite_ctx: AppContext, cli_env: Path,
             deny["id"]]
 
         why = run("iam", "explain", "--principal", user["id"], "--permission",
-                  "gpuaas.instances.create", "--resource", f"{prj['id']}/gpuaas.instance/i1")
+                  "gpuaas.instances.create", "--resource", prj["id"])
         assert why["allowed"] and why["role_id"] == "project-member"
+        # PROJECT/TYPE/ID names a resource: it must exist in that project (IAM asks GPUaaS).
+        out = run("iam", "explain", "--principal", user["id"], "--permission",
+                  "gpuaas.instances.create", "--resource", f"{prj['id']}/instance/inst_x",
+                  code=1)
+        assert "not found" in str(out)
         moved = run("projects", "move", prj["id"], "--department", dep2["id"])
         assert moved["department_id"] == dep2["id"]
         why = run("iam", "explain", "--principal", user["id"], "--permission",

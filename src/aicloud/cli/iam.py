@@ -84,9 +84,11 @@ users = crud(
                         Opt("password", "Password (at least 12 characters).")],
                   body=lambda v: {"email": v["email"], "display_name": v.get("display_name"),
                                   "password": v.get("password")}),
-    extra=[Action("disable", "Disable a user (platform administrators).", "PATCH",
+    extra=[Action("disable", "Disable a user and revoke all their sessions and API keys "
+                  "(platform administrators; never the last one).", "PATCH",
                   lambda v: f"/users/{v['id']}", arg="id", body=lambda v: {"disabled": True}),
-           Action("enable", "Enable a disabled user.", "PATCH",
+           Action("enable", "Enable a disabled user (old sessions and keys stay revoked).",
+                  "PATCH",
                   lambda v: f"/users/{v['id']}", arg="id", body=lambda v: {"disabled": False})],
 )
 
@@ -131,7 +133,8 @@ service_accounts = crud(
     extra=[Action("disable", "Disable a service account (its keys stop working).", "PATCH",
                   lambda v: f"/service-accounts/{v['id']}", arg="id",
                   body=lambda v: {"disabled": True}),
-           Action("enable", "Re-enable a service account.", "PATCH",
+           Action("enable", "Re-enable a service account (its keys work again; you must "
+                  "hold its bindings).", "PATCH",
                   lambda v: f"/service-accounts/{v['id']}", arg="id",
                   body=lambda v: {"disabled": False})],
 )

@@ -9,10 +9,18 @@ from __future__ import annotations
 
 from aicloud.platform import audit, billing, iam, policy
 
+# What only makes sense at the platform scope: money in and out of wallets, prices, holds
+# and usage reports (products' service accounts), audit checkpoints. No organization's custom
+# role may contain these (IAM's grantable set); products mark theirs in runtime/products.py.
+PLATFORM_ONLY = ("billing.topups.create", "billing.prices.write", "billing.adjustments.create",
+                 "billing.credit_limits.write", "billing.holds.write", "billing.usage.write",
+                 "audit.checkpoints.create")
+
 
 def declare_permissions(catalog: iam.PermissionCatalog = iam.CATALOG) -> None:
     for permissions in (audit.PERMISSIONS, billing.PERMISSIONS, policy.PERMISSIONS):
         catalog.declare_many(permissions)
+    catalog.declare_platform_only(PLATFORM_ONLY)
 
 
 declare_permissions()

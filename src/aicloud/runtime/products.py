@@ -10,8 +10,24 @@ from sqlalchemy.orm import Session
 
 from aicloud.platform import billing, iam, registry
 from aicloud.products import gpuaas
+from aicloud.shared.errors import NotFound
 
 PRODUCT_MANIFESTS = (gpuaas.MANIFEST,)
+# Product permissions that mean something only at the platform (the GPU pool's nodes): no
+# organization's custom role may contain them.
+PLATFORM_ONLY_PERMISSIONS = ("gpuaas.nodes.read", "gpuaas.nodes.write")
+
+
+def _instance_project(session: Session, instance_id: str) -> str | None:
+    try:
+        return gpuaas.get_instance_model(session, instance_id).project_id
+    except NotFound:
+        return None
+
+
+# Product resources a binding may name ({type, id} on a project): IAM asks the product which
+# project one lives in, so a binding can never name another project's resource.
+RESOURCE_TYPES = (("instance", _instance_project),)
 
 
 def register_products(reg: registry.Registry = registry.REGISTRY,
@@ -20,6 +36,9 @@ def register_products(reg: registry.Registry = registry.REGISTRY,
     for manifest in PRODUCT_MANIFESTS:
         reg.register(manifest)
         catalog.declare_many([(p.name, p.description) for p in manifest.permissions])
+    catalog.declare_platform_only(PLATFORM_ONLY_PERMISSIONS)
+    for resource_type, project_of in RESOURCE_TYPES:
+        iam.register_resource_type(resource_type, project_of)
 
 
 def register_deletion_guards() -> None:

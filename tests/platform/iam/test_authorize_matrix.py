@@ -46,8 +46,14 @@ def build_tree(s: Session) -> Tree:
     direct = iam.create_project(s, name="direct", org_id=org, actor=ACTOR).id
     other = iam.create_org(s, "globex", actor=ACTOR).id
     other_prj = iam.create_project(s, name="x", org_id=other, actor=ACTOR).id
-    return Tree(org, dep1, dep2, prj, direct, iam.ResourceRef("gpuaas.instance", "inst_1", prj),
+    # A product's resource as IAM sees it: a registered type answering its project.
+    WIDGET_PROJECT["wid_1"] = prj
+    return Tree(org, dep1, dep2, prj, direct, iam.ResourceRef("test.widget", "wid_1", prj),
                 other, other_prj)
+
+
+WIDGET_PROJECT: dict[str, str] = {}
+iam.register_resource_type("test.widget", lambda _s, rid: WIDGET_PROJECT.get(rid))
 
 
 def user(s: Session, name: str) -> iam.Principal:
@@ -63,7 +69,8 @@ def test_allow_inherits_downward_only(db: Database) -> None:
             p = user(s, f"allow-{level}")
             scope, resource = tree.bind_args(level)
             iam.create_binding(s, scope, iam.RoleBindingCreate(
-                principal_id=p.id, role_id="project-viewer", resource=resource), actor=ACTOR)
+                principal_id=p.id, role_id="project-viewer", resource=resource), actor=ACTOR,
+            grantor=None)
             bound[level] = p
     with db.transaction() as s:
         snap = iam.policy_snapshot(s)
@@ -91,19 +98,23 @@ def test_deny_overrides_any_allow_below_its_scope(db: Database) -> None:
             p = user(s, f"deny-{level}")
             # Allowed everywhere by a platform-wide binding, then denied at one level.
             iam.create_binding(s, iam.PLATFORM, iam.RoleBindingCreate(
-                principal_id=p.id, role_id="project-member"), actor=ACTOR)
+                principal_id=p.id, role_id="project-member"), actor=ACTOR,
+            grantor=None)
             scope, resource = tree.bind_args(level)
             if level != "platform":
                 iam.create_deny_binding(s, scope, iam.DenyBindingCreate(
                     principal_id=p.id, permission="gpuaas.instances.*", resource=resource),
-                    actor=ACTOR)
+                    actor=ACTOR,
+            grantor=None)
             denied[level] = p
         # Deny above an allow: bound project-admin at the project, denied at the org.
         q = user(s, "deny-above")
         iam.create_binding(s, tree.prj, iam.RoleBindingCreate(
-            principal_id=q.id, role_id="project-admin"), actor=ACTOR)
+            principal_id=q.id, role_id="project-admin"), actor=ACTOR,
+            grantor=None)
         iam.create_deny_binding(s, tree.org, iam.DenyBindingCreate(
-            principal_id=q.id, permission="gpuaas.instances.create"), actor=ACTOR)
+            principal_id=q.id, permission="gpuaas.instances.create"), actor=ACTOR,
+            grantor=None)
     with db.transaction() as s:
         snap = iam.policy_snapshot(s)
         for i, deny_level in enumerate(LEVELS[1:], start=1):
@@ -123,15 +134,18 @@ def test_group_bindings_and_group_denies(db: Database) -> None:
         tree = build_tree(s)
         p = user(s, "member")
         g = iam.create_group(s, tree.org, "ml", actor=ACTOR)
-        iam.add_group_member(s, g.id, p.id, actor=ACTOR)
+        iam.add_group_member(s, g.id, p.id, actor=ACTOR,
+            grantor=None)
         iam.create_binding(s, tree.dep1, iam.RoleBindingCreate(
-            principal_id=g.id, role_id="project-member"), actor=ACTOR)
+            principal_id=g.id, role_id="project-member"), actor=ACTOR,
+            grantor=None)
     with db.transaction() as s:
         decision = iam.authorize(s, p, "gpuaas.instances.create", tree.res)
         assert decision.allowed and g.id in decision.reason
         assert not iam.authorize(s, p, "gpuaas.instances.create", tree.prj_direct).allowed
         iam.create_deny_binding(s, tree.prj, iam.DenyBindingCreate(
-            principal_id=g.id, permission="gpuaas.instances.create"), actor=ACTOR)
+            principal_id=g.id, permission="gpuaas.instances.create"), actor=ACTOR,
+            grantor=None)
     with db.transaction() as s:
         assert not iam.authorize(s, p, "gpuaas.instances.create", tree.res).allowed
         iam.remove_group_member(s, g.id, p.id, actor=ACTOR)
@@ -144,11 +158,14 @@ def test_moving_a_project_changes_inherited_access_at_once(db: Database) -> None
         tree = build_tree(s)
         alice, bob = user(s, "alice"), user(s, "bob")
         iam.create_binding(s, tree.dep1, iam.RoleBindingCreate(
-            principal_id=alice.id, role_id="project-viewer"), actor=ACTOR)
+            principal_id=alice.id, role_id="project-viewer"), actor=ACTOR,
+            grantor=None)
         iam.create_binding(s, tree.dep2, iam.RoleBindingCreate(
-            principal_id=bob.id, role_id="project-viewer"), actor=ACTOR)
+            principal_id=bob.id, role_id="project-viewer"), actor=ACTOR,
+            grantor=None)
         iam.create_deny_binding(s, tree.dep2, iam.DenyBindingCreate(
-            principal_id=alice.id, permission="*"), actor=ACTOR)
+            principal_id=alice.id, permission="*"), actor=ACTOR,
+            grantor=None)
     # A second engine stands for another API process with its own snapshot cache.
     other_process = Database(db.url)
     try:
@@ -161,7 +178,7 @@ def test_moving_a_project_changes_inherited_access_at_once(db: Database) -> None
             assert moved.scope_path == f"/{tree.org}/{tree.dep2}/{tree.prj}"
         for database in (db, other_process):
             with database.transaction() as s:
-                assert iam.scope_path(s, tree.res) == f"/{tree.org}/{tree.dep2}/{tree.prj}/inst_1"
+                assert iam.scope_path(s, tree.res) == f"/{tree.org}/{tree.dep2}/{tree.prj}/wid_1"
                 decision = iam.authorize(s, alice, PERM, tree.res)
                 assert not decision.allowed and decision.deny_binding_id  # dep2's deny
                 assert iam.authorize(s, bob, PERM, tree.res).allowed
@@ -181,7 +198,8 @@ def test_a_rolled_back_change_never_reaches_the_shared_snapshot(db: Database) ->
         p = user(s, "p")
     with pytest.raises(RuntimeError), db.transaction() as s:
         iam.create_binding(s, tree.org, iam.RoleBindingCreate(
-            principal_id=p.id, role_id="org-owner"), actor=ACTOR)
+            principal_id=p.id, role_id="org-owner"), actor=ACTOR,
+            grantor=None)
         assert iam.authorize(s, p, PERM, tree.prj).allowed  # seen inside its transaction
         raise RuntimeError("abort")
     with db.transaction() as s:
@@ -196,10 +214,12 @@ def test_undeclared_permissions_cannot_be_checked_or_bound(db: Database) -> None
             iam.authorize(s, p, "gpuaas.instances.teleport", tree.prj)
         with pytest.raises(ValidationFailed):
             iam.create_role(s, tree.org, iam.RoleCreate(
-                name="bad", permissions=["gpuaas.instances.teleport"]), actor=ACTOR)
+                name="bad", permissions=["gpuaas.instances.teleport"]), actor=ACTOR,
+            grantor=None)
         with pytest.raises(ValidationFailed):
             iam.create_deny_binding(s, tree.org, iam.DenyBindingCreate(
-                principal_id=p.id, permission="nope.*"), actor=ACTOR)
+                principal_id=p.id, permission="nope.*"), actor=ACTOR,
+            grantor=None)
 
 
 def test_custom_roles_expand_patterns_and_stay_in_their_org(db: Database) -> None:
@@ -208,12 +228,15 @@ def test_custom_roles_expand_patterns_and_stay_in_their_org(db: Database) -> Non
         p = user(s, "p")
         role = iam.create_role(s, tree.org, iam.RoleCreate(
             name="gpu-operator", permissions=["gpuaas.instances.*", "iam.projects.read"]),
-            actor=ACTOR)
+            actor=ACTOR,
+            grantor=None)
         iam.create_binding(s, tree.prj, iam.RoleBindingCreate(
-            principal_id=p.id, role_id=role.id), actor=ACTOR)
+            principal_id=p.id, role_id=role.id), actor=ACTOR,
+            grantor=None)
         with pytest.raises(NotFound):  # another organization cannot use it
             iam.create_binding(s, tree.other_prj, iam.RoleBindingCreate(
-                principal_id=p.id, role_id=role.id), actor=ACTOR)
+                principal_id=p.id, role_id=role.id), actor=ACTOR,
+            grantor=None)
     with db.transaction() as s:
         assert iam.authorize(s, p, "gpuaas.instances.stop", tree.res).allowed
         assert not iam.authorize(s, p, "iam.projects.delete", tree.prj).allowed
@@ -247,7 +270,8 @@ def test_api_key_narrowing_only_removes_access(db: Database) -> None:
         tree = build_tree(s)
         p = user(s, "keyed")
         iam.create_binding(s, tree.org, iam.RoleBindingCreate(
-            principal_id=p.id, role_id="org-admin"), actor=ACTOR)
+            principal_id=p.id, role_id="org-admin"), actor=ACTOR,
+            grantor=None)
         narrowed = iam.Principal(id=p.id, kind="user", api_key_id="key_x",
                                  key_scope=tree.dep1,
                                  key_permissions=frozenset({"iam.projects.read"}))

@@ -17,14 +17,13 @@ def login(body: iam.LoginRequest, request: Request, response: Response,
           ctx: Context) -> iam.LoginResponse:
     """Exchange email and password for a session token (also set as an HttpOnly cookie).
     Repeated failures for an email lock it for a while (429)."""
-    # Its own transaction, committed before a failure is raised: the failure count must
-    # survive the 401 it causes.
-    with ctx.db.transaction() as session:
-        result = iam.attempt_login(
-            session, email=body.email, password=body.password,
-            ip=request.client.host if request.client else None,
-            user_agent=request.headers.get("user-agent"),
-        )
+    # Its own transactions, committed before a failure is raised (the failure count must
+    # survive the 401 it causes), with the password hash checked outside them.
+    result = iam.attempt_login_outside_transaction(
+        ctx.db, email=body.email, password=body.password,
+        ip=request.client.host if request.client else None,
+        user_agent=request.headers.get("user-agent"),
+    )
     if isinstance(result, AppError):
         raise result
     response.set_cookie(

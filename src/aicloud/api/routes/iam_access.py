@@ -19,8 +19,6 @@ from aicloud.api.deps import DbSession
 from aicloud.api.idempotency import Idempotency
 from aicloud.api.listing import DEFAULT, Cursor, Limit, page
 from aicloud.platform import iam
-from aicloud.shared.errors import NotFound
-from aicloud.shared.ids import id_prefix
 from aicloud.shared.pagination import Page
 
 router = APIRouter(tags=["iam: access"])
@@ -55,7 +53,8 @@ def create_role(org_id: str, body: iam.RoleCreate, idem: Idempotency,
                 caller: Annotated[Caller, Authorize("iam.roles.create", scope=ORG)]) -> Response:
     """Define a custom role of the organization from declared permissions or patterns."""
     return idem.respond(caller.session, lambda: iam.create_role(
-        caller.session, org_id, body, actor=caller.actor), status_code=201)
+        caller.session, org_id, body, actor=caller.actor, grantor=caller.principal),
+        status_code=201)
 
 
 @router.get("/roles/{role_id}", response_model=iam.Role)
@@ -76,25 +75,16 @@ def delete_role(role_id: str,
 # --- bindings --------------------------------------------------------------------------------
 
 
-def _check_bindable(caller: Caller, scope_id: str, principal_id: str) -> None:
-    """A user from outside the organization is bound only by platform administrators; others
-    use invitations, so a user id from another tenant reveals nothing."""
-    if id_prefix(principal_id) != "user" or caller.can("iam.users.read", iam.PLATFORM):
-        return
-    org = caller.snapshot().org_of(scope_id)
-    if org is None or principal_id not in iam.users_of_orgs(caller.session, [org]):
-        raise NotFound(f"principal {principal_id} not found")
-
-
 @router.post("/scopes/{scope_id}/bindings", status_code=201, response_model=iam.RoleBinding)
 def create_binding(scope_id: str, body: iam.RoleBindingCreate, idem: Idempotency,
                    caller: Annotated[Caller, Authorize("iam.bindings.write", scope=SCOPE)],
                    ) -> Response:
     """Grant a role at a scope ("platform", an organization, department or project), or on
-    one resource of a project (``resource``). It applies to everything below."""
-    _check_bindable(caller, scope_id, body.principal_id)
+    one resource of a project (``resource``). It applies to everything below. The caller
+    must hold every permission of the role there (403 otherwise)."""
     return idem.respond(caller.session, lambda: iam.create_binding(
-        caller.session, scope_id, body, actor=caller.actor), status_code=201)
+        caller.session, scope_id, body, actor=caller.actor, grantor=caller.principal),
+        status_code=201)
 
 
 @router.get("/scopes/{scope_id}/bindings", response_model=Page[iam.RoleBinding])
@@ -127,9 +117,9 @@ def create_deny_binding(scope_id: str, body: iam.DenyBindingCreate, idem: Idempo
                         caller: Annotated[Caller, Authorize("iam.deny_bindings.write",
                                                             scope=SCOPE)]) -> Response:
     """Deny permissions matching a pattern at a scope and below, over any allow."""
-    _check_bindable(caller, scope_id, body.principal_id)
     return idem.respond(caller.session, lambda: iam.create_deny_binding(
-        caller.session, scope_id, body, actor=caller.actor), status_code=201)
+        caller.session, scope_id, body, actor=caller.actor, grantor=caller.principal),
+        status_code=201)
 
 
 @router.get("/scopes/{scope_id}/deny-bindings", response_model=Page[iam.DenyBinding])
@@ -151,7 +141,8 @@ def get_deny_binding(deny_binding_id: str,
 def delete_deny_binding(deny_binding_id: str,
                         caller: Annotated[Caller, Authorize("iam.deny_bindings.write",
                                                             scope=DENY)]) -> Response:
-    iam.delete_deny_binding(caller.session, deny_binding_id, actor=caller.actor)
+    iam.delete_deny_binding(caller.session, deny_binding_id, actor=caller.actor,
+                            grantor=caller.principal)
     return Response(status_code=204)
 
 
@@ -166,7 +157,8 @@ def create_invitation(scope_id: str, body: iam.InvitationCreate, idem: Idempoten
     """Invite an email with a role at this scope; the token is shown once."""
     caller.require("iam.bindings.write", scope_id)
     return idem.respond(caller.session, lambda: iam.create_invitation(
-        caller.session, scope_id, body, actor=caller.actor), status_code=201)
+        caller.session, scope_id, body, actor=caller.actor, grantor=caller.principal),
+        status_code=201)
 
 
 @router.get("/scopes/{scope_id}/invitations", response_model=Page[iam.Invitation])
@@ -205,16 +197,11 @@ def explain(
     resource_id: Annotated[str | None, Query(description="A resource of the project")] = None,
 ) -> iam.DecisionOut:
     """Why can (or can't) a principal do something somewhere: the binding that allows it,
-    the deny binding that blocks it, or that none grants it."""
-    iam.CATALOG.require(permission)
-    kind = iam.principal_kind(principal_id)
-    if kind == "group":
-        raise NotFound(f"principal {principal_id} not found")
-    target: iam.Target = scope_id
-    if resource_id:
-        target = iam.ResourceRef(resource_type or "resource", resource_id, scope_id)
-    d = caller.snapshot().authorize(iam.Principal(id=principal_id, kind=kind), permission,
-                                    target)
+    the deny binding that blocks it, or that none grants it. The principal must belong to
+    the scope's organization and the resource to the project (404 otherwise)."""
+    d = iam.explain(caller.session, caller.principal, principal_id=principal_id,
+                    permission=permission, scope_id=scope_id, resource_type=resource_type,
+                    resource_id=resource_id)
     return iam.DecisionOut(allowed=d.allowed, reason=d.reason, binding_id=d.binding_id,
                            role_id=d.role_id, deny_binding_id=d.deny_binding_id,
                            scope_id=d.scope_id, path=list(d.path))

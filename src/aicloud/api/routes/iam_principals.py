@@ -117,12 +117,10 @@ def list_group_members(group_id: str, caller: Annotated[Caller, Authorize(
 @router.put("/groups/{group_id}/members/{user_id}", status_code=204)
 def add_group_member(group_id: str, user_id: str, caller: Annotated[Caller, Authorize(
         "iam.groups.update", scope=GROUP)]) -> Response:
-    """Add a member of the organization (bound in it, or invited) to the group."""
-    org = iam.get_group_model(caller.session, group_id).org_id
-    if (not caller.can("iam.users.read", iam.PLATFORM)
-            and user_id not in iam.users_of_orgs(caller.session, [org])):
-        raise NotFound(f"user {user_id} not found")
-    iam.add_group_member(caller.session, group_id, user_id, actor=caller.actor)
+    """Add a member of the organization (bound in it, or invited) to the group. The caller
+    must hold every role bound to the group (joining grants them)."""
+    iam.add_group_member(caller.session, group_id, user_id, actor=caller.actor,
+                         grantor=caller.principal)
     return Response(status_code=204)
 
 
@@ -196,7 +194,7 @@ def update_service_account(service_account_id: str, body: iam.ServiceAccountUpda
                                "iam.service_accounts.update", scope=SA)]) -> iam.ServiceAccount:
     """Disable (or re-enable) a service account; its keys stop working at once."""
     return iam.set_service_account_disabled(caller.session, service_account_id, body.disabled,
-                                            actor=caller.actor)
+                                            actor=caller.actor, grantor=caller.principal)
 
 
 @router.delete("/service-accounts/{service_account_id}", status_code=204)
@@ -220,14 +218,12 @@ def _check_key_scope(caller: Caller, body: iam.ApiKeyCreate) -> None:
 @router.post("/api-keys", status_code=201, response_model=iam.ApiKeyCreated)
 def create_own_api_key(body: iam.ApiKeyCreate, idem: Idempotency,
                        caller: Authenticated) -> Response:
-    """Create an API key acting as yourself (optionally narrowed). The secret is shown once."""
-    if caller.principal.api_key_id is not None:
-        from aicloud.shared.errors import Forbidden
-
-        raise Forbidden("an API key cannot mint API keys; log in with a password")
+    """Create an API key acting as yourself (optionally narrowed). The secret is shown once.
+    An API key cannot mint keys for its own principal."""
     _check_key_scope(caller, body)
     return idem.respond(caller.session, lambda: iam.create_api_key(
-        caller.session, caller.id, body, actor=caller.actor), status_code=201)
+        caller.session, caller.id, body, actor=caller.actor, grantor=caller.principal),
+        status_code=201)
 
 
 @router.post("/service-accounts/{service_account_id}/api-keys", status_code=201,
@@ -235,9 +231,12 @@ def create_own_api_key(body: iam.ApiKeyCreate, idem: Idempotency,
 def create_service_account_api_key(service_account_id: str, body: iam.ApiKeyCreate,
                                    idem: Idempotency, caller: Annotated[Caller, Authorize(
                                        "iam.api_keys.create", scope=SA)]) -> Response:
+    """A key acting as the service account. The caller must hold everything the account is
+    bound to; a calling key's narrowing is passed on (never a broader credential)."""
     _check_key_scope(caller, body)
     return idem.respond(caller.session, lambda: iam.create_api_key(
-        caller.session, service_account_id, body, actor=caller.actor), status_code=201)
+        caller.session, service_account_id, body, actor=caller.actor,
+        grantor=caller.principal), status_code=201)
 
 
 @router.get("/api-keys", response_model=Page[iam.ApiKey])

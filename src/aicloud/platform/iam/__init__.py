@@ -47,6 +47,8 @@ from aicloud.platform.iam.deletion_guards import (
     lock_org_tree,
     register_deletion_guard,
 )
+from aicloud.platform.iam.explain import explain
+from aicloud.platform.iam.grants import PLATFORM_ROLES
 from aicloud.platform.iam.hierarchy import (
     create_department,
     create_org,
@@ -89,6 +91,7 @@ from aicloud.platform.iam.principals import (
     list_groups,
     list_service_accounts,
     list_users,
+    platform_admins,
     principal_kind,
     remove_group_member,
     sa_model_to_sa,
@@ -98,6 +101,7 @@ from aicloud.platform.iam.principals import (
     user_model_to_user,
     users_of_orgs,
 )
+from aicloud.platform.iam.resources import register_resource_type, resource_types
 from aicloud.platform.iam.roles import (
     BUILTIN_ROLES,
     create_role,
@@ -110,6 +114,7 @@ from aicloud.platform.iam.schemas import *  # noqa: F403 (the API models are pub
 from aicloud.platform.iam.schemas import BootstrapResult, LoginRequest, LoginResponse, User
 from aicloud.platform.iam.service import (
     attempt_login,
+    attempt_login_outside_transaction,
     bootstrap_admin,
     count_users,
     create_user,
@@ -123,6 +128,7 @@ __all__ = [
     "BUILTIN_ROLES",
     "CATALOG",
     "PLATFORM",
+    "PLATFORM_ROLES",
     "BootstrapResult",
     "Decision",
     "DeletionGuard",
@@ -141,6 +147,7 @@ __all__ = [
     "add_group_member",
     "api_key_owner_scope",
     "attempt_login",
+    "attempt_login_outside_transaction",
     "authorize",
     "binding_model_to_binding",
     "binding_scope",
@@ -168,6 +175,7 @@ __all__ = [
     "delete_service_account",
     "deletion_guards",
     "deny_model_to_deny",
+    "explain",
     "get_api_key_model",
     "get_binding_model",
     "get_deny_binding_model",
@@ -200,14 +208,17 @@ __all__ = [
     "login",
     "logout",
     "move_project",
+    "platform_admins",
     "policy_snapshot",
     "principal_kind",
     "register_deletion_guard",
+    "register_resource_type",
     "remove_group_member",
     "rename_department",
     "rename_org",
     "rename_project",
     "resolve_token",
+    "resource_types",
     "revoke_api_key",
     "revoke_invitation",
     "role_org",

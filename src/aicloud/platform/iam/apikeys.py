@@ -1,7 +1,10 @@
 """API keys: ``aick_`` + a random secret shown once and stored as a SHA-256 digest.
 
 A key acts as its principal (a user or a service account) and can be narrowed to one scope
-and to a subset of permissions; narrowing only removes access, never adds any.
+and to a subset of permissions; narrowing only removes access, never adds any. A key never
+makes a broader credential: it mints no key for its own principal, passes its narrowing on to
+a service account's key it mints, and whoever mints a service account's key must hold all
+the account's bindings.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit
-from aicloud.platform.iam.authorize import Principal
+from aicloud.platform.iam.authorize import Principal, policy_snapshot
+from aicloud.platform.iam.grants import require_holds_bindings_of
 from aicloud.platform.iam.hierarchy import scope_path
 from aicloud.platform.iam.models import ApiKeyModel, ServiceAccountModel, UserModel
 from aicloud.platform.iam.permissions import CATALOG
@@ -24,7 +28,7 @@ from aicloud.platform.iam.principals import (
 from aicloud.platform.iam.schemas import ApiKey, ApiKeyCreate, ApiKeyCreated
 from aicloud.shared import security
 from aicloud.shared.clock import utcnow
-from aicloud.shared.errors import NotFound, Unauthenticated, ValidationFailed
+from aicloud.shared.errors import Forbidden, NotFound, Unauthenticated, ValidationFailed
 from aicloud.shared.ids import new_id
 
 API_KEY_PREFIX = "aick"
@@ -37,15 +41,48 @@ def key_model_to_key(m: ApiKeyModel) -> ApiKey:
                   created_at=m.created_at)
 
 
+def _narrow_like_grantor(session: Session, grantor: Principal, scope_id: str | None,
+                         perms: list[str] | None) -> tuple[str | None, list[str] | None]:
+    """A key never mints a credential broader than itself: the new key is narrowed at least
+    as the calling key (its narrowing is inherited when none is asked for; asking for a wider
+    scope or other permissions is a 403)."""
+    if grantor.key_scope is not None:
+        if scope_id is None:
+            scope_id = grantor.key_scope
+        else:
+            path = policy_snapshot(session).path_of(scope_id) or ()
+            if grantor.key_scope not in path:
+                raise Forbidden("a key can only create keys inside its own scope "
+                                f"({grantor.key_scope})")
+    if grantor.key_permissions is not None:
+        if perms is None:
+            perms = sorted(grantor.key_permissions)
+        else:
+            wider = sorted(frozenset().union(*(CATALOG.expand(p) for p in perms))
+                           - grantor.key_permissions)
+            if wider:
+                raise Forbidden("a key can only create keys within its own permissions; "
+                                f"not among them: {', '.join(wider[:8])}")
+    return scope_id, perms
+
+
 def create_api_key(session: Session, principal_id: str, body: ApiKeyCreate, *,
-                   actor: audit.Actor) -> ApiKeyCreated:
+                   actor: audit.Actor, grantor: Principal | None) -> ApiKeyCreated:
+    """A key for a user (their own) or a service account. ``grantor`` (the caller) must hold
+    everything the service account is bound to, and a calling key passes on its narrowing:
+    no credential is ever broader than the one that made it."""
     kind = principal_kind(principal_id)
     if kind == "group":
         raise ValidationFailed("groups cannot own API keys", field="principal_id")
+    if grantor is not None and grantor.api_key_id is not None and principal_id == grantor.id:
+        raise Forbidden("an API key cannot mint API keys for its own principal; "
+                        "log in with a password")
     path = "/"
     if kind == "service_account":
         sa = get_service_account_model(session, principal_id)
         path = scope_path(session, service_account_scope(sa))
+        require_holds_bindings_of(session, grantor, principal_id,
+                                  "a key for this service account")
     if body.scope_id is not None:
         scope_path(session, body.scope_id)  # must exist
     perms: list[str] | None = None
@@ -53,12 +90,15 @@ def create_api_key(session: Session, principal_id: str, body: ApiKeyCreate, *,
         for p in body.permissions:
             CATALOG.validate_pattern(p)
         perms = sorted(set(body.permissions))
+    scope_id = body.scope_id
+    if grantor is not None:
+        scope_id, perms = _narrow_like_grantor(session, grantor, scope_id, perms)
     if body.expires_at is not None and body.expires_at <= utcnow():
         raise ValidationFailed("expires_at must be in the future", field="expires_at")
     secret = security.new_token(API_KEY_PREFIX)
     m = ApiKeyModel(id=new_id("key"), principal_id=principal_id, principal_kind=kind,
                     name=body.name, key_hash=security.token_digest(secret),
-                    scope_id=body.scope_id, permissions=perms, expires_at=body.expires_at,
+                    scope_id=scope_id, permissions=perms, expires_at=body.expires_at,
                     created_at=utcnow())
     session.add(m)
     session.flush()

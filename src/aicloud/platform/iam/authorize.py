@@ -309,8 +309,10 @@ def _compile_roles(session: Session, catalog: PermissionCatalog) -> dict[str, fr
         return frozenset(out)
 
     roles = {rid: expand(r.permissions) for rid, r in BUILTIN_ROLES.items()}
+    # A custom role never grants a platform-only permission, even one declared after it.
+    grantable = catalog.grantable()
     for rid, perms in session.execute(select(RoleModel.id, RoleModel.permissions)):
-        roles[rid] = expand(perms)
+        roles[rid] = expand(perms) & grantable
     return roles
 
 

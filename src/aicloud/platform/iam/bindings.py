@@ -6,18 +6,24 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit
-from aicloud.platform.iam.authorize import PLATFORM
+from aicloud.platform.iam.authorize import PLATFORM, Principal
+from aicloud.platform.iam.grants import decision_target, require_can_grant_role, require_holds
 from aicloud.platform.iam.hierarchy import scope_path
 from aicloud.platform.iam.models import (
     DenyBindingModel,
     GroupModel,
     RoleBindingModel,
     ServiceAccountModel,
-    UserModel,
 )
 from aicloud.platform.iam.permissions import CATALOG
 from aicloud.platform.iam.policy_version import bump_policy_version
-from aicloud.platform.iam.principals import principal_kind
+from aicloud.platform.iam.principals import (
+    platform_admins,
+    principal_kind,
+    require_another_platform_admin,
+    require_user_known_to,
+)
+from aicloud.platform.iam.resources import require_resource_in_project
 from aicloud.platform.iam.roles import role_org
 from aicloud.platform.iam.schemas import (
     DenyBinding,
@@ -47,13 +53,15 @@ def _scope_org(path: str) -> str | None:
     return path.split("/")[1] or None
 
 
-def _check_principal(session: Session, principal_id: str, org_id: str | None) -> str:
-    """The principal exists and may be bound in this organization (service accounts and
-    groups only inside their own; users anywhere, which is how they join organizations)."""
+def _check_principal(session: Session, principal_id: str, org_id: str | None,
+                     grantor: Principal | None) -> str:
+    """The principal exists and may be bound in this organization: service accounts and
+    groups only inside their own; users already in it (bound there or in one of its groups),
+    except for platform administrators (who read every user) and the system. Others join
+    through invitations, so a user id from another tenant reveals nothing (404)."""
     kind = principal_kind(principal_id)
     if kind == "user":
-        if session.get(UserModel, principal_id) is None:
-            raise NotFound(f"principal {principal_id} not found")
+        require_user_known_to(session, grantor, principal_id, org_id)
         return kind
     model = ServiceAccountModel if kind == "service_account" else GroupModel
     row = session.get(model, principal_id)
@@ -64,24 +72,30 @@ def _check_principal(session: Session, principal_id: str, org_id: str | None) ->
 
 def _resolve_scope(session: Session, scope_id: str,
                    resource: ResourceScope | None) -> tuple[str, str | None, str | None, str]:
-    """(scope id to store, resource type, parent scope, scope path)."""
+    """(scope id to store, resource type, parent scope, scope path). A resource must be one
+    a product registered, exist, and lie in the project named by ``scope_id``."""
     path = scope_path(session, scope_id)
     if resource is None:
         return scope_id, None, None, path
     if id_prefix(scope_id) != "prj":
         raise ValidationFailed("a resource binding is made on the resource's project",
                                field="resource")
+    require_resource_in_project(session, resource.type, resource.id, scope_id)
     return resource.id, resource.type, scope_id, f"{path}/{resource.id}"
 
 
 def create_binding(session: Session, scope_id: str, body: RoleBindingCreate, *,
-                   actor: audit.Actor) -> RoleBinding:
+                   actor: audit.Actor, grantor: Principal | None) -> RoleBinding:
+    """Bind a role. ``grantor`` (the caller; None for the system) must hold every permission
+    of the role where it is bound; platform roles are bound only at the platform."""
     target, rtype, parent, path = _resolve_scope(session, scope_id, body.resource)
     org_id = _scope_org(path)
-    _check_principal(session, body.principal_id, org_id)
+    _check_principal(session, body.principal_id, org_id, grantor)
     owner = role_org(session, body.role_id)
     if owner is not None and owner != org_id:
         raise NotFound(f"role {body.role_id} not found")
+    require_can_grant_role(session, grantor, body.role_id,
+                           decision_target(target, rtype, parent))
     if session.scalar(select(RoleBindingModel.id).where(
             RoleBindingModel.principal_id == body.principal_id,
             RoleBindingModel.role_id == body.role_id, RoleBindingModel.scope_id == target)):
@@ -112,7 +126,10 @@ def binding_scope(m: RoleBindingModel | DenyBindingModel) -> str:
 
 
 def delete_binding(session: Session, binding_id: str, *, actor: audit.Actor) -> None:
+    """Delete a binding; never the last enabled platform administrator's (409)."""
     m = get_binding_model(session, binding_id)
+    if m.role_id == "platform-admin" and m.scope_id == PLATFORM:
+        require_another_platform_admin(session, m.principal_id)
     path = scope_path(session, binding_scope(m))
     session.delete(m)
     bump_policy_version(session)
@@ -140,18 +157,26 @@ def bind_platform_admin(session: Session, user_id: str, *, actor: audit.Actor) -
             RoleBindingModel.scope_id == PLATFORM)):
         return
     create_binding(session, PLATFORM, RoleBindingCreate(principal_id=user_id,
-                                                        role_id="platform-admin"), actor=actor)
+                                                        role_id="platform-admin"), actor=actor,
+                   grantor=None)
 
 
 # --- deny bindings ---------------------------------------------------------------------------
 
 
 def create_deny_binding(session: Session, scope_id: str, body: DenyBindingCreate, *,
-                        actor: audit.Actor) -> DenyBinding:
+                        actor: audit.Actor, grantor: Principal | None) -> DenyBinding:
+    """Deny a pattern. ``grantor`` must hold every permission it matches there: one cannot
+    take away (from a peer or a superior) what one could not give."""
     CATALOG.validate_pattern(body.permission)
     target, rtype, parent, path = _resolve_scope(session, scope_id, body.resource)
     org_id = _scope_org(path)
-    _check_principal(session, body.principal_id, org_id)
+    kind = _check_principal(session, body.principal_id, org_id, grantor)
+    require_holds(session, grantor, CATALOG.expand(body.permission),
+                  decision_target(target, rtype, parent), "this deny binding")
+    if target == PLATFORM and kind == "user" and body.principal_id in platform_admins(session):
+        # A deny at the platform disarms an administrator as surely as unbinding it.
+        require_another_platform_admin(session, body.principal_id)
     m = DenyBindingModel(id=new_id("deny"), principal_id=body.principal_id,
                          permission=body.permission, scope_id=target, resource_type=rtype,
                          parent_scope_id=parent, org_id=org_id, created_at=utcnow())
@@ -172,8 +197,14 @@ def get_deny_binding_model(session: Session, deny_id: str) -> DenyBindingModel:
     return m
 
 
-def delete_deny_binding(session: Session, deny_id: str, *, actor: audit.Actor) -> None:
+def delete_deny_binding(session: Session, deny_id: str, *, actor: audit.Actor,
+                        grantor: Principal | None) -> None:
+    """Lifting a deny gives its permissions back, so ``grantor`` must hold them there, as for
+    creating it: an administrator denied something cannot lift its own deny."""
     m = get_deny_binding_model(session, deny_id)
+    require_holds(session, grantor, CATALOG.expand(m.permission),
+                  decision_target(m.scope_id, m.resource_type, m.parent_scope_id),
+                  "lifting this deny binding")
     path = scope_path(session, binding_scope(m))
     session.delete(m)
     bump_policy_version(session)

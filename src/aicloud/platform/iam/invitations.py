@@ -9,7 +9,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit
+from aicloud.platform.iam.authorize import Principal
 from aicloud.platform.iam.bindings import create_binding
+from aicloud.platform.iam.grants import require_can_grant_role
 from aicloud.platform.iam.hierarchy import scope_path
 from aicloud.platform.iam.models import InvitationModel, RoleBindingModel
 from aicloud.platform.iam.roles import get_role, role_org
@@ -37,7 +39,9 @@ def invitation_model_to_invitation(m: InvitationModel) -> Invitation:
 
 
 def create_invitation(session: Session, scope_id: str, body: InvitationCreate, *,
-                      actor: audit.Actor) -> InvitationCreated:
+                      actor: audit.Actor, grantor: Principal | None) -> InvitationCreated:
+    """An invitation carries a role: ``grantor`` must hold every permission of it at the
+    scope, as for a binding (accepting later binds it without another check)."""
     from aicloud.platform.iam.service import normalize_email
 
     path = scope_path(session, scope_id)
@@ -47,6 +51,7 @@ def create_invitation(session: Session, scope_id: str, body: InvitationCreate, *
     get_role(session, body.role_id)
     if role_org(session, body.role_id) not in (None, org_id):
         raise NotFound(f"role {body.role_id} not found")
+    require_can_grant_role(session, grantor, body.role_id, scope_id, "this invitation")
     token = security.new_token(INVITATION_PREFIX)
     now = utcnow()
     m = InvitationModel(id=new_id("inv"), org_id=org_id, scope_id=scope_id,
@@ -106,8 +111,10 @@ def accept_invitation(session: Session, body: InvitationAccept) -> User:
     if not session.scalar(select(RoleBindingModel.id).where(
             RoleBindingModel.principal_id == user.id, RoleBindingModel.role_id == m.role_id,
             RoleBindingModel.scope_id == m.scope_id)):
+        # grantor=None: the inviter's right to grant the role was checked at invitation.
         create_binding(session, m.scope_id,
-                       RoleBindingCreate(principal_id=user.id, role_id=m.role_id), actor=actor)
+                       RoleBindingCreate(principal_id=user.id, role_id=m.role_id), actor=actor,
+                       grantor=None)
     m.accepted_at, m.accepted_by = utcnow(), user.id
     audit.record(session, actor=actor, action="iam.invitation.accept", target_type="invitation",
                  target_id=m.id, scope_path=scope_path(session, m.scope_id),

@@ -32,6 +32,10 @@ class PermissionCatalog:
         self._perms: dict[str, Permission] = {}
         self.declared = self._perms  # read-only view for hot paths (``name in declared``)
         self.revision = 0
+        # Permissions that mean something only at the platform scope (create organizations,
+        # top up wallets, set prices...): outside the grantable set, so no custom role of an
+        # organization may hold them.
+        self._platform_only: set[str] = set()
 
     def declare(self, name: str, description: str = "") -> None:
         if not _PERMISSION.match(name):
@@ -46,6 +50,24 @@ class PermissionCatalog:
                 self.declare(*item)
             else:
                 self.declare(item)
+
+    def declare_platform_only(self, names: Iterable[str]) -> None:
+        """Mark declared permissions as platform-only (outside every organization's
+        grantable set)."""
+        for name in names:
+            if name not in self._perms:
+                raise ValueError(f"permission {name!r} is not declared")
+            if name not in self._platform_only:
+                self._platform_only.add(name)
+                self.revision += 1
+
+    def is_platform_only(self, name: str) -> bool:
+        return name in self._platform_only
+
+    def grantable(self) -> frozenset[str]:
+        """What a custom role of an organization may contain: every declared permission but
+        the platform-only ones."""
+        return frozenset(n for n in self._perms if n not in self._platform_only)
 
     def __contains__(self, name: object) -> bool:
         return name in self._perms
@@ -98,3 +120,6 @@ IAM_PERMISSIONS: list[tuple[str, str]] = [
     ("iam.policy.explain", "explain why a principal can or cannot do something"),
 ]
 CATALOG.declare_many(IAM_PERMISSIONS)
+# Accounts and organizations are platform objects: tenants invite, they do not create users.
+IAM_PLATFORM_ONLY = ("iam.orgs.create", "iam.users.create", "iam.users.update")
+CATALOG.declare_platform_only(IAM_PLATFORM_ONLY)

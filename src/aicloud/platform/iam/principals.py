@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit
-from aicloud.platform.iam.authorize import PLATFORM
+from aicloud.platform.iam.authorize import PLATFORM, Principal, policy_snapshot
+from aicloud.platform.iam.grants import require_holds_bindings_of
 from aicloud.platform.iam.hierarchy import get_org_model, get_project_model, scope_path
 from aicloud.platform.iam.models import (
     ApiKeyModel,
+    AuthSessionModel,
     DenyBindingModel,
     GroupMemberModel,
     GroupModel,
@@ -50,18 +52,57 @@ def get_user_model(session: Session, user_id: str) -> UserModel:
     return m
 
 
+def platform_admins(session: Session) -> set[str]:
+    """Enabled users bound to platform-admin at the platform."""
+    return set(session.scalars(select(RoleBindingModel.principal_id).join(
+        UserModel, UserModel.id == RoleBindingModel.principal_id).where(
+        RoleBindingModel.role_id == "platform-admin", RoleBindingModel.scope_id == PLATFORM,
+        UserModel.disabled.is_(False))))
+
+
+def require_another_platform_admin(session: Session, user_id: str) -> None:
+    """409 when ``user_id`` is the last enabled platform administrator: nobody could then
+    administer the platform (bootstrap-admin on the host would be the only way back)."""
+    # The policy-version UPDATE row-locks on PostgreSQL (and SQLite's write transactions are
+    # serial), so two administrators removing each other at once cannot both pass the count.
+    bump_policy_version(session)
+    if platform_admins(session) <= {user_id}:
+        raise Conflict("this is the last platform administrator; make another one first")
+
+
+def _revoke_credentials(session: Session, user_id: str) -> tuple[int, int]:
+    """Revoke every live session and API key of a user: re-enabling them later must not
+    bring back what was issued before (a stolen token stays dead)."""
+    now = utcnow()
+    sessions = session.execute(update(AuthSessionModel).where(
+        AuthSessionModel.user_id == user_id, AuthSessionModel.revoked_at.is_(None))
+        .values(revoked_at=now)).rowcount  # type: ignore[attr-defined]
+    keys = session.execute(update(ApiKeyModel).where(
+        ApiKeyModel.principal_id == user_id, ApiKeyModel.revoked_at.is_(None))
+        .values(revoked_at=now)).rowcount  # type: ignore[attr-defined]
+    return sessions, keys
+
+
 def update_user(session: Session, user_id: str, body: UserUpdate, *,
                 actor: audit.Actor) -> User:
+    """Rename or disable/enable a user. Disabling revokes all their sessions and API keys
+    (enabling revives none) and is refused for the last platform administrator."""
     m = get_user_model(session, user_id)
     old = {"display_name": m.display_name, "disabled": m.disabled}
+    details = None
     if body.display_name is not None:
         m.display_name = body.display_name
+    if body.disabled and not m.disabled:
+        require_another_platform_admin(session, m.id)
+        sessions, keys = _revoke_credentials(session, m.id)
+        details = {"revoked_sessions": sessions, "revoked_api_keys": keys}
     if body.disabled is not None:
         m.disabled = body.disabled
     m.updated_at = utcnow()
     audit.record(session, actor=actor, action="iam.user.update", target_type="user",
                  target_id=m.id, changes=audit.diff(old, {"display_name": m.display_name,
-                                                          "disabled": m.disabled}))
+                                                          "disabled": m.disabled}),
+                 details=details)
     return user_model_to_user(m)
 
 
@@ -87,6 +128,18 @@ def users_of_orgs(session: Session, org_ids: Sequence[str]) -> set[str]:
         GroupModel, GroupModel.id == GroupMemberModel.group_id).where(
         GroupModel.org_id.in_(list(org_ids))))
     return set(bound) | set(grouped)
+
+
+def require_user_known_to(session: Session, viewer: Principal | None, user_id: str,
+                          org_id: str | None) -> None:
+    """404 unless the user exists and ``viewer`` may know it: a member of ``org_id`` (bound
+    in it or in one of its groups), or any user for readers of all users and the system
+    (None). Tenants reach users of elsewhere only through invitations."""
+    get_user_model(session, user_id)
+    if viewer is None or policy_snapshot(session).can(viewer, "iam.users.read", PLATFORM):
+        return
+    if org_id is None or user_id not in users_of_orgs(session, [org_id]):
+        raise NotFound(f"user {user_id} not found")
 
 
 # --- service accounts ------------------------------------------------------------------------
@@ -134,9 +187,12 @@ def create_service_account(session: Session, owner_scope_id: str, name: str, *,
 
 
 def set_service_account_disabled(session: Session, sa_id: str, disabled: bool, *,
-                                 actor: audit.Actor) -> ServiceAccount:
-    """A disabled service account's API keys stop working at once."""
+                                 actor: audit.Actor, grantor: Principal | None) -> ServiceAccount:
+    """A disabled service account's API keys stop working at once; re-enabling revives them,
+    so it is granting the account's bindings again: ``grantor`` must hold each of them."""
     m = get_service_account_model(session, sa_id)
+    if m.disabled and not disabled:
+        require_holds_bindings_of(session, grantor, sa_id, "re-enabling this service account")
     if m.disabled != disabled:
         audit.record(session, actor=actor, action="iam.service_account.update",
                      target_type="service_account", target_id=m.id,
@@ -234,9 +290,13 @@ def group_members(session: Session, group_id: str) -> list[str]:
 
 
 def add_group_member(session: Session, group_id: str, user_id: str, *,
-                     actor: audit.Actor) -> None:
+                     actor: audit.Actor, grantor: Principal | None) -> None:
+    """Add a user of the group's organization (bound in it or in one of its groups; any user
+    for platform administrators) to the group. Joining hands the user every binding of the
+    group, so ``grantor`` must hold each of them (the escalation rule)."""
     g = get_group_model(session, group_id)
-    get_user_model(session, user_id)
+    require_user_known_to(session, grantor, user_id, g.org_id)
+    require_holds_bindings_of(session, grantor, group_id, "adding a member to this group")
     if session.get(GroupMemberModel, (group_id, user_id)) is not None:
         return
     session.add(GroupMemberModel(group_id=group_id, user_id=user_id))

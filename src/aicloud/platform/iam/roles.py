@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -15,6 +16,9 @@ from aicloud.platform.iam.schemas import Role, RoleCreate
 from aicloud.shared.clock import utcnow
 from aicloud.shared.errors import Conflict, NotFound, ValidationFailed
 from aicloud.shared.ids import new_id
+
+if TYPE_CHECKING:
+    from aicloud.platform.iam.authorize import Principal
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,20 @@ def role_patterns(session: Session, role_id: str) -> tuple[str, ...]:
     return tuple(model.permissions)
 
 
+def expand_patterns(patterns: tuple[str, ...] | list[str]) -> frozenset[str]:
+    out: set[str] = set()
+    for p in patterns:
+        out |= CATALOG.expand(p)
+    return frozenset(out)
+
+
+def role_permissions(session: Session, role_id: str) -> frozenset[str]:
+    """The concrete permissions a role grants today. A custom role never grants a
+    platform-only permission, even one declared after the role was made."""
+    perms = expand_patterns(role_patterns(session, role_id))
+    return perms if role_id in BUILTIN_ROLES else perms & CATALOG.grantable()
+
+
 def get_role(session: Session, role_id: str) -> Role:
     builtin = BUILTIN_ROLES.get(role_id)
     if builtin is not None:
@@ -109,13 +127,26 @@ def role_org(session: Session, role_id: str) -> str | None:
 
 
 def create_role(session: Session, org_id: str, body: RoleCreate, *,
-                actor: audit.Actor) -> Role:
+                actor: audit.Actor, grantor: Principal | None) -> Role:
+    """A custom role of the organization: only permissions of the grantable set (no
+    platform-only ones), and only ones ``grantor`` holds on the organization."""
+    # Imported here: grants (through authorize) imports this module's built-in roles.
+    from aicloud.platform.iam.grants import require_holds
+
     if body.name in BUILTIN_ROLES:
         raise Conflict(f"{body.name} is a built-in role name", field="name")
     if not body.permissions:
         raise ValidationFailed("a role needs at least one permission", field="permissions")
     for pattern in body.permissions:
         CATALOG.validate_pattern(pattern)
+        platform_only = sorted(p for p in CATALOG.expand(pattern)
+                               if CATALOG.is_platform_only(p))
+        if platform_only:
+            raise ValidationFailed(
+                f"{pattern!r} matches platform-only permissions ({', '.join(platform_only)}), "
+                "which no organization's role may contain", field="permissions")
+    require_holds(session, grantor, expand_patterns(body.permissions), org_id,
+                  "this role")
     if session.scalar(select(RoleModel.id).where(RoleModel.org_id == org_id,
                                                  RoleModel.name == body.name)):
         raise Conflict(f"a role named {body.name} already exists", field="name")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 
 class User(BaseModel):
@@ -138,7 +138,8 @@ class ApiKey(BaseModel):
 
 class ApiKeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    expires_at: datetime | None = None
+    # Aware only: a naive time has no meaning across hosts (422, never a 500 on compare).
+    expires_at: AwareDatetime | None = None
     scope_id: str | None = Field(default=None, description="Narrow the key to this scope")
     permissions: list[str] | None = Field(
         default=None, description="Narrow the key to these permissions (patterns allowed)")

@@ -18,6 +18,7 @@ from aicloud.platform.iam.principals import user_model_to_user
 from aicloud.platform.iam.schemas import BootstrapResult, LoginResponse, User
 from aicloud.shared import security
 from aicloud.shared.clock import utcnow
+from aicloud.shared.db import Database
 from aicloud.shared.errors import (
     AppError,
     Conflict,
@@ -32,7 +33,10 @@ SESSION_LIFETIME = timedelta(hours=12)
 MIN_PASSWORD_LENGTH = 12
 # Failed logins per email: after MAX_FAILURES within FAILURE_WINDOW the email is locked for
 # LOCKOUT, whether or not an account exists for it (so the lock reveals nothing either).
+# Per client address likewise after MAX_FAILURES_PER_ADDRESS failures, whatever the emails
+# (password spraying: one password tried on many accounts).
 MAX_FAILURES = 5
+MAX_FAILURES_PER_ADDRESS = 20
 FAILURE_WINDOW = timedelta(minutes=15)
 LOCKOUT = timedelta(minutes=15)
 _SYSTEM = audit.Actor.system("iam")
@@ -88,10 +92,18 @@ def create_user(
 def bootstrap_admin(
     session: Session, *, email: str, password: str | None = None
 ) -> BootstrapResult:
-    """Create the first administrator, bound to platform-admin on the platform. The generated
-    password is returned once, never stored."""
+    """Create the first administrator, bound to platform-admin on the platform (or make an
+    existing account one, enabling it if it was disabled). The generated password is returned
+    once, never stored."""
     existing = get_user_by_email(session, email)
     if existing is not None:
+        # The way back in from the host: a disabled account is enabled again (its old
+        # sessions and keys stay revoked; it logs in with its password).
+        if existing.disabled:
+            existing.disabled, existing.updated_at = False, utcnow()
+            audit.record(session, actor=_SYSTEM, action="iam.user.update", target_type="user",
+                         target_id=existing.id,
+                         changes=audit.diff({"disabled": True}, {"disabled": False}))
         bind_platform_admin(session, existing.id, actor=_SYSTEM)
         return BootstrapResult(user=user_model_to_user(existing), created=False)
     generated = password is None
@@ -103,33 +115,39 @@ def bootstrap_admin(
     )
 
 
-def _throttle_key(email: str) -> str:
-    return email.strip().lower()[:320]
+def _email_throttle_key(email: str) -> str | None:
+    """A valid address, lower-cased (None for a string that cannot be an address: no account
+    can have it, and it must not collide with an address key)."""
+    try:
+        return normalize_email(email)[:320]
+    except ValidationFailed:
+        return None
 
 
-def _is_locked(session: Session, key: str, now: datetime) -> bool:
-    row = session.get(LoginThrottleModel, key)
-    return row is not None and row.locked_until is not None and row.locked_until > now
+def _address_throttle_key(ip: str | None) -> str | None:
+    # The space keeps it apart from every email key (a valid email has none).
+    return f"ip {ip}"[:320] if ip else None
 
 
-def _record_failure(session: Session, key: str, now: datetime, ip: str | None,
-                    user_agent: str | None) -> None:
-    # Insert-if-absent then lock: two concurrent first failures must not collide on the key.
+def _throttle_rows(session: Session, keys: list[tuple[str, int]], now: datetime, *,
+                   create: bool) -> list[tuple[LoginThrottleModel, int]]:
+    """The throttle rows of these keys, row-locked in a fixed order (address, then email) so
+    concurrent attempts queue on them and count exactly; expired windows start over."""
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    session.execute(insert(LoginThrottleModel).values(
-        key=key, failures=0, window_started_at=now).on_conflict_do_nothing())
-    row = session.get(LoginThrottleModel, key, with_for_update=True, populate_existing=True)
-    assert row is not None
-    if now - row.window_started_at > FAILURE_WINDOW:
-        row.failures, row.window_started_at, row.locked_until = 0, now, None
-    row.failures += 1
-    if row.failures >= MAX_FAILURES:
-        row.locked_until = now + LOCKOUT
-    audit.record(session, actor=audit.Actor(id=None, kind="anonymous", ip=ip,
-                                            user_agent=user_agent),
-                 action="iam.session.create", target_type="login", target_id=key,
-                 outcome="denied", details={"failures": row.failures,
-                                            "locked": row.locked_until is not None})
+    rows: list[tuple[LoginThrottleModel, int]] = []
+    for key, limit in keys:
+        if create:  # insert-if-absent: two concurrent first failures must not collide
+            session.execute(insert(LoginThrottleModel).values(
+                key=key, failures=0, window_started_at=now).on_conflict_do_nothing())
+        row = session.get(LoginThrottleModel, key, with_for_update=True,
+                          populate_existing=True)
+        if row is None:
+            continue
+        locked = row.locked_until is not None and row.locked_until > now
+        if not locked and now - row.window_started_at > FAILURE_WINDOW:
+            row.failures, row.window_started_at, row.locked_until = 0, now, None
+        rows.append((row, limit))
+    return rows
 
 
 def attempt_login(
@@ -142,24 +160,69 @@ def attempt_login(
     now: datetime | None = None,
 ) -> LoginResponse | AppError:
     """Check a password. A failure is *returned*, not raised, with the failure counted in
-    ``session``: the caller commits, then raises it (a raise would roll the count back)."""
+    ``session``: the caller commits, then raises it (a raise would roll the count back).
+
+    Failures are counted per email (MAX_FAILURES) and per client address
+    (MAX_FAILURES_PER_ADDRESS, against password spraying across many emails); either lock
+    refuses every attempt, right password or not, with 429 until it expires.
+    (``attempt_login_outside_transaction`` is the same with the slow hash check outside any
+    transaction, for the API.)"""
+    user = get_user_by_email(session, email) if _email_throttle_key(email) else None
+    stored = user.password_hash if user else None
+    ok = security.verify_password(stored, password)
+    return _settle_login(session, email=email, user_id=user.id if user else None,
+                         stored_hash=stored, ok=ok, ip=ip, user_agent=user_agent, now=now)
+
+
+def attempt_login_outside_transaction(
+    db: Database, *, email: str, password: str, ip: str | None = None,
+    user_agent: str | None = None,
+) -> LoginResponse | AppError:
+    """attempt_login() with the argon2 check (tens of milliseconds of CPU and memory) run
+    between two short transactions, never inside one: on SQLite every transaction holds the
+    database's write lock, so a burst of logins must not hold it while hashing. Each
+    transaction is committed; a failure is returned, already counted."""
+    with db.transaction() as session:
+        user = get_user_by_email(session, email) if _email_throttle_key(email) else None
+        user_id, stored = (user.id, user.password_hash) if user else (None, None)
+    ok = security.verify_password(stored, password)
+    with db.transaction() as session:
+        return _settle_login(session, email=email, user_id=user_id, stored_hash=stored, ok=ok,
+                             ip=ip, user_agent=user_agent, now=None)
+
+
+def _settle_login(session: Session, *, email: str, user_id: str | None,
+                  stored_hash: str | None, ok: bool, ip: str | None, user_agent: str | None,
+                  now: datetime | None) -> LoginResponse | AppError:
+    """Count (or clear) the attempt and issue the session: the throttle rows are row-locked
+    here, after the password was checked, so the lock is held only for a few statements."""
     now = now or utcnow()
-    key = _throttle_key(email)
-    try:
-        user = get_user_by_email(session, email)
-    except ValidationFailed:
-        user = None
-    # verify_password runs even for unknown or locked users so timing does not reveal who
-    # exists or who is locked.
-    ok = security.verify_password(user.password_hash if user else None, password)
-    if _is_locked(session, key, now):
-        return TooManyRequests("too many failed logins for this email; try again later")
-    if not ok or user is None or user.disabled:
-        _record_failure(session, key, now, ip, user_agent)
+    email_key = _email_throttle_key(email)
+    keys = [(k, limit) for k, limit in ((_address_throttle_key(ip), MAX_FAILURES_PER_ADDRESS),
+                                        (email_key, MAX_FAILURES)) if k is not None]
+    user = session.get(UserModel, user_id) if user_id else None
+    # The hash checked must still be the account's (no password change in between).
+    failed = (not ok or user is None or user.disabled or user.password_hash != stored_hash)
+    rows = _throttle_rows(session, keys, now, create=failed)
+    if any(r.locked_until is not None and r.locked_until > now for r, _ in rows):
+        return TooManyRequests("too many failed logins; try again later")
+    if failed:
+        for row, limit in rows:
+            row.failures += 1
+            if row.failures >= limit:
+                row.locked_until = now + LOCKOUT
+        audit.record(session, actor=audit.Actor(id=None, kind="anonymous", ip=ip,
+                                                user_agent=user_agent),
+                     action="iam.session.create", target_type="login",
+                     target_id=(email_key or keys[0][0]) if keys else "-",
+                     outcome="denied",
+                     details={"failures": {r.key: r.failures for r, _ in rows},
+                              "locked": [r.key for r, _ in rows if r.locked_until]})
         return Unauthenticated(BAD_CREDENTIALS)
-    throttle = session.get(LoginThrottleModel, key)
-    if throttle is not None:
-        session.delete(throttle)
+    assert user is not None
+    for row, _ in rows:
+        if row.key == email_key:  # a success clears the email's count, not the address's
+            session.delete(row)
     token = security.new_token(SESSION_TOKEN_PREFIX)
     record = AuthSessionModel(
         id=new_id("sess"),
