@@ -14,7 +14,17 @@ from aicloud.shared import events
 from aicloud.shared.clock import FakeClock
 from aicloud.shared.db import Database
 from aicloud.shared.errors import ValidationFailed
-from tests.platform.billing.factories import ADMIN, T0, rate_all, setup_catalog, usage
+from tests.platform.billing.factories import (
+    ADMIN,
+    DEP_A,
+    ORG_A,
+    PRJ_A,
+    PRJ_B,
+    T0,
+    rate_all,
+    setup_catalog,
+    usage,
+)
 
 NOW = T0 + timedelta(days=10)
 SECRET = "per-budget-secret-0123456789"
@@ -55,7 +65,7 @@ def receiver() -> Iterator[Receiver]:
     r.close()
 
 
-def _spend(db: Database, key: str, seconds: int, project: str = "prj_a") -> None:
+def _spend(db: Database, key: str, seconds: int, project: str = PRJ_A) -> None:
     # A100 at 3.60/h = 1000 micro-units per second
     with db.transaction() as s:
         billing.ingest_usage(s, [usage(key, project=project, quantity=seconds,
@@ -76,39 +86,40 @@ def _evaluate(db: Database) -> list[billing.BudgetAlert]:
 
 def test_thresholds_alert_once_and_block_launches_at_100(db: Database) -> None:
     setup_catalog(db)
-    org = _budget(db, "/org_a", thresholds=[50, 80, 100], action="block_launches")
-    prj = _budget(db, "/org_a/dep_a/prj_b", thresholds=[100])
-    _spend(db, "u1", 600)  # 0.60 of 1.00 in prj_a
+    org = _budget(db, f"/{ORG_A}", thresholds=[50, 80, 100], action="block_launches")
+    prj = _budget(db, f"/{ORG_A}/{DEP_A}/{PRJ_B}", thresholds=[100])
+    _spend(db, "u1", 600)  # 0.60 of 1.00 in PRJ_A
     assert [a.threshold for a in _evaluate(db)] == [50]
     assert _evaluate(db) == []  # once per month
     _spend(db, "u2", 500)  # 1.10
     assert [a.threshold for a in _evaluate(db)] == [80, 100]
     with db.transaction() as s:
-        assert [a.threshold for a in billing.list_alerts(s, "/org_a")] == [100, 80, 50]
-        assert billing.launches_blocked(s, "/org_a/dep_a/prj_a", now=NOW)[0].budget_id == org.id
+        assert [a.threshold for a in billing.list_alerts(s, f"/{ORG_A}")] == [100, 80, 50]
+        assert billing.launches_blocked(s, f"/{ORG_A}/{DEP_A}/{PRJ_A}",
+                                        now=NOW)[0].budget_id == org.id
         assert billing.launches_blocked(s, "/org_z/dep/prj", now=NOW) == []
-        assert billing.launches_blocked(s, "/org_a/dep_a/prj_a",
+        assert billing.launches_blocked(s, f"/{ORG_A}/{DEP_A}/{PRJ_A}",
                                         now=NOW + timedelta(days=31)) == []  # next month
         [evt] = events.read(s, "gpuaas", topics=[billing.EXCEEDED_TOPIC])
         assert evt.payload["action"] == "block_launches"
-        assert evt.payload["scope_path"] == "/org_a"
-        assert billing.list_alerts(s, prj.scope_path) == []  # prj_b spent nothing
+        assert evt.payload["scope_path"] == f"/{ORG_A}"
+        assert billing.list_alerts(s, prj.scope_path) == []  # PRJ_B spent nothing
 
 
 def test_bad_budgets_are_refused(db: Database) -> None:
-    for kw in ({"scope_path": "org_a"}, {"scope_path": "/a/b/c/d"},
+    for kw in ({"scope_path": ORG_A}, {"scope_path": "/a/b/c/d"},
                {"currency": "XYZ"}, {"thresholds": [0]}, {"webhook_url": "ftp://x"}):
-        spec = {"scope_path": "/org_a", "amount": 5, "currency": "USD", **kw}
+        spec = {"scope_path": f"/{ORG_A}", "amount": 5, "currency": "USD", **kw}
         with db.transaction() as s, pytest.raises(ValidationFailed):
             billing.create_budget(s, actor=ADMIN, spec=billing.BudgetCreate(**spec))
     with pytest.raises(ValueError):
-        billing.BudgetCreate(scope_path="/org_a", amount=0, currency="USD")
+        billing.BudgetCreate(scope_path=f"/{ORG_A}", amount=0, currency="USD")
 
 
 def test_webhook_is_signed_retried_and_delivered_once(db: Database,
                                                        receiver: Receiver) -> None:
     setup_catalog(db)
-    _budget(db, "/org_a/dep_a", thresholds=[100], webhook_url=receiver.url,
+    _budget(db, f"/{ORG_A}/{DEP_A}", thresholds=[100], webhook_url=receiver.url,
             webhook_secret=SECRET)
     _spend(db, "u1", 1000)
     assert [a.threshold for a in _evaluate(db)] == [100]
@@ -125,7 +136,8 @@ def test_webhook_is_signed_retried_and_delivered_once(db: Database,
     assert billing.verify(SECRET, body, headers[billing.SIGNATURE_HEADER])
     assert not billing.verify("another-secret-xxxxxxxx", body, headers[billing.SIGNATURE_HEADER])
     payload = json.loads(body)
-    assert payload["alert"]["threshold"] == 100 and payload["alert"]["scope_path"] == "/org_a/dep_a"
+    assert payload["alert"]["threshold"] == 100
+    assert payload["alert"]["scope_path"] == f"/{ORG_A}/{DEP_A}"
     with db.engine.connect() as c:
         status, attempts = c.execute(sa.text(
             "SELECT status, attempts FROM billing_webhook_deliveries")).one()
@@ -141,7 +153,7 @@ def test_webhook_without_its_own_secret_is_signed_with_the_configured_one(
     receiver = Receiver()
     try:
         setup_catalog(db)
-        _budget(db, "/org_a", thresholds=[50], webhook_url=receiver.url)
+        _budget(db, f"/{ORG_A}", thresholds=[50], webhook_url=receiver.url)
         _spend(db, "u1", 600)
         _evaluate(db)
         assert billing.deliver_due(db, default_secret="configured-secret-abcdef",

@@ -16,7 +16,7 @@ from aicloud.platform import audit
 from aicloud.platform.billing.models import MeterModel, UsageRecordModel
 from aicloud.platform.billing.money import MAX_QUANTITY
 from aicloud.platform.billing.schemas import IngestResult, UsageIn
-from aicloud.platform.billing.scopes import split_scope
+from aicloud.platform.billing.scopes import resolve_scopes, split_scope
 from aicloud.shared.clock import utcnow
 from aicloud.shared.db import bulk
 from aicloud.shared.errors import Conflict, ValidationFailed
@@ -111,6 +111,8 @@ def ingest_usage(session: Session, records: Sequence[UsageIn], *, actor: audit.A
     columns = dict(zip(_FIELDS, map(list, zip(*map(attrgetter(*_FIELDS), records),
                                                strict=True)), strict=True))
     orgs = _validated_orgs(records, columns, meters)
+    # Well formed is not enough: each distinct path must be where IAM has its project.
+    resolve_scopes(session, columns["scope_path"])
     fingerprints = list(map(_fingerprint, records))
     keys = columns["idempotency_key"]
     first: dict[str, int] = {}  # key -> index of its first record in the batch
