@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     usage_report_interval_seconds: float = Field(default=30.0, gt=0, le=60)
     # Seed a default price list (gpu_seconds:H100...) when none exists (kind, dev, demo).
     seed_default_prices: bool = False
+    # Budget webhooks go to public addresses only (https only in strict profiles); these
+    # are the exceptions: CIDRs ("10.20.0.0/16") or host names ("hooks.internal").
+    webhook_allowed_targets: list[str] = Field(default_factory=list)
 
     # Ed25519 key that signs audit checkpoints: base64 of the 32-byte raw private key. Without
     # one, non-strict profiles derive a development key from secret_key (and say so).

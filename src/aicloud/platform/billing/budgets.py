@@ -31,6 +31,7 @@ from aicloud.platform.billing.models import (
 from aicloud.platform.billing.money import check_amount, check_currency
 from aicloud.platform.billing.schemas import Budget, BudgetAlert, BudgetCreate
 from aicloud.platform.billing.scopes import like_prefix, resolve_scope, split_scope
+from aicloud.platform.billing.webhook_targets import WebhookPolicy, check_target
 from aicloud.shared import events
 from aicloud.shared.clock import utcnow
 from aicloud.shared.errors import NotFound, ValidationFailed
@@ -77,14 +78,17 @@ def alert_model_to_alert(m: BudgetAlertModel) -> BudgetAlert:
                        action=m.action, created_at=m.created_at)  # type: ignore[arg-type]
 
 
-def create_budget(session: Session, *, actor: audit.Actor, spec: BudgetCreate) -> Budget:
+def create_budget(session: Session, *, actor: audit.Actor, spec: BudgetCreate,
+                  webhooks: WebhookPolicy | None = None) -> Budget:
+    """A monthly budget. ``webhooks``: where the deployment lets webhooks go (public
+    addresses only by default); the URL is checked now and again at each delivery."""
     resolve_scope(session, spec.scope_path)
     check_amount(spec.amount)
     check_currency(spec.currency)
     if any(not 0 < t <= 1000 for t in spec.thresholds):
         raise ValidationFailed("thresholds are percents between 1 and 1000", field="thresholds")
-    if spec.webhook_url is not None and not spec.webhook_url.startswith(("http://", "https://")):
-        raise ValidationFailed("webhook_url must be an http(s) URL", field="webhook_url")
+    if spec.webhook_url is not None:
+        check_target(spec.webhook_url, webhooks or WebhookPolicy())
     now = utcnow()
     m = BudgetModel(id=new_id("bdgt"), scope_path=spec.scope_path, currency=spec.currency,
                     amount=spec.amount,
