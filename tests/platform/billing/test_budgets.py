@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -51,7 +51,8 @@ LOCAL = billing.WebhookPolicy(allow=("127.0.0.1/32",))
 def _budget(db: Database, scope: str, **kw: object) -> billing.Budget:
     with db.transaction() as s:
         return billing.create_budget(s, actor=ADMIN, spec=billing.BudgetCreate(
-            scope_path=scope, amount=1_000_000, currency="USD", **kw), webhooks=LOCAL)
+            scope_path=scope, amount=1_000_000, currency="USD", **kw), webhooks=LOCAL,
+            now=NOW)
 
 
 def _evaluate(db: Database) -> list[billing.BudgetAlert]:
@@ -141,3 +142,53 @@ def test_webhook_without_its_own_secret_is_signed_with_the_configured_one(
                               headers[billing.SIGNATURE_HEADER])
     finally:
         receiver.close()
+
+
+def _rate_at(db: Database, now: datetime) -> None:
+    with db.transaction() as s:
+        billing.rate_batch(s, now=now)
+
+
+def _ingest(db: Database, key: str, seconds: int) -> None:
+    with db.transaction() as s:
+        billing.ingest_usage(s, [usage(key, quantity=seconds, start=NOW - timedelta(hours=1))],
+                             actor=ADMIN)
+
+
+def test_the_rater_evaluates_budgets_in_the_transaction_that_posts_the_spend(
+        db: Database) -> None:
+    setup_catalog(db)
+    # A stop budget listing no 100% threshold: the action applies at 100% all the same.
+    stop = _budget(db, f"/{ORG_A}/{DEP_A}", thresholds=[50], action="stop_workloads")
+    assert stop.thresholds == [50, 100]
+    _budget(db, f"/{ORG_A}/{DEP_A}/{PRJ_B}", thresholds=[10])  # PRJ_B spends nothing
+    _ingest(db, "u1", 600)
+    _rate_at(db, NOW)  # no evaluate_budgets call: the rater did it
+    with db.transaction() as s:
+        assert [a.threshold for a in billing.list_alerts(s, f"/{ORG_A}")] == [50]
+        assert billing.launches_blocked(s, f"/{ORG_A}/{DEP_A}/{PRJ_A}", now=NOW) == []
+    _ingest(db, "u2", 400)  # 1.00 of 1.00
+    _rate_at(db, NOW)
+    with db.transaction() as s:
+        assert [a.threshold for a in billing.list_alerts(s, f"/{ORG_A}")] == [100, 50]
+        [evt] = events.read(s, "test", topics=[billing.EXCEEDED_TOPIC])
+        assert (evt.payload["action"], evt.payload["spend"]) == ("stop_workloads", 1_000_000)
+        assert billing.launches_blocked(s, f"/{ORG_A}/{DEP_A}/{PRJ_A}", now=NOW)
+
+
+def test_a_budget_already_exceeded_blocks_at_creation_and_unblocks_when_deleted(
+        db: Database) -> None:
+    setup_catalog(db)
+    _ingest(db, "u1", 1500)
+    _rate_at(db, NOW)
+    with db.transaction() as s:
+        assert billing.launches_blocked(s, f"/{ORG_A}/{DEP_A}/{PRJ_A}", now=NOW) == []
+    budget = _budget(db, f"/{ORG_A}", thresholds=[80], action="block_launches")
+    with db.transaction() as s:
+        [blocked] = billing.launches_blocked(s, f"/{ORG_A}/{DEP_A}/{PRJ_A}", now=NOW)
+        assert blocked.budget_id == budget.id and blocked.spend == 1_500_000
+        billing.delete_budget(s, actor=ADMIN, budget_id=budget.id)
+    with db.transaction() as s:
+        assert billing.launches_blocked(s, f"/{ORG_A}/{DEP_A}/{PRJ_A}", now=NOW) == []
+        # the alerts stay as history
+        assert {a.threshold for a in billing.list_alerts(s, f"/{ORG_A}")} == {80, 100}

@@ -187,3 +187,12 @@ def test_mapped_metadata_address_is_refused_at_any_scope(sqlite_db: Database) ->
         billing.create_budget(s, actor=ADMIN, spec=billing.BudgetCreate(
             scope_path=f"/{ORG_A}/{DEP_A}/{PRJ_A}", amount=5, currency="USD",
             webhook_url="http://[::ffff:169.254.169.254]/"))
+
+
+def test_a_host_that_does_not_resolve_yet_is_checked_at_each_delivery(db: Database) -> None:
+    # .invalid never resolves (RFC 6761): accepted at creation, retried at delivery.
+    _create(db, "http://hooks.invalid/hook")
+    _cross_threshold(db)
+    assert billing.deliver_due(db, default_secret="s" * 32, clock=FakeClock(NOW)) == 0
+    [(status, error)] = _deliveries(db)
+    assert status == "pending" and "does not resolve" in (error or "")

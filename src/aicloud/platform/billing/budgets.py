@@ -79,7 +79,8 @@ def alert_model_to_alert(m: BudgetAlertModel) -> BudgetAlert:
 
 
 def create_budget(session: Session, *, actor: audit.Actor, spec: BudgetCreate,
-                  webhooks: WebhookPolicy | None = None) -> Budget:
+                  webhooks: WebhookPolicy | None = None,
+                  now: datetime | None = None) -> Budget:
     """A monthly budget. ``webhooks``: where the deployment lets webhooks go (public
     addresses only by default); the URL is checked now and again at each delivery."""
     resolve_scope(session, spec.scope_path)
@@ -88,8 +89,8 @@ def create_budget(session: Session, *, actor: audit.Actor, spec: BudgetCreate,
     if any(not 0 < t <= 1000 for t in spec.thresholds):
         raise ValidationFailed("thresholds are percents between 1 and 1000", field="thresholds")
     if spec.webhook_url is not None:
-        check_target(spec.webhook_url, webhooks or WebhookPolicy())
-    now = utcnow()
+        check_target(spec.webhook_url, webhooks or WebhookPolicy(), unresolved_ok=True)
+    now = now or utcnow()
     m = BudgetModel(id=new_id("bdgt"), scope_path=spec.scope_path, currency=spec.currency,
                     amount=spec.amount,
                     thresholds=json.dumps(effective_thresholds(spec.action, spec.thresholds)),

@@ -44,6 +44,10 @@ class WebhookTargetRefused(ValidationFailed):
     title = "The webhook URL is not an allowed target"
 
 
+class WebhookTargetUnresolved(WebhookTargetRefused):
+    """The host does not resolve (now): not a verdict on the address, so a delivery retries."""
+
+
 def _system_resolver(host: str, port: int) -> list[str]:
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
@@ -163,9 +167,11 @@ def parse_url(url: str, policy: WebhookPolicy, field: str = "webhook_url",
     return scheme, host, port or (443 if scheme == "https" else 80)
 
 
-def check_target(url: str, policy: WebhookPolicy, field: str = "webhook_url") -> Target:
+def check_target(url: str, policy: WebhookPolicy, field: str = "webhook_url", *,
+                 unresolved_ok: bool = False) -> Target | None:
     """Resolve the URL's host and check every address it resolves to; the Target names the
-    first, which is where the delivery connects."""
+    first, which is where the delivery connects. With ``unresolved_ok`` (creating a budget) a
+    host that does not resolve yet passes (None): each delivery checks it again anyway."""
     scheme, host, port = parse_url(url, policy, field)
     host_allowed = host.lower() in policy.hosts
     numeric = _numeric_host(host)
@@ -175,8 +181,10 @@ def check_target(url: str, policy: WebhookPolicy, field: str = "webhook_url") ->
         try:
             addresses = policy.resolver(host, port)
         except OSError as exc:
-            raise WebhookTargetRefused(f"{field}: {host} does not resolve ({exc})",
-                                       field=field) from None
+            if unresolved_ok:
+                return None
+            raise WebhookTargetUnresolved(f"{field}: {host} does not resolve ({exc})",
+                                          field=field) from None
     checked: list[str] = []
     for text in addresses:
         ip = ipaddress.ip_address(text.split("%", 1)[0])  # drop an IPv6 zone id

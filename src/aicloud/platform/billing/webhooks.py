@@ -23,7 +23,11 @@ from sqlalchemy import select
 
 from aicloud.platform import audit
 from aicloud.platform.billing.models import BudgetModel, WebhookDeliveryModel
-from aicloud.platform.billing.webhook_targets import WebhookPolicy, check_target
+from aicloud.platform.billing.webhook_targets import (
+    WebhookPolicy,
+    WebhookTargetUnresolved,
+    check_target,
+)
 from aicloud.shared.clock import Clock, SystemClock
 from aicloud.shared.db import Database
 from aicloud.shared.errors import ValidationFailed
@@ -81,8 +85,11 @@ def _post(client: httpx.Client, d: _Leased, policy: WebhookPolicy) -> str | None
     """POST one delivery to its checked address; the error, or None on a 2xx."""
     try:
         target = check_target(d.url, policy)
+    except WebhookTargetUnresolved as exc:
+        return exc.detail[:500]  # DNS may answer later: retried with backoff
     except ValidationFailed as exc:
         return f"{REFUSED}{exc.detail}"[:500]
+    assert target is not None
     body = d.body.encode()
     try:
         r = client.post(
