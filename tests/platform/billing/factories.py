@@ -41,8 +41,8 @@ ORG_A = "org_0000000000000000000000000A"
 DEP_A = "dep_0000000000000000000000000A"
 PRJ_A, PRJ_B, PRJ_C = (f"prj_{'0' * 25}{x}" for x in "ABC")
 ORG_A_PATHS = tuple(f"/{ORG_A}/{DEP_A}/{p}" for p in (PRJ_A, PRJ_B, PRJ_C))
-ORG_B = "org_0000000000000000000000001B"
-OTHER_ORGS = tuple(f"org_{'0' * 24}1{x}" for x in "BHKRTS")
+OTHER_ORGS = ORG_B, ORG_H, ORG_K, ORG_RICH, ORG_OTHER, ORG_HOLDS = tuple(
+    f"org_{'0' * 24}1{x}" for x in "BHKRTS")
 
 
 def tenant_path(org: str) -> str:

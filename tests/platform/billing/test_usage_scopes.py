@@ -98,3 +98,18 @@ def test_wallets_budgets_contracts_and_reports_need_existing_scopes(db: Database
         assert c.scalar(sa.text("SELECT count(*) FROM billing_accounts WHERE "
                                 "owner_type = 'organization'")) == 0
         assert c.scalar(sa.text("SELECT count(*) FROM billing_budgets")) == 0
+
+
+def test_at_or_below_matches_the_scope_and_its_children_only(db: Database) -> None:
+    # Reports, budgets and alerts select "at or below a scope" with this; a bare LIKE
+    # '/org_a%' also took /org_ab and, "_" being a wildcard, /orgXa.
+    from aicloud.platform.billing.scopes import at_or_below
+
+    paths = ["/org_a", "/org_a/prj_1", "/org_a/dep_1/prj_2", "/org_ab", "/org_ab/prj_1",
+             "/orgXa/prj_1", "/org_a_x", "/org%a/p"]
+    v = sa.union_all(*(sa.select(sa.literal(p, sa.String).label("p")) for p in paths)).subquery()
+    with db.transaction() as s:
+        got = set(s.scalars(sa.select(v.c.p).where(at_or_below(v.c.p, "/org_a"))))
+        assert got == {"/org_a", "/org_a/prj_1", "/org_a/dep_1/prj_2"}
+        assert set(s.scalars(sa.select(v.c.p).where(at_or_below(v.c.p, "/org%a")))) == {
+            "/org%a/p"}

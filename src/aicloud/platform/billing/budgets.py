@@ -30,7 +30,7 @@ from aicloud.platform.billing.models import (
 )
 from aicloud.platform.billing.money import check_amount, check_currency
 from aicloud.platform.billing.schemas import Budget, BudgetAlert, BudgetCreate
-from aicloud.platform.billing.scopes import like_prefix, resolve_scope, split_scope
+from aicloud.platform.billing.scopes import at_or_below, resolve_scope, split_scope
 from aicloud.platform.billing.webhook_targets import WebhookPolicy, check_target
 from aicloud.shared import events
 from aicloud.shared.clock import utcnow
@@ -128,7 +128,7 @@ def list_budgets(session: Session, scope_path: str) -> list[Budget]:
     """Budgets at or below a scope."""
     resolve_scope(session, scope_path)
     rows = session.scalars(select(BudgetModel).where(
-        BudgetModel.scope_path.like(like_prefix(scope_path))).order_by(BudgetModel.id))
+        at_or_below(BudgetModel.scope_path, scope_path)).order_by(BudgetModel.id))
     return [budget_model_to_budget(m) for m in rows]
 
 
@@ -136,7 +136,7 @@ def list_alerts(session: Session, scope_path: str, *, period: str | None = None,
                 limit: int = 100) -> list[BudgetAlert]:
     resolve_scope(session, scope_path)
     stmt = select(BudgetAlertModel).where(
-        BudgetAlertModel.scope_path.like(like_prefix(scope_path)))
+        at_or_below(BudgetAlertModel.scope_path, scope_path))
     if period:
         stmt = stmt.where(BudgetAlertModel.period == period)
     rows = session.scalars(stmt.order_by(BudgetAlertModel.created_at.desc(),
@@ -149,7 +149,7 @@ def scope_spend(session: Session, scope_path: str, currency: str, start: datetim
     """Rated spend of everything at or below a scope, for usage windows in [start, end)."""
     U = UsageRecordModel
     return int(session.scalar(select(func.coalesce(func.sum(U.charge), 0)).where(
-        U.scope_path.like(like_prefix(scope_path)), U.state == RATED, U.currency == currency,
+        at_or_below(U.scope_path, scope_path), U.state == RATED, U.currency == currency,
         U.window_start >= start, U.window_start < end)) or 0)
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from aicloud.platform.billing.models import RATED, UsageRecordModel
 from aicloud.platform.billing.schemas import CostReport, CostRow
-from aicloud.platform.billing.scopes import like_prefix, resolve_scope
+from aicloud.platform.billing.scopes import at_or_below, resolve_scope
 from aicloud.shared.errors import ValidationFailed
 
 GROUPS = ("organization", "department", "project", "user", "meter", "day")
@@ -41,7 +41,7 @@ def cost_report(session: Session, *, scope_path: str, start: datetime, end: date
     rows = session.execute(
         select(U.scope_path, U.principal_id, U.meter, day, U.currency, func.sum(U.charge),
                func.sum(U.quantity), func.count())
-        .where(U.scope_path.like(like_prefix(scope_path)), U.state == RATED,
+        .where(at_or_below(U.scope_path, scope_path), U.state == RATED,
                U.window_start >= start, U.window_start < end)
         .group_by(U.scope_path, U.principal_id, U.meter, day, U.currency))
     acc: dict[tuple[tuple[str, ...], str], list[int]] = defaultdict(lambda: [0, 0, 0])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from sqlalchemy import ColumnElement, or_
 from sqlalchemy.orm import Session
 
 from aicloud.platform import iam
@@ -29,10 +30,13 @@ def org_of(scope_path: str) -> str:
     return split_scope(scope_path)[0]
 
 
-def like_prefix(scope_path: str) -> str:
-    """A LIKE pattern for everything at or below a scope (ids hold no LIKE wildcards)."""
+def at_or_below(column: ColumnElement[str], scope_path: str) -> ColumnElement[bool]:
+    """``column`` names ``scope_path`` or a scope under it. Not a bare ``LIKE path%``: that
+    also matched ``/org_ab`` for ``/org_a``, and ``_`` is a LIKE wildcard."""
     split_scope(scope_path)
-    return scope_path.rstrip("/") + "%"
+    path = scope_path.rstrip("/")
+    escaped = path.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return or_(column == path, column.like(escaped + "/%", escape="\\"))
 
 
 def resolve_scope(session: Session, scope_path: str, field: str = "scope_path") -> list[str]:
