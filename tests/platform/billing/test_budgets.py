@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
@@ -192,3 +193,40 @@ def test_a_budget_already_exceeded_blocks_at_creation_and_unblocks_when_deleted(
         assert billing.launches_blocked(s, f"/{ORG_A}/{DEP_A}/{PRJ_A}", now=NOW) == []
         # the alerts stay as history
         assert {a.threshold for a in billing.list_alerts(s, f"/{ORG_A}")} == {80, 100}
+
+
+def test_two_raters_at_once_cannot_both_miss_a_crossed_budget(db: Database) -> None:
+    """Each rater's charge alone stays under the budget; together they cross it. The raters
+    overlap (the first has posted and evaluated but not committed when the second rates):
+    the wallet's row lock makes the second wait, then see both charges."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite serializes writers: raters never overlap")
+    setup_catalog(db)
+    _budget(db, f"/{ORG_A}", thresholds=[100], action="block_launches")
+    with db.transaction() as s:
+        billing.ingest_usage(s, [
+            usage(k, resource=f"inst_{k}", quantity=600, start=NOW - timedelta(hours=1))
+            for k in ("a", "b")], actor=ADMIN)
+    first = db.session()
+    first.begin()
+    try:
+        assert billing.rate_batch(first, batch_size=1, now=NOW).rated == 1
+        done = threading.Event()
+
+        def second() -> None:
+            with db.transaction() as s:
+                assert billing.rate_batch(s, batch_size=1, now=NOW).rated == 1
+            done.set()
+
+        t = threading.Thread(target=second)
+        t.start()
+        waited = not done.wait(1.0)  # on the wallet the first rater charged
+        first.commit()
+    finally:
+        first.close()
+    t.join(10)
+    assert waited and done.is_set()
+    with db.transaction() as s:
+        [alert] = billing.list_alerts(s, f"/{ORG_A}")
+        assert (alert.threshold, alert.spend) == (100, 1_200_000)
+        assert billing.launches_blocked(s, f"/{ORG_A}/{DEP_A}/{PRJ_A}", now=NOW)

@@ -170,6 +170,10 @@ def evaluate_budgets(session: Session, *, now: datetime | None = None,
 
 def _evaluate(session: Session, budgets: Sequence[BudgetModel],
               now: datetime) -> list[BudgetAlert]:
+    # Two raters whose charges together cross a budget cannot both judge it on their own
+    # spend alone: a budget's spend is charged to one wallet (its org, its currency), whose
+    # row post_transfers locks until commit, so the second rater waits for the first and its
+    # spend query (a new snapshot under READ COMMITTED) sees both charges.
     period, start, end = month_bounds(now)
     recorded: list[BudgetAlert] = []
     for b in budgets:
