@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +29,7 @@ PROFILES = ("kind", "dev", "demo", "staging", "prod")
 DEFAULT_PROFILE = "dev"
 # A well-known value that is fine on a laptop and refused by strict profiles.
 INSECURE_DEFAULT_SECRET = "insecure-dev-secret-change-me"
+_HOST_NAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+")
 
 
 class ConfigError(Exception):
@@ -127,6 +130,21 @@ class Settings(BaseSettings):
             return None  # an empty environment variable means "not set"
         if value is not None:
             _raw_key(value.get_secret_value(), "audit_signing_key")
+        return value
+
+    @field_validator("webhook_allowed_targets")
+    @classmethod
+    def _check_webhook_targets(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            text = entry.strip()
+            if "/" in text or ":" in text or text.replace(".", "").isdigit():
+                try:
+                    ipaddress.ip_network(text, strict=False)
+                except ValueError:
+                    raise ValueError(f"webhook_allowed_targets: {entry!r} is not a CIDR or "
+                                     "an address") from None
+            elif not _HOST_NAME.fullmatch(text):
+                raise ValueError(f"webhook_allowed_targets: {entry!r} is not a host name")
         return value
 
     @field_validator("audit_trusted_public_keys")

@@ -196,3 +196,22 @@ def test_a_host_that_does_not_resolve_yet_is_checked_at_each_delivery(db: Databa
     assert billing.deliver_due(db, default_secret="s" * 32, clock=FakeClock(NOW)) == 0
     [(status, error)] = _deliveries(db)
     assert status == "pending" and "does not resolve" in (error or "")
+
+
+def test_the_deployment_policy_comes_from_its_config(sqlite_db: Database) -> None:
+    from aicloud.runtime import build_context
+    from tests.conftest import make_settings
+
+    dev = build_context(make_settings(sqlite_db), sqlite_db).webhook_policy
+    assert not dev.require_https and dev.allow == ()
+    strict = build_context(make_settings(sqlite_db, strict=True,
+                                         webhook_allowed_targets=["10.0.0.0/8"]),
+                           sqlite_db).webhook_policy
+    assert strict.require_https
+    assert billing.check_target("https://10.1.2.3/h", strict).ip == "10.1.2.3"  # type: ignore[union-attr]
+    with pytest.raises(ValidationFailed, match="https"):
+        billing.check_target("http://10.1.2.3/h", strict)
+    with pytest.raises(billing.WebhookTargetRefused):
+        billing.check_target("https://192.168.0.1/h", strict)
+    with pytest.raises(ValueError, match="webhook_allowed_targets"):
+        make_settings(sqlite_db, webhook_allowed_targets=["10.0.0.0/33"])
