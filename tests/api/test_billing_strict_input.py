@@ -183,3 +183,14 @@ def test_cost_report_group_by_takes_known_columns_only(billing_world: World) -> 
         assert resp.status_code == 422, (group_by, resp.text)
     other = w.client.get(f"/scopes/{w.beta.org_id}/cost-report", headers=w.h(a.token))
     assert other.status_code == 404
+
+
+@pytest.mark.parametrize("period", ["2026-1", " 2026-01", "2026-0_1", "+2026-01", "2026-١٢",
+                                    "0000-01", "2026-13", "2026-00", "2026-01-01"])
+def test_statement_periods_are_yyyy_mm_exactly(billing_world: World, period: str) -> None:
+    w, org = billing_world, billing_world.alpha.org_id
+    resp = w.client.get(f"/orgs/{org}/statements/{period}", headers=w.h(w.alpha.token),
+                        params={"format": "csv"})
+    assert resp.status_code == 422, (period, resp.status_code, resp.text)
+    assert w.client.get(f"/orgs/{org}/statements/2026-01",
+                        headers=w.h(w.alpha.token)).status_code == 200
