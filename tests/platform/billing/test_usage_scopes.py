@@ -113,3 +113,18 @@ def test_at_or_below_matches_the_scope_and_its_children_only(db: Database) -> No
         assert got == {"/org_a", "/org_a/prj_1", "/org_a/dep_1/prj_2"}
         assert set(s.scalars(sa.select(v.c.p).where(at_or_below(v.c.p, "/org%a")))) == {
             "/org%a/p"}
+
+
+def test_usage_cannot_end_in_the_future(db: Database) -> None:
+    """A window from next month would be charged now and count for no budget of this month
+    (a budget dodge); a few minutes of clock skew are allowed."""
+    setup_catalog(db)
+    now = T0 + timedelta(days=40)
+    skewed = usage("skew", quantity=60, start=now - timedelta(seconds=59) + timedelta(
+        minutes=4))
+    future = usage("next-month", quantity=60, start=now + timedelta(days=31))
+    with db.transaction() as s, pytest.raises(ValidationFailed, match="future"):
+        billing.ingest_usage(s, [usage("past", quantity=60), future], actor=ADMIN, now=now)
+    with db.transaction() as s:
+        assert billing.ingest_usage(s, [usage("past", quantity=60), skewed], actor=ADMIN,
+                                    now=now).accepted == 2
