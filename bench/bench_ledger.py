@@ -10,7 +10,7 @@ import time
 
 import sqlalchemy as sa
 
-from aicloud.platform import billing
+from aicloud.platform import billing, iam
 from aicloud.platform.audit import Actor
 from aicloud.shared.db import Database, bulk
 from aicloud.shared.ids import new_id
@@ -27,9 +27,11 @@ def _setup(db: Database) -> tuple[list[str], str]:
     with db.transaction() as s:
         wallets = []
         for i in range(WALLETS):
-            billing.top_up(s, actor=Actor.system("bench"), org_id=f"org_{i}",
+            # Billing makes wallets only for organizations that exist in IAM.
+            org = iam.create_org(s, f"bench-{i}", actor=Actor.system("bench")).id
+            billing.top_up(s, actor=Actor.system("bench"), org_id=org,
                            amount=10**15, currency="USD", idempotency_key=f"fund-{i}")
-            wallets.append(billing.org_wallet(s, f"org_{i}", "USD").id)
+            wallets.append(billing.org_wallet(s, org, "USD").id)
         return wallets, billing.platform_account(s, "revenue", "USD").id
 
 

@@ -118,8 +118,10 @@ def _setup_usage(w: World) -> dict:
             "scope_path": f"/{a.org_id}/{dep}/{p}",
             "principal_id": who, "meter": meter, "quantity": qty,
             "dimension_value": "H100" if meter == "gpu_seconds" else "",
-            "window_start": (start + timedelta(hours=i)).isoformat(),
-            "window_end": (start + timedelta(hours=i, seconds=qty)).isoformat(),
+            # Windows of a second at the month's start: usage cannot end in the future,
+            # and this test may run minutes into a month.
+            "window_start": (start + timedelta(seconds=i)).isoformat(),
+            "window_end": (start + timedelta(seconds=i + 1)).isoformat(),
             "idempotency_key": f"u{i}"})
     resp = w.client.post("/usage", json={"records": records}, headers=w.h(w.admin))
     assert resp.status_code == 200 and resp.json()["accepted"] == 3, resp.text

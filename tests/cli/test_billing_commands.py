@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from aicloud.platform import billing
 from aicloud.shared.db import Database
 from tests.cli.test_operator_commands import run
-from tests.platform.billing.factories import ADMIN, setup_catalog, usage
+from tests.platform.billing.factories import ADMIN, ORG_A, ensure_tenants, setup_catalog, usage
 
 
 @pytest.fixture
@@ -30,8 +30,9 @@ def test_ledger_check_is_clean_then_names_each_discrepancy(env: dict[str, str]) 
     assert "gpu_seconds" in {m["name"] for m in json.loads(meters.stdout)}
     db = Database(env["AICLOUD_DATABASE_URL"])
     setup_catalog(db)
+    ensure_tenants(db)
     with db.transaction() as s:
-        billing.top_up(s, actor=ADMIN, org_id="org_a", amount=5_000_000, currency="USD",
+        billing.top_up(s, actor=ADMIN, org_id=ORG_A, amount=5_000_000, currency="USD",
                        idempotency_key="k1")
         billing.ingest_usage(s, [usage("u1", quantity=120)], actor=ADMIN)
     rated = run(["billing", "rate-once", "-o", "json"], env)

@@ -94,7 +94,8 @@ def test_billing_commands_over_the_api(sqlite_ctx: AppContext, cli_env: Path) ->
                 "resource_id": "inst_1", "project_id": prj, "scope_path": f"/{org}/{dep}/{prj}",
                 "meter": "gpu_seconds", "dimension_value": "H100", "quantity": 3600,
                 "window_start": start.isoformat(),
-                "window_end": start.replace(hour=1).isoformat(), "idempotency_key": "u1"}]})
+                "window_end": start.replace(second=1).isoformat(),  # never in the future
+                "idempotency_key": "u1"}]})
         billing.rate_until_idle(sqlite_ctx.db)
         with sqlite_ctx.db.transaction() as s:
             billing.evaluate_budgets(s)

@@ -14,6 +14,7 @@ from aicloud.api import (
     iam_scopes,  # noqa: F401  (registers IAM's scope resolvers)
 )
 from aicloud.api.authz import check_route_declarations
+from aicloud.api.json_body import StrictJsonBodyMiddleware
 from aicloud.api.middleware import RequestContextMiddleware, RequestMetrics, SqliteRequestLimit
 from aicloud.api.problems import install_problem_handlers
 from aicloud.api.routes import (
@@ -69,6 +70,7 @@ def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
     app.state.context = ctx
     app.state.controller_runner = runner
     app.state.metrics_registry = CollectorRegistry()
+    app.add_middleware(StrictJsonBodyMiddleware)  # inside: its 422 carries the request id
     if ctx.db.dialect == "sqlite":
         app.add_middleware(SqliteRequestLimit)
     # Added before the request-id middleware, so it runs inside it: a refused request has an id.

@@ -8,7 +8,8 @@ micro-units, converted exactly (never through a float).
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+import re
+from decimal import Decimal
 from typing import Annotated, Any
 
 import typer
@@ -62,18 +63,29 @@ def register_meters(profile: ProfileOption = None,
 # --- over the API ----------------------------------------------------------------------------
 
 
+# What a person types for money: digits, at most 6 decimals, a sign only where allowed.
+# Decimal() alone would also take "1e3", "1_000", " 5", "+5", "NaN" and "Infinity".
+_AMOUNT = re.compile(r"-?[0-9]+(\.[0-9]{1,6})?")
+_COUNT = re.compile(r"[0-9]+")
+
+
 def micros(text: str | None, *, signed: bool = False) -> int:
-    """'12.50' currency units -> 12_500_000 micro-units, exactly."""
-    try:
-        value = Decimal(str(text))
-    except InvalidOperation:
-        raise typer.BadParameter(f"{text!r} is not an amount like 12.50") from None
-    scaled = value * billing.MICROS_PER_UNIT
-    if not value.is_finite() or scaled != scaled.to_integral_value():
-        raise typer.BadParameter(f"{text!r}: at most 6 decimals")
+    """'12.50' currency units -> 12_500_000 micro-units, exactly (never through a float)."""
+    if text is None or not _AMOUNT.fullmatch(text):
+        raise typer.BadParameter(f"{text!r}: not an amount like 12.50 (at most 6 decimals)")
+    if text.startswith("-") and not signed:
+        raise typer.BadParameter("the amount must be positive")
+    scaled = Decimal(text) * billing.MICROS_PER_UNIT
     if not signed and scaled <= 0:
         raise typer.BadParameter("the amount must be positive")
     return int(scaled)
+
+
+def whole_number(text: str, option: str) -> int:
+    """A count typed by a person: plain digits only (int() would take "1_000" and " 7")."""
+    if not _COUNT.fullmatch(text):
+        raise typer.BadParameter(f"--{option} {text!r}: a whole number (digits only)")
+    return int(text)
 
 
 def _compact(values: dict[str, Any]) -> dict[str, Any]:
@@ -181,7 +193,8 @@ app.add_typer(resource_app("Monthly budgets at any scope (alerts at thresholds, 
                  Opt("webhook_secret", "HMAC key for the webhook signature.")],
            body=lambda v: _compact({
                "amount": micros(v["amount"]), "currency": _cur(v),
-               "thresholds": [int(t) for t in v["threshold"]] if v.get("threshold") else None,
+               "thresholds": ([whole_number(t, "threshold") for t in v["threshold"]]
+                              if v.get("threshold") else None),
                "action": v.get("action"), "webhook_url": v.get("webhook_url"),
                "webhook_secret": v.get("webhook_secret")})),
     Action("get", "Show a budget.", "GET", lambda v: f"/budgets/{v['id']}", arg="id"),
@@ -200,12 +213,14 @@ def _prices_body(v: Values) -> dict[str, Any]:
             meter, _, dimension = target.partition(":")
             amount, _, per = cost.partition("/")
             prices.append({"meter": meter, "dimension_value": dimension,
-                           "unit_price": micros(amount), "per_quantity": int(per or 1)})
+                           "unit_price": micros(amount),
+                           "per_quantity": whole_number(per or "1", "price")})
         except ValueError:
             raise typer.BadParameter(
                 f"--price {spec!r}: use meter[:dimension]=amount[/per]") from None
     return _compact({"currency": _cur(v), "effective_from": v["effective_from"],
-                     "discount_bp": int(v["discount_bp"]) if v.get("discount_bp") else None,
+                     "discount_bp": (whole_number(v["discount_bp"], "discount-bp")
+                                     if v.get("discount_bp") else None),
                      "prices": prices})
 
 
@@ -235,10 +250,7 @@ HOLD_ORG = Opt("org", "Organization id (whose wallet holds it).", required=True)
 
 
 def _hold_body(v: Values) -> dict[str, Any]:
-    try:
-        ttl = int(v["ttl"]) if v.get("ttl") else None
-    except ValueError:
-        raise typer.BadParameter(f"--ttl {v['ttl']!r}: a number of seconds") from None
+    ttl = whole_number(v["ttl"], "ttl") if v.get("ttl") else None
     return _compact({"amount": micros(v["amount"]), "currency": _cur(v), "ttl_seconds": ttl,
                      "reason": v["reason"], "cause_type": v.get("cause_type"),
                      "cause_id": v.get("cause_id"), "idempotency_key": v["key"]})

@@ -39,6 +39,13 @@ class AppContext:
                             self.settings.profile)
         return self._audit_key
 
+    @property
+    def webhook_policy(self) -> billing.WebhookPolicy:
+        """Where budget webhooks may go: public addresses, https in strict profiles, plus
+        the configured exceptions."""
+        return billing.WebhookPolicy(require_https=self.settings.strict,
+                                     allow=tuple(self.settings.webhook_allowed_targets))
+
     def controllers(self) -> list[Controller]:
         """The background controllers of this deployment."""
         return [
@@ -54,7 +61,8 @@ class AppContext:
             ),
             *billing.controllers(
                 self.db, interval_seconds=self.settings.controller_interval_seconds,
-                clock=self.clock, webhook_secret=self.settings.secret_key.get_secret_value()),
+                clock=self.clock, webhook_secret=self.settings.secret_key.get_secret_value(),
+                webhook_policy=self.webhook_policy),
             *gpuaas_runtime.controllers(self.settings, self.db, self.clock,
                                         agent=self.embedded_agent),
         ]

@@ -130,7 +130,8 @@ def controllers(settings: Settings, db: Database, clock: Clock, *,
         Controller(name="gpuaas-scheduler", interval_seconds=min(interval, 0.5),
                    run_once=schedule),
         Controller(name="gpuaas-node-monitor", interval_seconds=interval, run_once=monitor),
-        Controller(name="gpuaas-budget-stop", interval_seconds=interval,
+        # Acts on an exhausted budget soon after the rater announces it (a cheap outbox read).
+        Controller(name="gpuaas-budget-stop", interval_seconds=min(interval, 1.0),
                    run_once=consumer.run_once),
     ]
     if agent is not None:

@@ -13,6 +13,7 @@ import binascii
 import ipaddress
 import json
 import os
+import re
 import ssl
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +40,7 @@ PROFILES = ("kind", "dev", "demo", "staging", "prod")
 DEFAULT_PROFILE = "dev"
 # A well-known value that is fine on a laptop and refused by strict profiles.
 INSECURE_DEFAULT_SECRET = "insecure-dev-secret-change-me"
+_HOST_NAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+")
 
 
 class ConfigError(Exception):
@@ -151,6 +153,9 @@ class Settings(BaseSettings):
     usage_report_interval_seconds: float = Field(default=30.0, gt=0, le=60)
     # Seed a default price list (gpu_seconds:H100...) when none exists (kind, dev, demo).
     seed_default_prices: bool = False
+    # Budget webhooks go to public addresses only (https only in strict profiles); these
+    # are the exceptions: CIDRs ("10.20.0.0/16") or host names ("hooks.internal").
+    webhook_allowed_targets: list[str] = Field(default_factory=list)
 
     # Ed25519 key that signs audit checkpoints: base64 of the 32-byte raw private key. Without
     # one, non-strict profiles derive a development key from secret_key (and say so).
@@ -214,6 +219,21 @@ class Settings(BaseSettings):
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file are set together (PEM files)")
         return self
+
+    @field_validator("webhook_allowed_targets")
+    @classmethod
+    def _check_webhook_targets(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            text = entry.strip()
+            if "/" in text or ":" in text or text.replace(".", "").isdigit():
+                try:
+                    ipaddress.ip_network(text, strict=False)
+                except ValueError:
+                    raise ValueError(f"webhook_allowed_targets: {entry!r} is not a CIDR or "
+                                     "an address") from None
+            elif not _HOST_NAME.fullmatch(text):
+                raise ValueError(f"webhook_allowed_targets: {entry!r} is not a host name")
+        return value
 
     @field_validator("audit_trusted_public_keys")
     @classmethod

@@ -11,6 +11,10 @@ import sqlalchemy as sa
 from aicloud.platform import billing
 from aicloud.platform.audit import Actor
 from aicloud.shared.db import Database, migrate
+from tests.platform.billing.factories import (
+    ORG_A,
+    ORG_K,
+)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -26,7 +30,7 @@ def test_upgrade_keys_existing_transfers(empty_db: Database) -> None:
     with empty_db.engine.begin() as c:
         for acct, type_, owner, purpose, debits, credits in (
                 ("acct_fund", "asset", "platform", "funding", 700, 0),
-                ("acct_wallet", "liability", "org_a", "wallet", 200, 700),
+                ("acct_wallet", "liability", ORG_A, "wallet", 200, 700),
                 ("acct_rev", "revenue", "platform", "revenue", 0, 200)):
             c.execute(sa.text(
                 "INSERT INTO billing_accounts (id, type, currency, owner_type, owner_id, "
@@ -56,9 +60,9 @@ def test_upgrade_keys_existing_transfers(empty_db: Database) -> None:
 
 def test_check_names_a_transfer_with_a_wrong_account_key(db: Database) -> None:
     with db.transaction() as s:
-        billing.top_up(s, actor=Actor.system("test"), org_id="org_k", amount=5, currency="USD",
+        billing.top_up(s, actor=Actor.system("test"), org_id=ORG_K, amount=5, currency="USD",
                        idempotency_key="k-1")
-        wallet = billing.org_wallet(s, "org_k", "USD").id
+        wallet = billing.org_wallet(s, ORG_K, "USD").id
     with db.engine.begin() as c:
         # Posted behind the ledger's back with a stale key: invisible to the account's
         # history, so the check must say so.

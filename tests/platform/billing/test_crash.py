@@ -14,7 +14,13 @@ import sqlalchemy as sa
 
 from aicloud.platform import billing
 from aicloud.shared.db import Database
-from tests.platform.billing.factories import assert_ledger_clean, rate_all, setup_catalog, usage
+from tests.platform.billing.factories import (
+    ORG_A,
+    assert_ledger_clean,
+    rate_all,
+    setup_catalog,
+    usage,
+)
 
 KILLS = 30
 
@@ -74,7 +80,7 @@ def test_sigkilled_rater_never_loses_or_doubles_a_charge(db: Database) -> None:
     # endpoint_requests cost 1 micro-unit per 3 requests: cumulative rounding per resource.
     assert per_resource == {r: (2 * q + 3) // 6 for r, q in sent.items()}
     with db.transaction() as s:
-        wallet = billing.org_wallet(s, "org_a", "USD").id
+        wallet = billing.org_wallet(s, ORG_A, "USD").id
         assert billing.balance(s, wallet).posted == -sum(per_resource.values())
 
 

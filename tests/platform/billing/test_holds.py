@@ -9,14 +9,19 @@ from aicloud.platform import billing
 from aicloud.shared.clock import utcnow
 from aicloud.shared.db import Database
 from aicloud.shared.errors import AppError, Conflict, NotFound, ValidationFailed
-from tests.platform.billing.factories import ADMIN, assert_ledger_clean
+from tests.platform.billing.factories import (
+    ADMIN,
+    ORG_H,
+    ORG_OTHER,
+    assert_ledger_clean,
+)
 
 
 def _wallet(db: Database, amount: int) -> tuple[str, str]:
     with db.transaction() as s:
-        billing.top_up(s, actor=ADMIN, org_id="org_h", amount=amount, currency="USD",
+        billing.top_up(s, actor=ADMIN, org_id=ORG_H, amount=amount, currency="USD",
                        idempotency_key="fund")
-        return (billing.org_wallet(s, "org_h", "USD").id,
+        return (billing.org_wallet(s, ORG_H, "USD").id,
                 billing.platform_account(s, "revenue", "USD").id)
 
 
@@ -106,25 +111,25 @@ def test_org_holds_keys_have_their_own_namespace_and_replays_compare_everything(
     inner = _hold(db, wallet, revenue, 100, "gpuaas:inst_1")
     with db.transaction() as s:
         # a client's key equal to an in-process caller's key is another hold
-        h = billing.create_org_hold(s, actor=ADMIN, org_id="org_h", amount=100,
+        h = billing.create_org_hold(s, actor=ADMIN, org_id=ORG_H, amount=100,
                                     currency="USD", idempotency_key="gpuaas:inst_1",
                                     reason="api")
         assert h.id != inner.id and h.counter_account_id == revenue and h.account_id == wallet
     with db.transaction() as s:
-        assert billing.create_org_hold(s, actor=ADMIN, org_id="org_h", amount=100,
+        assert billing.create_org_hold(s, actor=ADMIN, org_id=ORG_H, amount=100,
                                        currency="USD", idempotency_key="gpuaas:inst_1",
                                        reason="api").id == h.id
     for change in ({"reason": "other"}, {"ttl": timedelta(minutes=5)},
                    {"cause_id": "job_1"}):
         args = {"reason": "api", "ttl": timedelta(hours=1), **change}
         with db.transaction() as s, pytest.raises(Conflict, match="another hold"):
-            billing.create_org_hold(s, actor=ADMIN, org_id="org_h", amount=100,
+            billing.create_org_hold(s, actor=ADMIN, org_id=ORG_H, amount=100,
                                     currency="USD", idempotency_key="gpuaas:inst_1", **args)
     with db.transaction() as s:
-        assert [x.id for x in billing.list_org_holds(s, "org_h")] == sorted([inner.id, h.id])
-        assert billing.list_org_holds(s, "org_other") == []
+        assert [x.id for x in billing.list_org_holds(s, ORG_H)] == sorted([inner.id, h.id])
+        assert billing.list_org_holds(s, ORG_OTHER) == []
         with pytest.raises(NotFound):
-            billing.get_org_hold(s, "org_other", h.id)
+            billing.get_org_hold(s, ORG_OTHER, h.id)
 
 
 def test_post_with_a_key_is_retry_safe_and_void_is_idempotent(db: Database) -> None:

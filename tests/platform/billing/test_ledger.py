@@ -6,7 +6,11 @@ import sqlalchemy as sa
 from aicloud.platform import billing
 from aicloud.shared.db import Database
 from aicloud.shared.errors import Conflict, NotFound, ValidationFailed
-from tests.platform.billing.factories import ADMIN, assert_ledger_clean
+from tests.platform.billing.factories import (
+    ADMIN,
+    ORG_A,
+    assert_ledger_clean,
+)
 
 
 def _counts(db: Database) -> tuple[int, int]:
@@ -15,7 +19,7 @@ def _counts(db: Database) -> tuple[int, int]:
                 c.scalar(sa.text("SELECT count(*) FROM audit_events")))
 
 
-def _funded(db: Database, org: str = "org_a", amount: int = 10_000_000) -> str:
+def _funded(db: Database, org: str = ORG_A, amount: int = 10_000_000) -> str:
     with db.transaction() as s:
         billing.top_up(s, actor=ADMIN, org_id=org, amount=amount, currency="USD",
                        idempotency_key=f"t-{org}", reference="wire-1")
@@ -25,16 +29,16 @@ def _funded(db: Database, org: str = "org_a", amount: int = 10_000_000) -> str:
 def test_top_up_posts_one_balanced_transfer_and_is_idempotent(db: Database) -> None:
     wallet = _funded(db)
     with db.transaction() as s:
-        again = billing.top_up(s, actor=ADMIN, org_id="org_a", amount=10_000_000,
-                               currency="USD", idempotency_key="t-org_a", reference="wire-1")
+        again = billing.top_up(s, actor=ADMIN, org_id=ORG_A, amount=10_000_000,
+                               currency="USD", idempotency_key=f"t-{ORG_A}", reference="wire-1")
         assert again.reason == "top_up"
         assert billing.balance(s, wallet).posted == 10_000_000
         funding = billing.platform_account(s, "funding", "USD")
         assert billing.balance(s, funding.id).posted == 10_000_000  # asset: debit-normal
     assert _counts(db) == (1, 1)  # one transfer, one audit event
     with db.transaction() as s, pytest.raises(Conflict):
-        billing.top_up(s, actor=ADMIN, org_id="org_a", amount=5, currency="USD",
-                       idempotency_key="t-org_a")
+        billing.top_up(s, actor=ADMIN, org_id=ORG_A, amount=5, currency="USD",
+                       idempotency_key=f"t-{ORG_A}")
     assert_ledger_clean(db)
 
 
@@ -43,12 +47,12 @@ def test_client_keys_leave_room_for_their_namespace(db: Database) -> None:
     overflow the key column is refused up front, naming the limit."""
     longest = "k" * billing.MAX_CLIENT_KEY_LENGTH
     with db.transaction() as s:
-        billing.top_up(s, actor=ADMIN, org_id="org_a", amount=5, currency="USD",
+        billing.top_up(s, actor=ADMIN, org_id=ORG_A, amount=5, currency="USD",
                        idempotency_key=longest)
     for post in (
-        lambda s: billing.top_up(s, actor=ADMIN, org_id="org_a", amount=5, currency="USD",
+        lambda s: billing.top_up(s, actor=ADMIN, org_id=ORG_A, amount=5, currency="USD",
                                  idempotency_key=longest + "k"),
-        lambda s: billing.adjust(s, actor=ADMIN, org_id="org_a", amount=5, currency="USD",
+        lambda s: billing.adjust(s, actor=ADMIN, org_id=ORG_A, amount=5, currency="USD",
                                  idempotency_key="k" * 255, note="goodwill"),
     ):
         with db.transaction() as s, pytest.raises(ValidationFailed, match="longer than 200"):
@@ -123,19 +127,19 @@ def test_reversal_names_the_original_and_happens_once(db: Database) -> None:
 def test_credit_limit_sets_the_floor_for_manual_charges(db: Database) -> None:
     wallet = _funded(db, amount=1_000)
     with db.transaction() as s, pytest.raises(Conflict, match="insufficient funds"):
-        billing.adjust(s, actor=ADMIN, org_id="org_a", amount=-1_500, currency="USD",
+        billing.adjust(s, actor=ADMIN, org_id=ORG_A, amount=-1_500, currency="USD",
                        idempotency_key="a1", note="manual charge")
     with db.transaction() as s:
-        acct = billing.set_credit_limit(s, actor=ADMIN, org_id="org_a", currency="USD",
+        acct = billing.set_credit_limit(s, actor=ADMIN, org_id=ORG_A, currency="USD",
                                         credit_limit=500)
         assert acct.credit_limit == 500
-        billing.adjust(s, actor=ADMIN, org_id="org_a", amount=-1_500, currency="USD",
+        billing.adjust(s, actor=ADMIN, org_id=ORG_A, amount=-1_500, currency="USD",
                        idempotency_key="a1", note="manual charge")
         assert billing.balance(s, wallet).available == -500
-        billing.adjust(s, actor=ADMIN, org_id="org_a", amount=200, currency="USD",
+        billing.adjust(s, actor=ADMIN, org_id=ORG_A, amount=200, currency="USD",
                        idempotency_key="a2", note="goodwill")
     with db.transaction() as s, pytest.raises(ValidationFailed):
-        billing.adjust(s, actor=ADMIN, org_id="org_a", amount=0, currency="USD",
+        billing.adjust(s, actor=ADMIN, org_id=ORG_A, amount=0, currency="USD",
                        idempotency_key="a3", note="zero")
     assert_ledger_clean(db)
 

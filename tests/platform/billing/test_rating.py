@@ -15,10 +15,18 @@ from aicloud.shared.db import Database
 from aicloud.shared.errors import Conflict, ValidationFailed
 from tests.platform.billing.factories import (
     ADMIN,
+    DEP_A,
+    ORG_A,
+    ORG_B,
+    ORG_RICH,
+    PRJ_A,
+    PRJ_C,
     T0,
     assert_ledger_clean,
+    ensure_scopes,
     rate_all,
     setup_catalog,
+    tenant_path,
     usage,
 )
 
@@ -30,7 +38,7 @@ def _ingest(db: Database, records: list[billing.UsageIn]) -> billing.IngestResul
         return billing.ingest_usage(s, records, actor=AGENT)
 
 
-def _wallet_balance(db: Database, org: str = "org_a") -> int:
+def _wallet_balance(db: Database, org: str = ORG_A) -> int:
     with db.transaction() as s:
         return billing.balance(s, billing.org_wallet(s, org, "USD").id).posted
 
@@ -58,7 +66,7 @@ def test_ingest_is_idempotent_and_rejects_conflicting_payloads(db: Database) -> 
     ({"meter": "teleport_seconds"}, "unknown meter"),
     ({"seconds": -10}, "window_end must be after"),
     ({"dim": ""}, "needs a gpu_model"),
-    ({"org": "org_a", "project": "prj_a"}, None),
+    ({"org": ORG_A, "project": PRJ_A}, None),
 ])
 def test_bad_usage_is_refused_and_nothing_written(db: Database, kwargs: dict,  # type: ignore[type-arg]
                                                   message: str | None) -> None:
@@ -73,8 +81,8 @@ def test_bad_usage_is_refused_and_nothing_written(db: Database, kwargs: dict,  #
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"scope_path": "/org_a/dep_a/prj_other"}, "must end with the project id"),
-    ({"scope_path": "org_a/prj_a"}, "must look like /org/dep/prj"),
+    ({"scope_path": f"/{ORG_A}/{DEP_A}/{PRJ_C}"}, "must end with the project id"),
+    ({"scope_path": f"{ORG_A}/{PRJ_A}"}, "must look like /org/dep/prj"),
     ({"window_start": datetime(2026, 1, 1)}, "window_start must carry a time zone"),
     ({"quantity": 60.0}, "quantity must be"),
     ({"quantity": True}, "quantity must be"),
@@ -126,14 +134,14 @@ def test_org_contract_discount_and_specific_price(db: Database) -> None:
     setup_catalog(db)
     with db.transaction() as s:
         billing.create_price_list(s, actor=ADMIN, spec=billing.PriceListCreate(
-            org_id="org_b", currency="USD", effective_from=T0, discount_bp=2_500, prices=[
+            org_id=ORG_B, currency="USD", effective_from=T0, discount_bp=2_500, prices=[
                 billing.PriceIn(meter="vcpu_seconds", unit_price=0, per_quantity=1)]))
-    _ingest(db, [usage("g", org="org_b", quantity=1000),
-                 usage("v", org="org_b", meter="vcpu_seconds", quantity=1000),
+    _ingest(db, [usage("g", org=ORG_B, quantity=1000),
+                 usage("v", org=ORG_B, meter="vcpu_seconds", quantity=1000),
                  usage("other", quantity=1000)])
     rate_all(db)
     assert _charges(db) == {"g": 750_000, "v": 0, "other": 1_000_000}
-    assert _wallet_balance(db, "org_b") == -750_000
+    assert _wallet_balance(db, ORG_B) == -750_000
     assert_ledger_clean(db)
 
 
@@ -171,7 +179,8 @@ def test_charges_of_a_stream_sum_to_the_rounded_price_of_its_total(
         # Each example gets its own default price version, effective from its own day, and
         # its own org with a discount contract: its own wallet and its own rating stream.
         n = s.scalar(sa.text("SELECT count(*) FROM billing_price_lists"))
-        org = f"org_{n}"
+        org = f"org_{n:026d}"
+        ensure_scopes(s, tenant_path(org))
         day = T0 + timedelta(days=n)
         billing.create_price_list(s, actor=ADMIN, spec=billing.PriceListCreate(
             currency="USD", effective_from=day, prices=[
@@ -271,10 +280,10 @@ def test_a_charge_beyond_the_transfer_maximum_is_set_aside_not_a_crash_loop(
     setup_catalog(db)
     with db.transaction() as s:
         billing.create_price_list(s, actor=ADMIN, spec=billing.PriceListCreate(
-            org_id="org_rich", currency="USD", effective_from=T0, prices=[
+            org_id=ORG_RICH, currency="USD", effective_from=T0, prices=[
                 billing.PriceIn(meter="vcpu_seconds", unit_price=10**15, per_quantity=1)]))
-    _ingest(db, [usage("huge", org="org_rich", meter="vcpu_seconds", quantity=10),
-                 usage("fine", org="org_rich", quantity=10)])
+    _ingest(db, [usage("huge", org=ORG_RICH, meter="vcpu_seconds", quantity=10),
+                 usage("fine", org=ORG_RICH, quantity=10)])
     rate_all(db)
     assert _charges(db) == {"huge": None, "fine": 10_000}
     assert_ledger_clean(db)

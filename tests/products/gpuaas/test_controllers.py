@@ -106,3 +106,24 @@ def test_an_exhausted_wallet_stops_the_orgs_instances(db: Database, tmp_path: Pa
     agent.reconcile_once()
     got = w.get(inst)
     assert got.state == "stopped" and "is exhausted" in got.state_reason
+
+
+def test_a_running_instances_own_hold_neither_stops_it_nor_shows_in_the_reason(
+        db: Database, tmp_path: Path) -> None:
+    """The admission hold reserves the first 60 s; usage charges the same run time. Counting
+    both stopped a funded instance early and printed a balance the wallet did not have."""
+    w = make_world(db, funds=70_000)  # the hold takes 59,280 of it
+    agent, [inst] = _running(w, tmp_path / "wl")
+    consumer = gpuaas.BudgetStopConsumer(db, clock=w.clock)
+    w.clock.advance(30)
+    agent.reconcile_once()  # 30 s x 988 = 29,640 charged: posted 40,360
+    billing.rate_until_idle(db, clock=w.clock)
+    assert w.wallet_balance().available < 0  # with its own hold counted
+    assert consumer.run_once() == 0  # but the wallet still has 40,360
+    w.clock.advance(60)
+    agent.reconcile_once()  # 90 s in all: 88,920 charged, posted -18,920
+    billing.rate_until_idle(db, clock=w.clock)
+    assert consumer.run_once() == 1
+    agent.reconcile_once()
+    reason = w.get(inst).state_reason
+    assert "balance -18920 micro-USD, available -18920" in reason, reason

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 
 from aicloud.api.authz import Authorize, Caller, path_param, register_scope_resolver
+from aicloud.api.deps import Context
 from aicloud.platform import billing, iam
 from aicloud.shared.clock import utcnow
 from aicloud.shared.errors import ValidationFailed
@@ -43,12 +44,14 @@ def list_budgets(scope_id: str, caller: BudgetReader) -> list[billing.Budget]:
 
 
 @router.post("/scopes/{scope_id}/budgets", status_code=201, response_model=billing.Budget)
-def create_budget(scope_id: str, body: billing.BudgetBody,
-                  caller: BudgetWriter) -> billing.Budget:
+def create_budget(scope_id: str, body: billing.BudgetBody, caller: BudgetWriter,
+                  ctx: Context) -> billing.Budget:
     """A monthly budget for the scope: thresholds record alerts (and a signed webhook when
-    a URL is set); the action applies at 100%."""
+    a URL is set: public addresses only, https in strict profiles); a blocking action
+    always applies at 100%."""
     spec = billing.BudgetCreate(scope_path=scope_path(caller, scope_id), **body.model_dump())
-    return billing.create_budget(caller.session, actor=caller.actor, spec=spec)
+    return billing.create_budget(caller.session, actor=caller.actor, spec=spec,
+                                 webhooks=ctx.webhook_policy)
 
 
 @router.get("/budgets/{budget_id}", response_model=billing.Budget)

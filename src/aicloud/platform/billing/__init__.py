@@ -1,8 +1,9 @@
 """Billing: the immutable money path (metering -> rating -> ledger -> derived balance).
 
 This module is the public surface other layers may call. Owners and usage are identified by
-plain ids and scope paths ("/org_x/dep_y/prj_z") passed in by callers; billing does not look
-them up in IAM. Every function takes the caller's Session and writes in its transaction.
+plain ids and scope paths ("/org_x/dep_y/prj_z") passed in by callers; billing checks them
+against IAM's hierarchy wherever it takes them. Every function takes the caller's Session and
+writes in its transaction.
 """
 
 from aicloud.platform.billing.budgets import (
@@ -103,6 +104,11 @@ from aicloud.platform.billing.schemas import (
 )
 from aicloud.platform.billing.statements import build_statement
 from aicloud.platform.billing.usage import ingest_usage
+from aicloud.platform.billing.webhook_targets import (
+    WebhookPolicy,
+    WebhookTargetRefused,
+    check_target,
+)
 from aicloud.platform.billing.webhooks import SIGNATURE_HEADER, deliver_due, sign, verify
 
 __all__ = [
@@ -147,12 +153,15 @@ __all__ = [
     "TransferSpec",
     "UsageBatch",
     "UsageIn",
+    "WebhookPolicy",
+    "WebhookTargetRefused",
     "account_key",
     "adjust",
     "advance_ledger_digest",
     "balance",
     "build_statement",
     "check_ledger",
+    "check_target",
     "controllers",
     "cost_report",
     "cost_report_csv",

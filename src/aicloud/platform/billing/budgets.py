@@ -1,15 +1,19 @@
 """Monthly budgets per organization, department or project, with threshold alerts.
 
-A controller evaluates every budget against the rated spend of its scope in the current
-calendar month. Each threshold crossed records one alert per month (a unique key makes this
-safe with several evaluators), queues a signed webhook when the budget has a URL, and at 100%
-an action other than "notify" is announced on the outbox topic ``billing.budget.exceeded`` for
-products to act on (block new launches, or stop running workloads).
+Budgets are evaluated against the rated spend of their scope in the current calendar month
+when spend is posted: the rater evaluates the budgets above the scopes it charged, in the
+transaction that posts the charges (a controller re-evaluates all of them as a backstop).
+Each threshold crossed records one alert per month (a unique key makes this safe with several
+evaluators), queues a signed webhook when the budget has a URL, and at 100% an action other
+than "notify" is announced on the outbox topic ``billing.budget.exceeded`` for products to act
+on (block new launches, or stop running workloads). A blocking action always applies at 100%,
+whatever thresholds the budget lists, and only while the budget exists.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
@@ -18,15 +22,16 @@ from sqlalchemy.orm import Session
 
 from aicloud.platform import audit
 from aicloud.platform.billing.models import (
+    RATED,
     BudgetAlertModel,
     BudgetModel,
     UsageRecordModel,
     WebhookDeliveryModel,
 )
 from aicloud.platform.billing.money import check_amount, check_currency
-from aicloud.platform.billing.rating import RATED
 from aicloud.platform.billing.schemas import Budget, BudgetAlert, BudgetCreate
-from aicloud.platform.billing.scopes import like_prefix, split_scope
+from aicloud.platform.billing.scopes import at_or_below, resolve_scope, split_scope
+from aicloud.platform.billing.webhook_targets import WebhookPolicy, check_target
 from aicloud.shared import events
 from aicloud.shared.clock import utcnow
 from aicloud.shared.errors import NotFound, ValidationFailed
@@ -43,9 +48,26 @@ def month_bounds(at: datetime) -> tuple[str, datetime, datetime]:
     return f"{at.year:04d}-{at.month:02d}", start, end
 
 
+def effective_thresholds(action: str, thresholds: Iterable[int]) -> list[int]:
+    """The thresholds a budget alerts at: a blocking action always applies at 100%, so a
+    ``stop_workloads`` budget listing only 50 and 80 still stops at 100 (it used to be
+    accepted and never stop anything)."""
+    found = set(thresholds)
+    if action in BLOCKING_ACTIONS:
+        found.add(100)
+    return sorted(found)
+
+
+def ancestor_paths(scope_path: str) -> list[str]:
+    """``/o/d/p`` -> ``["/o", "/o/d", "/o/d/p"]``."""
+    parts = split_scope(scope_path)
+    return ["/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
 def budget_model_to_budget(m: BudgetModel) -> Budget:
     return Budget(id=m.id, scope_path=m.scope_path, amount=m.amount, currency=m.currency,
-                  thresholds=json.loads(m.thresholds), action=m.action,  # type: ignore[arg-type]
+                  thresholds=effective_thresholds(m.action, json.loads(m.thresholds)),
+                  action=m.action,  # type: ignore[arg-type]
                   webhook_url=m.webhook_url, has_webhook_secret=bool(m.webhook_secret),
                   created_at=m.created_at)
 
@@ -56,19 +78,22 @@ def alert_model_to_alert(m: BudgetAlertModel) -> BudgetAlert:
                        action=m.action, created_at=m.created_at)  # type: ignore[arg-type]
 
 
-def create_budget(session: Session, *, actor: audit.Actor, spec: BudgetCreate) -> Budget:
-    parts = split_scope(spec.scope_path)
-    if len(parts) > 3:
-        raise ValidationFailed("a budget applies to an organization, department or project")
+def create_budget(session: Session, *, actor: audit.Actor, spec: BudgetCreate,
+                  webhooks: WebhookPolicy | None = None,
+                  now: datetime | None = None) -> Budget:
+    """A monthly budget. ``webhooks``: where the deployment lets webhooks go (public
+    addresses only by default); the URL is checked now and again at each delivery."""
+    resolve_scope(session, spec.scope_path)
     check_amount(spec.amount)
     check_currency(spec.currency)
     if any(not 0 < t <= 1000 for t in spec.thresholds):
         raise ValidationFailed("thresholds are percents between 1 and 1000", field="thresholds")
-    if spec.webhook_url is not None and not spec.webhook_url.startswith(("http://", "https://")):
-        raise ValidationFailed("webhook_url must be an http(s) URL", field="webhook_url")
-    now = utcnow()
+    if spec.webhook_url is not None:
+        check_target(spec.webhook_url, webhooks or WebhookPolicy(), unresolved_ok=True)
+    now = now or utcnow()
     m = BudgetModel(id=new_id("bdgt"), scope_path=spec.scope_path, currency=spec.currency,
-                    amount=spec.amount, thresholds=json.dumps(sorted(set(spec.thresholds))),
+                    amount=spec.amount,
+                    thresholds=json.dumps(effective_thresholds(spec.action, spec.thresholds)),
                     action=spec.action, webhook_url=spec.webhook_url,
                     webhook_secret=spec.webhook_secret, created_at=now, updated_at=now)
     session.add(m)
@@ -76,6 +101,9 @@ def create_budget(session: Session, *, actor: audit.Actor, spec: BudgetCreate) -
     audit.record(session, actor=actor, action="billing.budget.create", target_type="budget",
                  target_id=m.id, scope_path=spec.scope_path,
                  changes=audit.diff(None, spec.model_dump(), secret_fields=["webhook_secret"]))
+    # Spend already posted this month counts at once: a budget created below what its
+    # scope has spent blocks or stops now, not at the next charge.
+    _evaluate(session, [m], now)
     return budget_model_to_budget(m)
 
 
@@ -98,15 +126,17 @@ def delete_budget(session: Session, *, actor: audit.Actor, budget_id: str) -> No
 
 def list_budgets(session: Session, scope_path: str) -> list[Budget]:
     """Budgets at or below a scope."""
+    resolve_scope(session, scope_path)
     rows = session.scalars(select(BudgetModel).where(
-        BudgetModel.scope_path.like(like_prefix(scope_path))).order_by(BudgetModel.id))
+        at_or_below(BudgetModel.scope_path, scope_path)).order_by(BudgetModel.id))
     return [budget_model_to_budget(m) for m in rows]
 
 
 def list_alerts(session: Session, scope_path: str, *, period: str | None = None,
                 limit: int = 100) -> list[BudgetAlert]:
+    resolve_scope(session, scope_path)
     stmt = select(BudgetAlertModel).where(
-        BudgetAlertModel.scope_path.like(like_prefix(scope_path)))
+        at_or_below(BudgetAlertModel.scope_path, scope_path))
     if period:
         stmt = stmt.where(BudgetAlertModel.period == period)
     rows = session.scalars(stmt.order_by(BudgetAlertModel.created_at.desc(),
@@ -119,20 +149,38 @@ def scope_spend(session: Session, scope_path: str, currency: str, start: datetim
     """Rated spend of everything at or below a scope, for usage windows in [start, end)."""
     U = UsageRecordModel
     return int(session.scalar(select(func.coalesce(func.sum(U.charge), 0)).where(
-        U.scope_path.like(like_prefix(scope_path)), U.state == RATED, U.currency == currency,
+        at_or_below(U.scope_path, scope_path), U.state == RATED, U.currency == currency,
         U.window_start >= start, U.window_start < end)) or 0)
 
 
-def evaluate_budgets(session: Session, *, now: datetime | None = None) -> list[BudgetAlert]:
-    """Record the alerts of every threshold crossed this month (once each)."""
+def evaluate_budgets(session: Session, *, now: datetime | None = None,
+                     scope_paths: Iterable[str] | None = None) -> list[BudgetAlert]:
+    """Record the alerts of every threshold crossed this month (once each). With
+    ``scope_paths`` (what the rater just charged), only the budgets on those scopes and the
+    scopes above them are evaluated."""
     now = now or utcnow()
+    stmt = select(BudgetModel).order_by(BudgetModel.id)
+    if scope_paths is not None:
+        paths = {a for p in scope_paths for a in ancestor_paths(p)}
+        if not paths:
+            return []
+        stmt = stmt.where(BudgetModel.scope_path.in_(sorted(paths)))
+    return _evaluate(session, session.scalars(stmt).all(), now)
+
+
+def _evaluate(session: Session, budgets: Sequence[BudgetModel],
+              now: datetime) -> list[BudgetAlert]:
+    # Two raters whose charges together cross a budget cannot both judge it on their own
+    # spend alone: a budget's spend is charged to one wallet (its org, its currency), whose
+    # row post_transfers locks until commit, so the second rater waits for the first and its
+    # spend query (a new snapshot under READ COMMITTED) sees both charges.
     period, start, end = month_bounds(now)
     recorded: list[BudgetAlert] = []
-    for b in session.scalars(select(BudgetModel).order_by(BudgetModel.id)).all():
+    for b in budgets:
         spend = scope_spend(session, b.scope_path, b.currency, start, end)
         done = set(session.scalars(select(BudgetAlertModel.threshold).where(
             BudgetAlertModel.budget_id == b.id, BudgetAlertModel.period == period)))
-        for threshold in json.loads(b.thresholds):
+        for threshold in effective_thresholds(b.action, json.loads(b.thresholds)):
             if threshold in done or spend * 100 < threshold * b.amount:
                 continue
             alert = _record_alert(session, b, period, threshold, spend, now)
@@ -174,12 +222,12 @@ def _record_alert(session: Session, b: BudgetModel, period: str, threshold: int,
 def launches_blocked(session: Session, scope_path: str, *,
                      now: datetime | None = None) -> list[BudgetAlert]:
     """The 100% alerts this month of blocking budgets on this scope or any scope above it;
-    empty when a new launch in ``scope_path`` may proceed."""
+    empty when a new launch in ``scope_path`` may proceed. Only budgets that still exist
+    (and still block) count: deleting an exhausted budget unblocks launches at once."""
     period, _, _ = month_bounds(now or utcnow())
-    parts = split_scope(scope_path)
-    ancestors = ["/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1)]
-    rows = session.scalars(select(BudgetAlertModel).where(
-        BudgetAlertModel.scope_path.in_(ancestors), BudgetAlertModel.period == period,
-        BudgetAlertModel.threshold >= 100,
-        BudgetAlertModel.action.in_(BLOCKING_ACTIONS)))
+    A, B = BudgetAlertModel, BudgetModel
+    rows = session.scalars(select(A).join(B, B.id == A.budget_id).where(
+        A.scope_path.in_(ancestor_paths(scope_path)), A.period == period,
+        A.threshold >= 100,
+        B.action.in_(BLOCKING_ACTIONS)).order_by(A.id))
     return [alert_model_to_alert(m) for m in rows]

@@ -18,6 +18,7 @@ from aicloud.platform import audit
 from aicloud.platform.billing.models import MeterModel, PriceListModel, PriceModel
 from aicloud.platform.billing.money import check_currency, round_half_up_div
 from aicloud.platform.billing.schemas import Meter, PriceIn, PriceList, PriceListCreate
+from aicloud.platform.billing.scopes import check_org
 from aicloud.shared.clock import utcnow
 from aicloud.shared.errors import NotFound, ValidationFailed
 from aicloud.shared.ids import new_id
@@ -71,6 +72,8 @@ def list_meters(session: Session) -> list[Meter]:
 def create_price_list(session: Session, *, actor: audit.Actor, spec: PriceListCreate) -> PriceList:
     """Publish a new price list version (the default list when org_id is None)."""
     check_currency(spec.currency)
+    if spec.org_id is not None:
+        check_org(session, spec.org_id)
     if spec.effective_from.tzinfo is None:
         raise ValidationFailed("effective_from must carry a time zone", field="effective_from")
     meters = {m.name for m in session.scalars(select(MeterModel))}

@@ -8,6 +8,7 @@ import time
 from aicloud.platform.billing.budgets import evaluate_budgets
 from aicloud.platform.billing.holds import expire_holds
 from aicloud.platform.billing.rating import count_waiting, rate_batch
+from aicloud.platform.billing.webhook_targets import WebhookPolicy
 from aicloud.platform.billing.webhooks import deliver_due
 from aicloud.shared.clock import Clock, SystemClock
 from aicloud.shared.controllers import Controller
@@ -47,7 +48,8 @@ def rate_until_idle(db: Database, *, batch_size: int = 2000, max_batches: int = 
 
 
 def controllers(db: Database, *, interval_seconds: float, clock: Clock | None = None,
-                webhook_secret: str = "") -> list[Controller]:
+                webhook_secret: str = "",
+                webhook_policy: WebhookPolicy | None = None) -> list[Controller]:
     clock = clock or SystemClock()
 
     def _budgets() -> int:
@@ -63,9 +65,10 @@ def controllers(db: Database, *, interval_seconds: float, clock: Clock | None = 
                    run_once=lambda: rate_until_idle(db, clock=clock)),
         Controller(name="billing-hold-expiry", interval_seconds=max(interval_seconds, 10.0),
                    run_once=_expire),
+        # A backstop: the rater evaluates budgets as it posts spend (see budgets.py).
         Controller(name="billing-budgets", interval_seconds=max(interval_seconds, 30.0),
                    run_once=_budgets),
         Controller(name="billing-webhooks", interval_seconds=max(interval_seconds, 5.0),
                    run_once=lambda: deliver_due(db, default_secret=webhook_secret,
-                                                clock=clock)),
+                                                clock=clock, policy=webhook_policy)),
     ]

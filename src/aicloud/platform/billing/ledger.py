@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import repeat
@@ -31,6 +31,7 @@ from aicloud.platform import audit
 from aicloud.platform.billing.models import AccountModel, HoldModel, TransferModel
 from aicloud.platform.billing.money import CURRENCIES, MAX_AMOUNT, check_amount, check_currency
 from aicloud.platform.billing.schemas import Account, Balance, Transfer
+from aicloud.platform.billing.scopes import check_org
 from aicloud.shared.clock import utcnow
 from aicloud.shared.db import UTCDateTime, bulk
 from aicloud.shared.errors import Conflict, NotFound, ValidationFailed
@@ -172,9 +173,12 @@ def _find_account(session: Session, owner_type: str, owner_id: str, purpose: str
 
 
 def org_wallet(session: Session, org_id: str, currency: str) -> AccountModel:
-    """An organization's prepaid wallet: what the platform owes it (a liability)."""
-    if not org_id or "/" in org_id:
-        raise ValidationFailed("organization id is required", field="org_id")
+    """An organization's prepaid wallet: what the platform owes it (a liability). Created on
+    first use, only for an organization that exists in IAM."""
+    found = find_wallet(session, org_id, currency)
+    if found is not None:
+        return found
+    check_org(session, org_id)
     return ensure_account(
         session, type="liability", currency=currency, owner_type="organization",
         owner_id=org_id, scope_path=f"/{org_id}", purpose="wallet", enforce_floor=True)
@@ -224,23 +228,29 @@ def held_amount(session: Session, account_id: str, now: datetime | None = None) 
 
 
 def held_amounts(session: Session, account_ids: Iterable[str],
-                 now: datetime | None = None) -> dict[str, int]:
+                 now: datetime | None = None,
+                 excluding: Collection[str] = ()) -> dict[str, int]:
     ids = list(account_ids)
     if not ids:
         return {}
     H = HoldModel
-    rows = session.execute(
-        select(H.account_id, func.sum(H.amount)).where(
-            bulk.in_values(H.account_id, "ids"),
-            H.status == "pending",
-            H.expires_at > (now or utcnow())).group_by(H.account_id), {"ids": ids})
+    stmt = select(H.account_id, func.sum(H.amount)).where(
+        bulk.in_values(H.account_id, "ids"), H.status == "pending",
+        H.expires_at > (now or utcnow()))
+    if excluding:
+        stmt = stmt.where(H.id.not_in(sorted(excluding)))
+    rows = session.execute(stmt.group_by(H.account_id), {"ids": ids})
     return {a: int(total) for a, total in rows}
 
 
-def balance(session: Session, account_id: str, now: datetime | None = None) -> Balance:
+def balance(session: Session, account_id: str, now: datetime | None = None, *,
+            excluding_holds: Collection[str] = ()) -> Balance:
+    """Posted, held and available. ``excluding_holds``: holds not to count as held (a
+    product judging whether running work can go on leaves out that work's own
+    reservations, whose cost the usage charges already carry)."""
     m = get_account(session, account_id)
     posted = normal_balance(m.type, m.debits_posted, m.credits_posted)
-    held = held_amount(session, account_id, now)
+    held = held_amounts(session, [account_id], now, excluding_holds).get(account_id, 0)
     return Balance(account_id=m.id, currency=m.currency, posted=posted, held=held,
                    available=posted - held, credit_limit=m.credit_limit)
 
@@ -334,14 +344,13 @@ def post_transfers(
     replays: dict[str, _Existing] = {}
     if check_replays:
         replays = _existing_by_key(session, keys)
-        for spec in specs:
-            old = replays.get(spec.idempotency_key)
-            if old is not None and (old.debit_account_id, old.credit_account_id, old.amount,
-                                    old.currency, old.reason) != (
-                    spec.debit_account_id, spec.credit_account_id, spec.amount,
-                    spec.currency, spec.reason):
-                raise Conflict(f"idempotency key {spec.idempotency_key!r} was already used "
-                               "for a different transfer", transfer_id=old.id)
+        # A replay is the same transfer in every column a caller fills (its reference,
+        # note and links too): any difference is another request under a used key.
+        for i, key in enumerate(keys):
+            old = replays.get(key)
+            if old is not None and old.payload != tuple(columns[c][i] for c in _SPEC_COLUMNS):
+                raise Conflict(f"idempotency key {key!r} was already used for a different "
+                               "transfer", transfer_id=old.id)
     fresh = [s for s in specs if s.idempotency_key not in replays]
     stored = dict(zip(
         (s.idempotency_key for s in fresh),
@@ -458,11 +467,7 @@ def _check_constraints(acct: Any, debit: int, credit: int, *, held: int,
 @dataclass(frozen=True)
 class _Existing:
     id: str
-    debit_account_id: str
-    credit_account_id: str
-    amount: int
-    currency: str
-    reason: str
+    payload: tuple[Any, ...]  # the stored _SPEC_COLUMNS, as _spec_columns builds them
 
 
 def _existing_by_key(session: Session, keys: Iterable[str]) -> dict[str, _Existing]:
@@ -470,12 +475,12 @@ def _existing_by_key(session: Session, keys: Iterable[str]) -> dict[str, _Existi
     T = TransferModel
     out: dict[str, _Existing] = {}
     conn = session.connection()
+    cols = [T.__table__.c[c] for c in _SPEC_COLUMNS]
     for i in range(0, len(keys), 500):
-        for row in conn.execute(select(
-                T.idempotency_key, T.id, T.debit_account_id, T.credit_account_id, T.amount,
-                T.currency, T.reason).where(bulk.in_values(T.idempotency_key, "keys")),
-                {"keys": keys[i:i + 500]}):
-            out[row[0]] = _Existing(*row[1:])
+        for row in conn.execute(select(T.id, *cols).where(
+                bulk.in_values(T.idempotency_key, "keys")), {"keys": keys[i:i + 500]}):
+            payload = tuple(row[1:])
+            out[payload[_SPEC_COLUMNS.index("idempotency_key")]] = _Existing(row[0], payload)
     return out
 
 

@@ -168,6 +168,10 @@ class PriceModel(Base):
     per_quantity: Mapped[int] = mapped_column(BigInteger)
 
 
+# UsageRecordModel.state
+WAITING, RATED, UNPRICED = 0, 1, 2
+
+
 class UsageRecordModel(Base):
     __tablename__ = "billing_usage_records"
     __table_args__ = (

@@ -20,6 +20,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit
+from aicloud.platform.billing.budgets import evaluate_budgets
 from aicloud.platform.billing.catalog import PriceBook, ResolvedPrice
 from aicloud.platform.billing.ledger import (
     TransferSpec,
@@ -27,7 +28,13 @@ from aicloud.platform.billing.ledger import (
     platform_account,
     post_transfers,
 )
-from aicloud.platform.billing.models import RatingStreamModel, UsageRecordModel
+from aicloud.platform.billing.models import (
+    RATED,
+    UNPRICED,
+    WAITING,
+    RatingStreamModel,
+    UsageRecordModel,
+)
 from aicloud.platform.billing.money import MAX_AMOUNT
 from aicloud.platform.billing.schemas import RateResult
 from aicloud.shared.clock import utcnow
@@ -37,7 +44,6 @@ from aicloud.shared.ids import int64_key, new_id
 
 log = logging.getLogger(__name__)
 
-WAITING, RATED, UNPRICED = 0, 1, 2
 ADVISORY_NAMESPACE = 0x6269_6C6C  # "bill"
 RATER = audit.Actor.system("billing-rater")
 
@@ -50,8 +56,8 @@ def _advisory_key(resource_id: str) -> int:
 
 def _claim(session: Session, batch_size: int) -> list:  # type: ignore[type-arg]
     U = UsageRecordModel
-    stmt = (select(U.seq, U.id, U.resource_id, U.org_id, U.meter, U.dimension_value,
-                   U.quantity, U.window_start)
+    stmt = (select(U.seq, U.id, U.resource_id, U.org_id, U.scope_path, U.meter,
+                   U.dimension_value, U.quantity, U.window_start)
             .where(U.state == WAITING).order_by(U.seq).limit(batch_size))
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True, of=U)
@@ -125,6 +131,7 @@ def rate_batch(session: Session, *, batch_size: int = 2000,
     seqs, stream_ids, price_ids = rated["seq"], rated["stream_id"], rated["price_id"]
     currencies, charges = rated["currency"], rated["charge"]
     total = 0
+    charged_scopes: set[str] = set()
     for r, price, key in priced:
         s = streams[key]
         quantity = s["quantity"] + r.quantity  # type: ignore[attr-defined]
@@ -149,6 +156,7 @@ def rate_batch(session: Session, *, batch_size: int = 2000,
                 idempotency_key=f"usage:{r.id}", reason="usage",  # type: ignore[attr-defined]
                 usage_id=r.id, cause_type="usage", cause_id=r.id))  # type: ignore[attr-defined]
             total += charge
+            charged_scopes.add(r.scope_path)  # type: ignore[attr-defined]
         seqs.append(r.seq)  # type: ignore[attr-defined]
         stream_ids.append(s["id"])
         price_ids.append(price.price_id)
@@ -170,6 +178,9 @@ def rate_batch(session: Session, *, batch_size: int = 2000,
                         rated_at=now)
     bulk.update_rows(conn, UsageRecordModel.__table__, "seq",
                      [{"seq": seq} for seq in unpriced], state=UNPRICED)
+    # Budgets are judged on the spend just posted, in this transaction: an exhausted budget
+    # is announced when the charge that exhausts it commits, not a poll interval later.
+    evaluate_budgets(session, now=now, scope_paths=charged_scopes)
     audit.record(session, actor=RATER, action="billing.usage.rate", target_type="usage_batch",
                  target_id=claimed[0].id,
                  details={"rated": len(seqs), "unpriced": len(unpriced), "charged": total,

@@ -8,10 +8,9 @@ from datetime import datetime
 from sqlalchemy import Date, cast, func, select
 from sqlalchemy.orm import Session
 
-from aicloud.platform.billing.models import UsageRecordModel
-from aicloud.platform.billing.rating import RATED
+from aicloud.platform.billing.models import RATED, UsageRecordModel
 from aicloud.platform.billing.schemas import CostReport, CostRow
-from aicloud.platform.billing.scopes import like_prefix, split_scope
+from aicloud.platform.billing.scopes import at_or_below, resolve_scope
 from aicloud.shared.errors import ValidationFailed
 
 GROUPS = ("organization", "department", "project", "user", "meter", "day")
@@ -28,7 +27,7 @@ def _day(session: Session):  # type: ignore[no-untyped-def]
 def cost_report(session: Session, *, scope_path: str, start: datetime, end: datetime,
                 group_by: list[str]) -> CostReport:
     """Spend of usage whose window starts in [start, end), at or below ``scope_path``."""
-    split_scope(scope_path)
+    resolve_scope(session, scope_path)
     unknown = [g for g in group_by if g not in GROUPS]
     if unknown or not group_by or len(set(group_by)) != len(group_by):
         raise ValidationFailed(f"group_by takes distinct values among {', '.join(GROUPS)}",
@@ -42,7 +41,7 @@ def cost_report(session: Session, *, scope_path: str, start: datetime, end: date
     rows = session.execute(
         select(U.scope_path, U.principal_id, U.meter, day, U.currency, func.sum(U.charge),
                func.sum(U.quantity), func.count())
-        .where(U.scope_path.like(like_prefix(scope_path)), U.state == RATED,
+        .where(at_or_below(U.scope_path, scope_path), U.state == RATED,
                U.window_start >= start, U.window_start < end)
         .group_by(U.scope_path, U.principal_id, U.meter, day, U.currency))
     acc: dict[tuple[tuple[str, ...], str], list[int]] = defaultdict(lambda: [0, 0, 0])

@@ -72,9 +72,9 @@ class Hold(BaseModel):
 
 
 class HoldCreate(BaseModel):
-    amount: int = Amount
+    amount: StrictInt = Amount
     currency: str
-    ttl_seconds: int = Field(default=3600, gt=0, le=31 * 86400)
+    ttl_seconds: StrictInt = Field(default=3600, gt=0, le=31 * 86400)
     reason: str = Field(default="admission", max_length=32)
 
 
@@ -89,8 +89,8 @@ class Meter(BaseModel):
 class PriceIn(BaseModel):
     meter: str
     dimension_value: str = Field(default="", max_length=64)
-    unit_price: int = Field(ge=0, le=MAX_AMOUNT, description="micro-units per per_quantity")
-    per_quantity: int = Field(default=1, gt=0, le=MAX_QUANTITY)
+    unit_price: StrictInt = Field(ge=0, le=MAX_AMOUNT, description="micro-units per per_quantity")
+    per_quantity: StrictInt = Field(default=1, gt=0, le=MAX_QUANTITY)
 
 
 class PriceListBody(BaseModel):
@@ -98,7 +98,8 @@ class PriceListBody(BaseModel):
 
     currency: str
     effective_from: datetime
-    discount_bp: int = Field(default=0, ge=0, le=10000, description="basis points off default")
+    discount_bp: StrictInt = Field(default=0, ge=0, le=10000,
+                                   description="basis points off default")
     prices: list[PriceIn] = Field(default_factory=list)
 
 
@@ -123,7 +124,8 @@ class UsageIn(BaseModel):
     principal_id: str | None = Field(default=None, max_length=64)
     meter: str
     dimension_value: str = Field(default="", max_length=64)
-    quantity: int = Field(gt=0, le=MAX_QUANTITY, description="integer base units of the meter")
+    quantity: StrictInt = Field(gt=0, le=MAX_QUANTITY,
+                                description="integer base units of the meter")
     window_start: datetime
     window_end: datetime
     idempotency_key: str = Field(min_length=1, max_length=255)
@@ -160,7 +162,7 @@ class LedgerCheck(BaseModel):
 
 class TopUpIn(BaseModel):
     org_id: str
-    amount: int = Amount
+    amount: StrictInt = Amount
     currency: str
     idempotency_key: str = Field(min_length=1, max_length=200)
     reference: str | None = Field(default=None, max_length=128)
@@ -168,7 +170,7 @@ class TopUpIn(BaseModel):
 
 class AdjustmentIn(BaseModel):
     org_id: str
-    amount: int = Field(description="signed micro-units: positive credits the org")
+    amount: StrictInt = Field(description="signed micro-units: positive credits the org")
     currency: str
     idempotency_key: str = Field(min_length=1, max_length=200)
     reason: str = Field(min_length=1, max_length=256)
@@ -182,7 +184,7 @@ class BudgetBody(BaseModel):
 
     amount: StrictInt = Amount
     currency: str
-    thresholds: list[int] = Field(default_factory=lambda: [50, 80, 100], min_length=1,
+    thresholds: list[StrictInt] = Field(default_factory=lambda: [50, 80, 100], min_length=1,
                                   max_length=10)
     action: BudgetAction = "notify"
     webhook_url: str | None = Field(default=None, max_length=1024)

@@ -9,6 +9,7 @@ transfer and no line).
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from datetime import UTC, datetime
 
@@ -27,13 +28,16 @@ from aicloud.platform.billing.money import check_currency
 from aicloud.platform.billing.schemas import Statement, StatementLine
 from aicloud.shared.errors import ValidationFailed
 
+# ASCII digits only: int() alone also took "2026-0_1", " 2026-01", "+2026-1" and non-ASCII
+# digits, and the period ends up in the CSV's file name.
+_PERIOD = re.compile(r"([1-9][0-9]{3})-(0[1-9]|1[0-2])")
+
 
 def _parse_period(period: str) -> datetime:
-    try:
-        year, month = (int(x) for x in period.split("-"))
-        return datetime(year, month, 1, tzinfo=UTC)
-    except ValueError:
-        raise ValidationFailed("period must be YYYY-MM", field="period") from None
+    m = _PERIOD.fullmatch(period)
+    if m is None:
+        raise ValidationFailed("period must be YYYY-MM", field="period")
+    return datetime(int(m[1]), int(m[2]), 1, tzinfo=UTC)
 
 
 def _signed(wallet_id: str):  # type: ignore[no-untyped-def]

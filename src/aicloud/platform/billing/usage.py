@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from operator import attrgetter, le
 from typing import Any
 
@@ -16,13 +16,16 @@ from aicloud.platform import audit
 from aicloud.platform.billing.models import MeterModel, UsageRecordModel
 from aicloud.platform.billing.money import MAX_QUANTITY
 from aicloud.platform.billing.schemas import IngestResult, UsageIn
-from aicloud.platform.billing.scopes import split_scope
+from aicloud.platform.billing.scopes import resolve_scopes, split_scope
 from aicloud.shared.clock import utcnow
 from aicloud.shared.db import bulk
 from aicloud.shared.errors import Conflict, ValidationFailed
 from aicloud.shared.ids import new_ids
 
 MAX_BATCH = 10_000
+# Usage cannot end in the future; this much clock skew between a reporter and us is allowed.
+# A window from next month would be charged now yet count for no budget this month.
+MAX_CLOCK_SKEW = timedelta(minutes=5)
 _KEY_CHUNK = 500
 
 
@@ -34,7 +37,7 @@ def _fingerprint(r: UsageIn) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _validate(r: UsageIn, meters: dict[str, str | None], i: int) -> None:
+def _validate(r: UsageIn, meters: dict[str, str | None], i: int, latest: datetime) -> None:
     where = f"record {i} ({r.idempotency_key})"
     if r.meter not in meters:
         raise ValidationFailed(f"{where}: unknown meter {r.meter!r}", field="meter")
@@ -49,6 +52,9 @@ def _validate(r: UsageIn, meters: dict[str, str | None], i: int) -> None:
     if r.window_end <= r.window_start:
         raise ValidationFailed(f"{where}: window_end must be after window_start",
                                field="window_end")
+    if r.window_end > latest:
+        raise ValidationFailed(f"{where}: window_end is in the future (usage is reported "
+                               "after it happens)", field="window_end")
     try:
         parts = split_scope(r.scope_path)
     except ValidationFailed as exc:
@@ -65,7 +71,7 @@ _FIELDS = ("idempotency_key", "resource_id", "project_id", "scope_path", "princi
 
 
 def _validated_orgs(records: Sequence[UsageIn], columns: dict[str, list[Any]],
-                    meters: dict[str, str | None]) -> list[str]:
+                    meters: dict[str, str | None], latest: datetime) -> list[str]:
     """Each record's organization, after checking _validate's rules column by column
     (set and map operations instead of a loop over thousands of records); on any doubt
     _validate names the first bad record."""
@@ -88,11 +94,11 @@ def _validated_orgs(records: Sequence[UsageIn], columns: dict[str, list[Any]],
           and set(map(type, quantities)) == {int} and min(quantities) > 0
           and max(quantities) <= MAX_QUANTITY
           and None not in {w.tzinfo for w in starts} and None not in {w.tzinfo for w in ends}
-          and not any(map(le, ends, starts))
+          and not any(map(le, ends, starts)) and max(ends) <= latest
           and None not in orgs_by_scope.values())
     if not ok:
         for i, r in enumerate(records):
-            _validate(r, meters, i)
+            _validate(r, meters, i, latest)
         raise ValidationFailed("the usage batch breaks a rule no single record breaks")
     return [orgs_by_scope[pair]  # type: ignore[misc]
             for pair in zip(columns["scope_path"], columns["project_id"], strict=True)]
@@ -110,7 +116,9 @@ def ingest_usage(session: Session, records: Sequence[UsageIn], *, actor: audit.A
     meters = dict(session.execute(select(MeterModel.name, MeterModel.dimension)).all())
     columns = dict(zip(_FIELDS, map(list, zip(*map(attrgetter(*_FIELDS), records),
                                                strict=True)), strict=True))
-    orgs = _validated_orgs(records, columns, meters)
+    orgs = _validated_orgs(records, columns, meters, now + MAX_CLOCK_SKEW)
+    # Well formed is not enough: each distinct path must be where IAM has its project.
+    resolve_scopes(session, columns["scope_path"])
     fingerprints = list(map(_fingerprint, records))
     keys = columns["idempotency_key"]
     first: dict[str, int] = {}  # key -> index of its first record in the batch

@@ -5,6 +5,10 @@ keyed by the budget's secret (or the configured one), and ``X-AICloud-Delivery``
 can drop duplicates: a delivery may arrive more than once if the process dies between the
 POST and recording its success. Nothing is held open during the HTTP call: a delivery is
 leased in one short transaction, posted, and its outcome recorded in another.
+
+Each delivery checks its URL again (``webhook_targets``): the host is resolved, every address
+checked, and the POST connects to the checked address (Host header and TLS SNI name the
+host), with redirects not followed. A refused target fails the delivery at once.
 """
 
 from __future__ import annotations
@@ -19,8 +23,14 @@ from sqlalchemy import select
 
 from aicloud.platform import audit
 from aicloud.platform.billing.models import BudgetModel, WebhookDeliveryModel
+from aicloud.platform.billing.webhook_targets import (
+    WebhookPolicy,
+    WebhookTargetUnresolved,
+    check_target,
+)
 from aicloud.shared.clock import Clock, SystemClock
 from aicloud.shared.db import Database
+from aicloud.shared.errors import ValidationFailed
 
 SIGNATURE_HEADER = "X-AICloud-Signature"
 MAX_ATTEMPTS = 8
@@ -50,26 +60,48 @@ class _Leased:
 
 
 def deliver_due(db: Database, *, default_secret: str, clock: Clock | None = None,
-                limit: int = 20, timeout: float = 5.0) -> int:
-    """Post due deliveries; returns how many succeeded."""
+                limit: int = 20, timeout: float = 5.0,
+                policy: WebhookPolicy | None = None) -> int:
+    """Post due deliveries; returns how many succeeded. ``policy``: where webhooks may go
+    (public addresses only by default)."""
     clock = clock or SystemClock()
+    policy = policy or WebhookPolicy()
     leased = _lease(db, clock.now(), default_secret, limit)
     delivered = 0
-    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
         for d in leased:
-            body = d.body.encode()
-            error: str | None = None
-            try:
-                r = client.post(d.url, content=body, headers={
-                    "Content-Type": "application/json", SIGNATURE_HEADER: sign(d.secret, body),
-                    "X-AICloud-Delivery": d.id})
-                if not 200 <= r.status_code < 300:
-                    error = f"HTTP {r.status_code}"
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"[:500]
-            _record(db, d, error, clock.now())
+            error, final = _post(client, d, policy), False
+            if error is not None and error.startswith(REFUSED):
+                final = True  # a refused target stays refused: no retries
+            _record(db, d, error, clock.now(), final=final)
             delivered += error is None
     return delivered
+
+
+REFUSED = "refused: "
+
+
+def _post(client: httpx.Client, d: _Leased, policy: WebhookPolicy) -> str | None:
+    """POST one delivery to its checked address; the error, or None on a 2xx."""
+    try:
+        target = check_target(d.url, policy)
+    except WebhookTargetUnresolved as exc:
+        return exc.detail[:500]  # DNS may answer later: retried with backoff
+    except ValidationFailed as exc:
+        return f"{REFUSED}{exc.detail}"[:500]
+    assert target is not None
+    body = d.body.encode()
+    try:
+        r = client.post(
+            target.connect_url, content=body,
+            headers={"Host": target.host_header, "Content-Type": "application/json",
+                     SIGNATURE_HEADER: sign(d.secret, body), "X-AICloud-Delivery": d.id},
+            extensions={"sni_hostname": target.host} if target.scheme == "https" else {})
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}"[:500]
+    if not 200 <= r.status_code < 300:
+        return f"HTTP {r.status_code}"
+    return None
 
 
 def _lease(db: Database, now: datetime, default_secret: str, limit: int) -> list[_Leased]:
@@ -88,7 +120,8 @@ def _lease(db: Database, now: datetime, default_secret: str, limit: int) -> list
         return out
 
 
-def _record(db: Database, d: _Leased, error: str | None, now: datetime) -> None:
+def _record(db: Database, d: _Leased, error: str | None, now: datetime, *,
+            final: bool = False) -> None:
     with db.transaction() as session:
         m = session.get(WebhookDeliveryModel, d.id)
         if m is None or m.status != "pending":
@@ -98,7 +131,7 @@ def _record(db: Database, d: _Leased, error: str | None, now: datetime) -> None:
             m.status, m.delivered_at, m.last_error = "delivered", now, None
         else:
             m.last_error = error
-            if m.attempts >= MAX_ATTEMPTS:
+            if final or m.attempts >= MAX_ATTEMPTS:
                 m.status = "failed"
             else:
                 m.next_attempt_at = now + backoff(m.attempts)

@@ -6,8 +6,12 @@ with the budget named in the reason the user sees. The cursor moves in the same 
 as the stops, so an event is acted on exactly once even across restarts.
 
 Wallets: usage is always charged (billing lets usage overdraw a wallet), so each pass also
-looks at the organizations with instances on nodes; one whose wallet balance (posted minus
-open holds) is below zero has its instances stopped, with the balance in the reason.
+looks at the organizations with instances on nodes; one whose wallet (posted minus open holds
+other than those instances' own admission holds, plus the credit limit) is below zero has its
+instances stopped, with the real balance in the reason.
+
+The composition root runs this consumer at a short interval: the rater announces an exhausted
+budget in the transaction that posts the exhausting charge, so the stop follows within a second.
 """
 
 from __future__ import annotations
@@ -49,12 +53,16 @@ class BudgetStopConsumer:
 
     def _stop_exhausted_wallets(self, session: Session) -> int:
         stopped = 0
-        for org_id, currency in wallets_in_use(session):
+        for (org_id, currency), own_holds in wallets_in_use(session).items():
+            # The running instances' own admission holds reserve what their usage charges
+            # already carry: counting them would stop work early and show a balance the
+            # wallet does not have. Other holds (instances still waiting) do count.
             bal = billing.balance(session, billing.org_wallet(session, org_id, currency).id,
-                                  now=self.clock.now())
+                                  now=self.clock.now(), excluding_holds=own_holds)
             if bal.available + bal.credit_limit < 0:
                 stopped += len(stop_scope(
                     session, f"/{org_id}", actor=ACTOR, now=self.clock.now(),
-                    reason=(f"the wallet of {org_id} is exhausted: balance {bal.available} "
-                            f"micro-{currency}, credit limit {bal.credit_limit}")))
+                    reason=(f"the wallet of {org_id} is exhausted: balance {bal.posted} "
+                            f"micro-{currency}, available {bal.available} (other holds "
+                            f"{bal.held}), credit limit {bal.credit_limit}")))
         return stopped

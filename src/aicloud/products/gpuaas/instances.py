@@ -207,13 +207,15 @@ def stop_scope(session: Session, scope_path: str, *, reason: str, actor: audit.A
     return ids
 
 
-def wallets_in_use(session: Session) -> list[tuple[str, str]]:
-    """(org id, currency) of the wallets paying for instances on nodes now (their holds
-    name the currency; instances without a hold are not priced)."""
+def wallets_in_use(session: Session) -> dict[tuple[str, str], list[str]]:
+    """(org id, currency) of the wallets paying for instances on nodes now, each with the
+    admission holds of those instances (their holds name the currency; instances without a
+    hold are not priced)."""
     rows = session.execute(select(InstanceModel.org_id, InstanceModel.hold_id).where(
         InstanceModel.state.in_([s.value for s in ON_NODE_STATES]),
         InstanceModel.stop_requested_at.is_(None), InstanceModel.hold_id.is_not(None)))
-    found: set[tuple[str, str]] = set()
+    found: dict[tuple[str, str], list[str]] = {}
     for org_id, hold_id in rows:
-        found.add((org_id, billing.get_hold(session, hold_id).currency))
-    return sorted(found)
+        found.setdefault((org_id, billing.get_hold(session, hold_id).currency),
+                         []).append(hold_id)
+    return dict(sorted(found.items()))
