@@ -138,3 +138,48 @@ def test_an_org_delete_racing_a_launch_sees_the_launch(db: Database) -> None:
     result = second_waits_for_first(db, launch, delete)
     assert isinstance(result, iam.ScopeNotEmpty), result
     assert [r["id"] for r in result.extra["live_resources"]] == launched
+
+
+def test_a_project_with_a_live_instance_is_not_moved_out_of_its_limits(db: Database) -> None:
+    """Admission counted the instance under the project's path; a move would take it out of
+    the department's quota and budget without passing the new place's."""
+    w = make_world(db)
+    w.add_node("n1", gpus=2)
+    inst = w.launch("busy")
+    with pytest.raises(iam.ScopeNotEmpty) as e, db.transaction() as s:
+        iam.move_project(s, w.project_id, None, actor=ADMIN)
+    assert "move it again" in e.value.detail and inst.id in e.value.detail
+    with db.transaction() as s:
+        assert iam.scope_path(s, w.project_id) == w.scope_path
+    w.stop(inst.id)
+    with db.transaction() as s:
+        iam.move_project(s, w.project_id, None, actor=ADMIN)
+        assert iam.scope_path(s, w.project_id) == f"/{w.org_id}/{w.project_id}"
+
+
+@pytest.mark.parametrize("create", ["service_account", "group", "role", "invitation"])
+def test_creating_in_an_org_racing_its_delete_finds_it_gone(db: Database, create: str) -> None:
+    """Whatever else an org holds is created under the org tree lock too: a racing delete
+    leaves a clear 404, never a foreign-key error (500)."""
+    w = make_world(db)
+    with db.transaction() as s:
+        iam.delete_project(s, w.project_id, actor=ADMIN)
+        iam.delete_department(s, _department_of(w), actor=ADMIN)
+
+    def delete(s: Session) -> None:
+        iam.delete_org(s, w.org_id, actor=ADMIN)
+
+    def make() -> object:
+        with db.transaction() as s:
+            if create == "service_account":
+                return iam.create_service_account(s, w.org_id, "bot", actor=ADMIN)
+            if create == "group":
+                return iam.create_group(s, w.org_id, "team", actor=ADMIN)
+            if create == "role":
+                return iam.create_role(s, w.org_id, iam.RoleCreate(
+                    name="reader", permissions=["iam.projects.read"]), actor=ADMIN,
+                    grantor=None)
+            return iam.create_invitation(s, w.org_id, iam.InvitationCreate(
+                email="new@example.com", role_id="org-admin"), actor=ADMIN, grantor=None)
+    result = second_waits_for_first(db, delete, make)
+    assert isinstance(result, NotFound), result

@@ -70,16 +70,17 @@ def live_resources(session: Session, scope_path: str) -> list[LiveResource]:
     return found
 
 
-def refuse_if_live(session: Session, scope_path: str, what: str) -> None:
+def refuse_if_live(session: Session, scope_path: str, what: str, *,
+                   retry: str = "delete") -> None:
     """Raise ScopeNotEmpty when any guard reports a live resource at or below ``scope_path``.
-    Call it with the org tree lock held."""
+    Call it with the org tree lock held. ``retry`` names what to try again (delete, move)."""
     live = live_resources(session, scope_path)
     if not live:
         return
     named = ", ".join(f"{r.kind} {r.id} ({r.state})" for r in live[:_NAMED])
     more = f" and {len(live) - _NAMED} more" if len(live) > _NAMED else ""
     raise ScopeNotEmpty(
-        f"{what} still has {len(live)} live resource(s): {named}{more}; stop them and delete "
+        f"{what} still has {len(live)} live resource(s): {named}{more}; stop them and {retry} "
         "again once they have ended",
         live_resources=[{"kind": r.kind, "id": r.id, "state": r.state,
                          "scope_path": r.scope_path} for r in live[:LISTED]])

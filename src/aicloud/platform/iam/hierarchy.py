@@ -247,8 +247,14 @@ def rename_project(session: Session, project_id: str, name: str, *,
 def move_project(session: Session, project_id: str, department_id: str | None, *,
                  actor: audit.Actor) -> Project:
     """Move a project to another department of its organization (or directly under it).
-    Inherited access changes with the next decision: the policy version moves with it."""
-    m = get_project_model(session, project_id)
+    Inherited access changes with the next decision: the policy version moves with it.
+
+    Refused (409) while a product has live resources in it: they were admitted, and are
+    counted for quotas and budgets, under the old path; moving them would take them out of
+    the old department's limits without passing the new one's."""
+    lock_org_tree(session, get_project_model(session, project_id).org_id)
+    m = get_project_model(session, project_id)  # read again under the lock
+    refuse_if_live(session, _project_path(m), f"project {m.id}", retry="move it")
     if department_id is not None:
         dep = get_department_model(session, department_id)
         if dep.org_id != m.org_id:

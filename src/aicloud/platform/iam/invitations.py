@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from aicloud.platform import audit
 from aicloud.platform.iam.authorize import Principal
 from aicloud.platform.iam.bindings import create_binding
+from aicloud.platform.iam.deletion_guards import lock_org_tree
 from aicloud.platform.iam.grants import require_can_grant_role
 from aicloud.platform.iam.hierarchy import scope_path
 from aicloud.platform.iam.models import InvitationModel, RoleBindingModel
@@ -44,10 +45,11 @@ def create_invitation(session: Session, scope_id: str, body: InvitationCreate, *
     scope, as for a binding (accepting later binds it without another check)."""
     from aicloud.platform.iam.service import normalize_email
 
-    path = scope_path(session, scope_id)
-    org_id = path.split("/")[1]
+    org_id = scope_path(session, scope_id).split("/")[1]
     if not org_id:
         raise ValidationFailed("invitations are made to an organization, department or project")
+    lock_org_tree(session, org_id)  # ordered with a concurrent delete of the scope
+    path = scope_path(session, scope_id)  # still there under the lock
     get_role(session, body.role_id)
     if role_org(session, body.role_id) not in (None, org_id):
         raise NotFound(f"role {body.role_id} not found")

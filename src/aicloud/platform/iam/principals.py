@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from aicloud.platform import audit
 from aicloud.platform.iam.authorize import PLATFORM, Principal, policy_snapshot
+from aicloud.platform.iam.deletion_guards import lock_org_tree
 from aicloud.platform.iam.grants import require_holds_bindings_of
 from aicloud.platform.iam.hierarchy import get_org_model, get_project_model, scope_path
 from aicloud.platform.iam.models import (
@@ -171,8 +172,12 @@ def create_service_account(session: Session, owner_scope_id: str, name: str, *,
     if owner_scope_id == PLATFORM:
         org_id, project_id = None, None
     elif id_prefix(owner_scope_id) == "prj":
+        # Under the org tree lock, so a concurrent delete of the project or org either sees
+        # this account or this sees the owner gone (404), never a foreign-key error.
+        lock_org_tree(session, get_project_model(session, owner_scope_id).org_id)
         org_id, project_id = get_project_model(session, owner_scope_id).org_id, owner_scope_id
     else:
+        lock_org_tree(session, owner_scope_id)
         org_id, project_id = get_org_model(session, owner_scope_id).id, None
     m = ServiceAccountModel(id=new_id("sa"), org_id=org_id, project_id=project_id, name=name,
                             disabled=False, created_at=utcnow())
@@ -249,6 +254,7 @@ def get_group_model(session: Session, group_id: str) -> GroupModel:
 
 
 def create_group(session: Session, org_id: str, name: str, *, actor: audit.Actor) -> Group:
+    lock_org_tree(session, org_id)  # ordered with a concurrent delete_org (see above)
     get_org_model(session, org_id)
     if session.scalar(select(GroupModel.id).where(GroupModel.org_id == org_id,
                                                   GroupModel.name == name)):

@@ -9,7 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit
-from aicloud.platform.iam.models import RoleBindingModel, RoleModel
+from aicloud.platform.iam.deletion_guards import lock_org_tree
+from aicloud.platform.iam.models import OrganizationModel, RoleBindingModel, RoleModel
 from aicloud.platform.iam.permissions import CATALOG
 from aicloud.platform.iam.policy_version import bump_policy_version
 from aicloud.platform.iam.schemas import Role, RoleCreate
@@ -135,6 +136,9 @@ def create_role(session: Session, org_id: str, body: RoleCreate, *,
 
     if body.name in BUILTIN_ROLES:
         raise Conflict(f"{body.name} is a built-in role name", field="name")
+    lock_org_tree(session, org_id)  # ordered with a concurrent delete_org
+    if session.get(OrganizationModel, org_id) is None:
+        raise NotFound(f"organization {org_id} not found")
     if not body.permissions:
         raise ValidationFailed("a role needs at least one permission", field="permissions")
     for pattern in body.permissions:
