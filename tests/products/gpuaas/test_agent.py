@@ -102,7 +102,7 @@ def test_a_workload_that_exits_by_itself_is_stopped_or_failed(db: Database,
         if w.get(ok.id).state != "running" and w.get(bad.id).state != "running":
             break
         time.sleep(0.1)
-    assert w.get(ok.id).state == "stopped"
+    assert w.get(ok.id).state == "succeeded" and w.get(ok.id).exit_code == 0
     failed = w.get(bad.id)
     assert failed.state == "failed" and failed.exit_code == 3
     assert "exited with code 3" in failed.state_reason
@@ -132,3 +132,41 @@ def _no_leftover_workloads(tmp_path: Path):  # type: ignore[no-untyped-def]
                     provider.stop(handle, grace_seconds=1)
                 except Exception:
                     pass
+
+
+def test_batch_results_with_the_dev_profiles_relative_workload_root(
+        db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dev profile's `var/workloads` is relative: `true` succeeds, `exit 3` fails with
+    code 3, and each log starts with the workload's own output (once, a supervisor crash on
+    the relative path lost every exit code and put its traceback first in every log)."""
+    import time
+
+    from aicloud.runtime import gpuaas as gpuaas_runtime
+    from aicloud.shared.config import load_settings
+
+    monkeypatch.chdir(tmp_path)  # a checkout: var/ is created below the working directory
+    settings = load_settings("dev", database_url=db.url, controllers_enabled=False)
+    assert settings.providers.local_root == str(tmp_path / "var" / "workloads")
+    w = make_world(db)
+    agent = gpuaas_runtime.build_agent(settings, db, w.clock, node_name="n1")
+    agent.heartbeat()
+    ok = w.launch("ok", template="batch", command=["sh", "-c", "echo first line; true"])
+    bad = w.launch("bad", template="batch", command=["sh", "-c", "echo first line; exit 3"])
+    w.schedule()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        w.clock.advance(1)
+        agent.reconcile_once()
+        if {w.get(ok.id).state, w.get(bad.id).state} <= set(gpuaas.TERMINAL_STATES):
+            break
+        time.sleep(0.1)
+    done, failed = w.get(ok.id), w.get(bad.id)
+    assert (done.state, done.exit_code) == ("succeeded", 0), done.state_reason
+    assert (failed.state, failed.exit_code) == ("failed", 3), failed.state_reason
+    for inst in (done, failed):
+        with db.transaction() as s:
+            m = gpuaas.get_instance_model(s, inst.id)
+            provider_name, ref = m.provider, m.provider_ref
+        out = gpuaas_runtime.instance_logs(settings, provider_name, ref, offset=0,
+                                           tail_lines=None, ended=True)
+        assert out.data.startswith("first line\n"), out.data

@@ -109,9 +109,10 @@ class NodeAgent:
             if (row is not None and row.node_id == self.node_id
                     and S(row.state) in ON_NODE_STATES):
                 continue
-            if row is not None and row.state == S.STOPPED.value:
-                # Only ever stopped after its workload ended (or before one existed): nothing
-                # to kill, and not asking spares a provider call per ended workload per beat.
+            if row is not None and row.state in (S.STOPPED.value, S.SUCCEEDED.value):
+                # Only ever stopped or succeeded after its workload ended (or before one
+                # existed): nothing to kill, and not asking spares a provider call per ended
+                # workload per beat.
                 continue
             try:
                 if self._kill(handle, forget=row is None):
@@ -280,7 +281,7 @@ class NodeAgent:
 
     def _exited(self, lease: leases.Lease, status: WorkloadStatus, end: datetime) -> None:
         if status.exit_code == 0:
-            self._end(lease, S.STOPPED, "the workload ended by itself (exit 0)", end, 0)
+            self._end(lease, S.SUCCEEDED, "the workload ended by itself (exit 0)", end, 0)
         else:
             self._end(lease, S.FAILED, f"the workload exited with code {status.exit_code}: "
                       f"{status.detail}".strip(": "), end, status.exit_code)

@@ -46,6 +46,9 @@ class InstanceState(StrEnum):
     RUNNING = "running"
     STOPPING = "stopping"
     STOPPED = "stopped"
+    # Ended by itself with exit code 0 (a batch that finished), as opposed to stopped on
+    # request (stopped) or ended with another code (failed).
+    SUCCEEDED = "succeeded"
     FAILED = "failed"
     LOST = "lost"
 
@@ -57,10 +60,11 @@ TRANSITIONS: dict[InstanceState, frozenset[InstanceState]] = {
     S.ADMITTED: frozenset({S.SCHEDULED, S.REJECTED, S.STOPPED, S.FAILED}),
     S.SCHEDULED: frozenset({S.PROVISIONING, S.ADMITTED, S.STOPPED, S.FAILED}),
     S.PROVISIONING: frozenset({S.RUNNING, S.STOPPING, S.FAILED, S.LOST}),
-    S.RUNNING: frozenset({S.STOPPING, S.STOPPED, S.FAILED, S.LOST}),
+    S.RUNNING: frozenset({S.STOPPING, S.STOPPED, S.SUCCEEDED, S.FAILED, S.LOST}),
     S.STOPPING: frozenset({S.STOPPED, S.FAILED, S.LOST}),
     S.REJECTED: frozenset(),
     S.STOPPED: frozenset(),
+    S.SUCCEEDED: frozenset(),
     S.FAILED: frozenset(),
     S.LOST: frozenset(),
 }
