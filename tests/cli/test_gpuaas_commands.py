@@ -71,15 +71,15 @@ def test_instances_and_nodes_commands(sqlite_db: Database, tmp_path: Path,
         assert "hello from gpu" in out
         deadline = time.monotonic() + 10
         while json.loads(cli("instances", "get", launched["id"], "-o", "json"))["state"] != \
-                "stopped":
+                "succeeded":
             assert time.monotonic() < deadline
             time.sleep(0.1)
         table = cli("instances", "get", launched["id"])
-        assert "running -> stopped" in table and "exit 0" in table
+        assert "running -> succeeded" in table and "exit 0" in table
         listed = json.loads(cli("instances", "list", "--project", prj.id, "-o", "json"))
         assert [i["id"] for i in listed] == [launched["id"]]
         bad = runner.invoke(app, ["instances", "launch", "--project", prj.id, "--type",
                                   "gpu.nope"])
         assert bad.exit_code == 1 and "unknown instance type 'gpu.nope'" in bad.output
         stop = json.loads(cli("instances", "stop", launched["id"], "-o", "json"))
-        assert stop["state"] == "stopped"  # already ended: stopping again is a no-op
+        assert stop["state"] == "succeeded"  # already ended: stopping again is a no-op

@@ -98,9 +98,12 @@ def test_the_controller_signs_when_the_ledger_moves_and_publishes(db: Database,
     assert first is not None and first.contributions == {"ledger": {
         "transfers": 0, "last_seq": 0, "digest": "0" * 64, "last_id": ""}}
     assert controller.run_once() is None
+    from tests.platform.billing.factories import ORG_A, ensure_tenants
+
+    ensure_tenants(db)  # billing charges only organizations IAM knows
     with db.transaction() as s:
         funding = billing.platform_account(s, "funding", "USD")
-        wallet = billing.org_wallet(s, "org_a", "USD")
+        wallet = billing.org_wallet(s, ORG_A, "USD")
         billing.post_transfers(s, [billing.TransferSpec(
             debit_account_id=funding.id, credit_account_id=wallet.id, amount=5,
             currency="USD", idempotency_key="quiet", reason="top_up")])

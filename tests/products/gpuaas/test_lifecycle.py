@@ -29,7 +29,8 @@ LEGAL = {
     (S.SCHEDULED, S.FAILED),
     (S.PROVISIONING, S.RUNNING), (S.PROVISIONING, S.STOPPING), (S.PROVISIONING, S.FAILED),
     (S.PROVISIONING, S.LOST),
-    (S.RUNNING, S.STOPPING), (S.RUNNING, S.STOPPED), (S.RUNNING, S.FAILED),
+    (S.RUNNING, S.STOPPING), (S.RUNNING, S.STOPPED), (S.RUNNING, S.SUCCEEDED),
+    (S.RUNNING, S.FAILED),
     (S.RUNNING, S.LOST),
     (S.STOPPING, S.STOPPED), (S.STOPPING, S.FAILED), (S.STOPPING, S.LOST),
 }
@@ -50,7 +51,7 @@ def test_every_pair(current: InstanceState, target: InstanceState) -> None:
 
 
 def test_terminal_states_have_no_way_out() -> None:
-    assert {S.REJECTED, S.STOPPED, S.FAILED, S.LOST} == TERMINAL_STATES
+    assert {S.REJECTED, S.STOPPED, S.SUCCEEDED, S.FAILED, S.LOST} == TERMINAL_STATES
     assert "none: it is terminal" in IllegalTransition(S.LOST, S.RUNNING).detail
     assert not (GPU_HOLDING_STATES & TERMINAL_STATES)
 

@@ -25,7 +25,9 @@ AICLOUD = [sys.executable, "-m", "aicloud.cli"]
 
 def _env(url: str, root: Path) -> dict[str, str]:
     e = {k: v for k, v in os.environ.items() if not k.startswith("AICLOUD_")}
+    # The test's own anchor sink: the dev profile's default (var/anchors) is the checkout's.
     e.update(AICLOUD_DATABASE_URL=url, AICLOUD_PROVIDERS__LOCAL_ROOT=str(root),
+             AICLOUD_AUDIT_ANCHOR_SINK=f"dir:{root.parent / 'anchors'}",
              AICLOUD_PROVIDERS__INVENTORY__SOURCE="static",
              AICLOUD_CONTROLLER_INTERVAL_SECONDS="0.05", PYTHONUNBUFFERED="1")
     return e
