@@ -26,7 +26,6 @@ from tests.platform.audit.helpers import (
     EVENTS,
     HEAD,
     KEY,
-    anchored_context,
     attacker,
     published,
     rehash,
@@ -35,16 +34,6 @@ from tests.platform.audit.helpers import (
     verify,
     verify_against,
 )
-
-
-@pytest.fixture
-def sink_dir(tmp_path: Path) -> Path:
-    return tmp_path / "anchors"
-
-
-@pytest.fixture
-def actx(db: Database, sink_dir: Path) -> AppContext:
-    return anchored_context(db, sink_dir)
 
 
 def _two_published(actx: AppContext) -> tuple[audit.Checkpoint, audit.Checkpoint]:

@@ -15,21 +15,11 @@ import sqlalchemy as sa
 from aicloud.platform import audit, billing
 from aicloud.runtime import AppContext
 from aicloud.shared.db import Database
-from tests.platform.audit.helpers import APPEND_ONLY, anchored_context, attacker, published
+from tests.platform.audit.helpers import APPEND_ONLY, attacker, published
 from tests.platform.billing.factories import ADMIN, ORG_A, ORG_B
 
 TRANSFERS = "billing_transfers"
 ALL = (*APPEND_ONLY, TRANSFERS)
-
-
-@pytest.fixture
-def sink_dir(tmp_path: Path) -> Path:
-    return tmp_path / "anchors"
-
-
-@pytest.fixture
-def actx(db: Database, sink_dir: Path) -> AppContext:
-    return anchored_context(db, sink_dir)
 
 
 def _top_up(db: Database, org: str, amount: int, key: str,
