@@ -13,6 +13,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit, billing
+from aicloud.products.gpuaas import capacity
 from aicloud.products.gpuaas.lifecycle import (
     GPU_HOLDING_STATES,
     ON_NODE_STATES,
@@ -61,6 +62,7 @@ def switch_instance_status(session: Session, inst: InstanceModel, target: Instan
 
 def _free_gpus(session: Session, inst: InstanceModel) -> None:
     session.execute(delete(GpuAssignmentModel).where(GpuAssignmentModel.instance_id == inst.id))
+    capacity.touch(session, inst.node_id)
 
 
 def _release_resources(session: Session, inst: InstanceModel, *, actor: audit.Actor,

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit
+from aicloud.products.gpuaas import capacity
 from aicloud.products.gpuaas.instances import switch_instance_status
 from aicloud.products.gpuaas.lifecycle import ON_NODE_STATES, InstanceState
 from aicloud.products.gpuaas.models import (
@@ -131,6 +132,7 @@ def sync_gpus(session: Session, node: NodeModel, gpus: tuple[GpuReport, ...], *,
             g.healthy, g.health_detail = False, "no longer reported by the agent"
         else:
             session.delete(g)
+    capacity.touch(session, node.id)
     session.flush()
 
 
@@ -138,6 +140,7 @@ def _set_state(session: Session, node: NodeModel, state: NodeState, reason: str,
                actor: audit.Actor, drain_deadline: datetime | None = None) -> None:
     old = node.state
     node.state, node.state_reason, node.drain_deadline = state.value, reason, drain_deadline
+    capacity.touch(session, node.id)
     session.flush()
     audit.record(session, actor=actor, action=f"gpuaas.node.{state.value}", target_type="node",
                  target_id=node.id, scope_path=_scope(),
