@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
 from aicloud.platform import audit
 from aicloud.products.gpuaas import capacity
@@ -216,10 +216,13 @@ def schedule_pass(session: Session, *, now: datetime, backfill: bool = False,
     # before any write: one cancelled meanwhile is waited for and then no longer matches
     # (PostgreSQL re-checks the state of a row it waited for), so it is skipped instead of
     # being written back to "scheduled" from a stale read.
+    i = InstanceModel
     locked = {inst.id: inst for inst in session.scalars(
-        select(InstanceModel).where(bulk.in_values(InstanceModel.id, "ids"),
-                                    InstanceModel.state == InstanceState.ADMITTED.value)
-        .order_by(InstanceModel.id).with_for_update()
+        select(i).where(bulk.in_values(i.id, "ids"), i.state == InstanceState.ADMITTED.value)
+        # What the status switch reads; the rest stays unloaded (it is only written).
+        .options(load_only(i.id, i.state, i.state_changed_at, i.scope_path, i.node_id,
+                           i.hold_id))
+        .order_by(i.id).with_for_update()
         .execution_options(populate_existing=True),
         {"ids": sorted(chosen.keys() | rejected.keys())})}
     for inst_id, why in rejected.items():
@@ -235,6 +238,7 @@ def schedule_pass(session: Session, *, now: datetime, backfill: bool = False,
         inst = locked[p.request_id]
         inst.node_id, inst.gpu_indices = p.node_id, list(p.gpu_indices)
         switch_instance_status(
-            session, inst, InstanceState.SCHEDULED, actor=SCHEDULER, at=now,
+            session, inst, InstanceState.SCHEDULED, actor=SCHEDULER, at=now, flush=False,
             reason=f"placed on node {p.node_id}, GPUs {','.join(map(str, p.gpu_indices))}")
+    session.flush()
     return placed
