@@ -123,7 +123,16 @@ def _make_pool(db: Database) -> Pool:
             for start in range(0, len(rows), 5000):
                 s.execute(table.__table__.insert(), rows[start:start + 5000])
         capacity.rebuild(s)
+    _analyze(db)
     return pool
+
+
+def _analyze(db: Database) -> None:
+    """Fresh planner statistics after the bulk load (autovacuum would gather them within a
+    minute; without them PostgreSQL plans for empty tables)."""
+    if db.dialect == "postgresql":
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+            c.exec_driver_sql("ANALYZE")
 
 
 def _queue(pool: Pool, n: int, seed: int = 7) -> list[str]:
@@ -131,6 +140,8 @@ def _queue(pool: Pool, n: int, seed: int = 7) -> list[str]:
     rows = [pool.instance_row(count=rnd.choice(SIZES), state="admitted") for _ in range(n)]
     with pool.db.transaction() as s:
         s.execute(InstanceModel.__table__.insert(), rows)
+    if n > 1:
+        _analyze(pool.db)
     return [str(r["id"]) for r in rows]
 
 
