@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
 from aicloud.products import gpuaas
@@ -28,7 +28,7 @@ from aicloud.products.gpuaas.models import (
 from aicloud.products.gpuaas.nodes import node_reconciled
 from aicloud.shared.db import Database
 from aicloud.shared.errors import AppError
-from tests.products.gpuaas.world import ADMIN, T0, World, make_world
+from tests.products.gpuaas.world import ADMIN, T0, World, make_world, second_waits_for_first
 
 TIMEOUT = timedelta(seconds=30)
 TYPES = ("gpu.h100.1x", "gpu.h100.2x", "gpu.h100.4x", "gpu.h100.8x", "gpu.a100.1x",
@@ -360,3 +360,51 @@ def test_admission_and_a_pass_read_as_much_with_400_nodes_as_with_20(db: Databas
     # The previous design rebuilt every node: 20x the pool read 20x as much.
     assert big[0] <= small[0] * 1.5 + 50, (small, big)
     assert big[1] <= small[1] * 1.5 + 50, (small, big)
+
+
+def test_two_passes_at_once_place_each_instance_once(db: Database) -> None:
+    """The second pass waits for the first (the placement lock), then reads the capacity the
+    first committed: it hands out nothing twice and leaves what no longer fits queued."""
+    w = make_world(db)
+    w.add_node("n1", gpus=4)
+    ids = [w.launch(f"i{i}", "gpu.h100.2x").id for i in range(3)]
+
+    def first(s: Session) -> None:
+        assert [p.request_id for p in gpuaas.schedule_pass(s, now=w.clock.now())] == ids[:2]
+
+    def second() -> int:
+        with db.transaction() as s:
+            return len(gpuaas.schedule_pass(s, now=w.clock.now()))
+    assert second_waits_for_first(db, first, second) == 0
+    assert w.get(ids[2]).state == "admitted"
+    _assert_true(db, "two passes")
+    with db.transaction() as s:
+        assert sum(g.instance_id is not None for g in gpuaas.list_nodes(s)[0].gpus) == 4
+
+
+def test_listing_nodes_takes_as_many_queries_for_40_nodes_as_for_4(db: Database) -> None:
+    """The node list loaded each node's GPUs and holders with two queries per node."""
+    w = make_world(db)
+    w.add_node("real", gpus=2)
+    w.launch("a")
+    w.schedule()
+    _grow_pool(db, 0, 3)
+
+    def queries() -> tuple[int, int]:
+        count = [0]
+
+        def tick(*_: object) -> None:
+            count[0] += 1
+        event.listen(db.engine, "before_cursor_execute", tick)
+        try:
+            with db.transaction() as s:
+                nodes = gpuaas.list_nodes(s)
+        finally:
+            event.remove(db.engine, "before_cursor_execute", tick)
+        assert sum(g.instance_id is not None for n in nodes for g in n.gpus) == 1
+        return count[0], len(nodes)
+    small = queries()
+    _grow_pool(db, 3, 36)
+    big = queries()
+    assert (small[1], big[1]) == (4, 40)
+    assert big[0] == small[0], (small, big)
