@@ -26,6 +26,11 @@ Data structures (for speed with thousands of nodes and requests): for each model
 bucketed by their number of free eligible GPUs of that model; a bucket is a set (membership)
 plus a heap of node ids (smallest id first, stale entries dropped lazily). Finding the best
 node for ``count`` GPUs looks at buckets ``count..max``: O(max GPUs per node * log nodes).
+
+The service does not hold this engine: the database keeps the free counts per node and model
+(capacity.py), admission calls :func:`never_fits` with the largest node of the model, and a
+scheduler pass applies the same best-fit rule through :class:`BestFit`, which reads those
+buckets lazily from an index. The engine stays the reference they are tested against.
 """
 
 from __future__ import annotations
