@@ -262,3 +262,39 @@ def test_the_chosen_node_is_the_best_fit(node_list: list[NodeCapacity], model: s
         assert [p.node_id for p in placed] == [fitting[0][1]]
     else:
         assert placed == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.tuples(st.integers(0, 8), st.sampled_from(["H100", "A100"])),
+                      min_size=1, max_size=25),
+       requests=st.lists(st.tuples(st.integers(1, 8), st.sampled_from(["H100", "A100"])),
+                         max_size=40),
+       page=st.integers(1, 4))
+def test_best_fit_over_paged_counts_chooses_like_the_engine(
+        sizes: list[tuple[int, str]], requests: list[tuple[int, str]], page: int) -> None:
+    """BestFit reads free counts a page at a time (the scheduler reads them from an index);
+    whatever the page size, it picks the node the in-memory engine picks."""
+    from aicloud.products.gpuaas.placement import BestFit
+
+    nodes = [node(f"n{i:02d}", n, model) for i, (n, model) in enumerate(sizes) if n]
+    engine = PlacementEngine(nodes, backfill=True)
+    counts = {(nd.node_id, nd.gpus[0].model): len(nd.gpus) for nd in nodes}
+    reads: list[int] = []
+
+    def read(model: str, free: int, after: str | None, limit: int) -> list[str]:
+        reads.append(limit)
+        return sorted(n for (n, m), c in counts.items()
+                      if m == model and c == free and (after is None or n > after))[:limit]
+
+    fit = BestFit(read, lambda m: max((c for (_, mm), c in counts.items() if mm == m),
+                                      default=0), page=page)
+    for i, (count, model) in enumerate(requests):
+        assert isinstance(engine.submit(req(f"r{i:02d}", count, model)), (Queued, Rejected))
+    expected = {p.request_id: p.node_id for p in engine.schedule()}
+    got = {}
+    for i, (count, model) in enumerate(requests):
+        node_id = fit.take(model, count)
+        if node_id is not None:
+            got[f"r{i:02d}"] = node_id
+    assert got == expected
+    assert all(limit <= page for limit in reads)

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit, billing, iam, policy
+from aicloud.products.gpuaas import capacity
 from aicloud.products.gpuaas.instances import (
     create_instance_row,
     gpus_in_use,
@@ -29,8 +30,7 @@ from aicloud.products.gpuaas.instances import (
 )
 from aicloud.products.gpuaas.lifecycle import InstanceState
 from aicloud.products.gpuaas.models import InstanceModel, InstanceTypeModel, TypeAllowanceModel
-from aicloud.products.gpuaas.placement import PlacementRequest
-from aicloud.products.gpuaas.scheduler import build_engine
+from aicloud.products.gpuaas.placement import PlacementRequest, never_fits
 from aicloud.products.gpuaas.schemas import Instance, InstanceLaunch
 from aicloud.shared.errors import Conflict, NotFound, ValidationFailed
 from aicloud.shared.ids import new_id
@@ -136,8 +136,11 @@ def launch(session: Session, spec: InstanceLaunch, *, who: Requester, actor: aud
     if t.gpu_count < 1:
         raise ValidationFailed(f"instance type {t.name} has {t.gpu_count} GPUs; GPU instances "
                                "need at least 1", field="instance_type")
-    never = build_engine(session).never_fits(PlacementRequest(inst_id, t.gpu_model,
-                                                              t.gpu_count))
+    # One indexed read of the maintained capacity (the largest node of the model), not a
+    # rebuild of every node: admission's cost does not grow with the pool.
+    never = never_fits(PlacementRequest(inst_id, t.gpu_model, t.gpu_count),
+                       capacity.largest_installed(session, t.gpu_model),
+                       lambda: capacity.known_models(session))
     if never is not None:
         raise CannotPlace(never.reason, reason_code=never.code.value)
     check_type_allowed(session, who.scope_path, t.name)

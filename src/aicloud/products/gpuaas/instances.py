@@ -13,6 +13,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit, billing
+from aicloud.products.gpuaas import capacity
 from aicloud.products.gpuaas.lifecycle import (
     GPU_HOLDING_STATES,
     ON_NODE_STATES,
@@ -36,9 +37,11 @@ ACTIVE_STATES = frozenset(S) - TERMINAL_STATES
 
 
 def switch_instance_status(session: Session, inst: InstanceModel, target: InstanceState, *,
-                           reason: str, actor: audit.Actor,
-                           at: datetime | None = None) -> TransitionModel:
-    """Move ``inst`` to ``target`` (raises IllegalTransition for an edge that does not exist)."""
+                           reason: str, actor: audit.Actor, at: datetime | None = None,
+                           flush: bool = True) -> TransitionModel:
+    """Move ``inst`` to ``target`` (raises IllegalTransition for an edge that does not exist).
+    ``flush=False`` leaves the writes to the caller's next flush, so a caller moving many
+    instances (a scheduler pass) sends them in batches instead of a round trip each."""
     at = at or utcnow()
     current = InstanceState(inst.state)
     step = transition(current, target, reason=reason, at=max(at, inst.state_changed_at))
@@ -51,7 +54,8 @@ def switch_instance_status(session: Session, inst: InstanceModel, target: Instan
         _release_resources(session, inst, actor=actor, at=step.at)
     elif target not in GPU_HOLDING_STATES and current in GPU_HOLDING_STATES:
         _free_gpus(session, inst)  # a requeue (scheduled -> admitted) gives the GPUs back
-    session.flush()
+    if flush:
+        session.flush()
     audit.record(session, actor=actor, action=f"gpuaas.instance.{target.value}",
                  target_type="instance", target_id=inst.id, scope_path=inst.scope_path,
                  changes=audit.diff({"state": current.value}, {"state": target.value}),
@@ -61,6 +65,7 @@ def switch_instance_status(session: Session, inst: InstanceModel, target: Instan
 
 def _free_gpus(session: Session, inst: InstanceModel) -> None:
     session.execute(delete(GpuAssignmentModel).where(GpuAssignmentModel.instance_id == inst.id))
+    capacity.touch(session, inst.node_id)
 
 
 def _release_resources(session: Session, inst: InstanceModel, *, actor: audit.Actor,

@@ -54,6 +54,27 @@ class GpuModel(Base):
     health_detail: Mapped[str] = mapped_column(String(512), default="")
 
 
+class NodeCapacityModel(Base):
+    """Per node and GPU model: GPUs installed, and GPUs free for placement now (node ready,
+    GPU healthy, not assigned). Derived data, kept in the transaction of every change to its
+    inputs (see capacity.py), so admission's "can this ever fit" and the scheduler's best fit
+    are indexed reads instead of a rebuild of every node."""
+
+    __tablename__ = "gpuaas_node_capacity"
+    __table_args__ = (
+        CheckConstraint("installed > 0 AND free >= 0 AND free <= installed",
+                        name="counts_in_range"),
+        Index("ix_gpuaas_node_capacity_free", "gpu_model", "free", "node_id"),
+        Index("ix_gpuaas_node_capacity_installed", "gpu_model", "installed"),
+    )
+
+    node_id: Mapped[str] = mapped_column(
+        ForeignKey("gpuaas_nodes.id", ondelete="CASCADE"), primary_key=True)
+    gpu_model: Mapped[str] = mapped_column(String(32), primary_key=True)
+    installed: Mapped[int] = mapped_column(Integer)
+    free: Mapped[int] = mapped_column(Integer)
+
+
 class InstanceTypeModel(Base):
     __tablename__ = "gpuaas_instance_types"
     __table_args__ = (
@@ -126,6 +147,12 @@ class InstanceModel(LeaseColumns, Base):
     last_metered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# The queue of one GPU model in placement order (priority, then FIFO): what a scheduler pass
+# pages through and what a queue position counts.
+Index("ix_gpuaas_instances_queue", InstanceModel.state, InstanceModel.gpu_model,
+      InstanceModel.priority.desc(), InstanceModel.queue_order, InstanceModel.id)
 
 
 class GpuAssignmentModel(Base):

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit
+from aicloud.products.gpuaas import capacity
 from aicloud.products.gpuaas.instances import switch_instance_status
 from aicloud.products.gpuaas.lifecycle import ON_NODE_STATES, InstanceState
 from aicloud.products.gpuaas.models import (
@@ -109,8 +110,12 @@ def sync_gpus(session: Session, node: NodeModel, gpus: tuple[GpuReport, ...], *,
         GpuModel.node_id == node.id))}
     held = set(session.scalars(select(GpuAssignmentModel.gpu_id).where(
         GpuAssignmentModel.gpu_id.in_([g.id for g in current.values()]))))
+    # Whether placement's view of the node changes (GPUs added, gone, healthy or not, another
+    # model): only then is its capacity recomputed, not on every heartbeat.
+    changed = bool(current.keys() - {r.index for r in gpus})
     for report in gpus:
         g = current.pop(report.index, None)
+        changed = changed or g is None or (g.healthy, g.model) != (report.healthy, report.model)
         if g is None:
             session.add(GpuModel(id=new_id("gpu"), node_id=node.id, index=report.index,
                                  model=report.model, name=report.name,
@@ -131,6 +136,8 @@ def sync_gpus(session: Session, node: NodeModel, gpus: tuple[GpuReport, ...], *,
             g.healthy, g.health_detail = False, "no longer reported by the agent"
         else:
             session.delete(g)
+    if changed:
+        capacity.touch(session, node.id)
     session.flush()
 
 
@@ -138,6 +145,7 @@ def _set_state(session: Session, node: NodeModel, state: NodeState, reason: str,
                actor: audit.Actor, drain_deadline: datetime | None = None) -> None:
     old = node.state
     node.state, node.state_reason, node.drain_deadline = state.value, reason, drain_deadline
+    capacity.touch(session, node.id)
     session.flush()
     audit.record(session, actor=actor, action=f"gpuaas.node.{state.value}", target_type="node",
                  target_id=node.id, scope_path=_scope(),
@@ -228,21 +236,33 @@ def mark_silent_nodes_down(session: Session, *, now: datetime, timeout: timedelt
 
 
 def node_view(session: Session, node: NodeModel) -> Node:
-    holders = {gpu_id: inst_id for gpu_id, inst_id in session.execute(
-        select(GpuAssignmentModel.gpu_id, GpuAssignmentModel.instance_id)
-        .join(GpuModel, GpuModel.id == GpuAssignmentModel.gpu_id)
-        .where(GpuModel.node_id == node.id))}
-    gpus = [Gpu(index=g.index, model=g.model, name=g.name, memory_gib=g.memory_gib,
-                uuid=g.uuid, healthy=g.healthy, health_detail=g.health_detail,
-                instance_id=holders.get(g.id))
-            for g in session.scalars(select(GpuModel).where(GpuModel.node_id == node.id)
-                                     .order_by(GpuModel.index))]
-    return Node(id=node.id, name=node.name, state=node.state, state_reason=node.state_reason,
-                labels=node.labels, inventory_source=node.inventory_source,
-                simulated=node.simulated, last_heartbeat_at=node.last_heartbeat_at,
-                drain_deadline=node.drain_deadline, gpus=gpus)
+    return _views(session, [node])[0]
+
+
+def _views(session: Session, nodes: list[NodeModel]) -> list[Node]:
+    """Nodes with their GPUs and holders, in three queries whatever the number of nodes."""
+    ids = [n.id for n in nodes]
+    gpus: dict[str, list[GpuModel]] = {}
+    holders: dict[str, str] = {}
+    for start in range(0, len(ids), 500):
+        part = ids[start:start + 500]
+        holders.update((gpu_id, inst_id) for gpu_id, inst_id in session.execute(
+            select(GpuAssignmentModel.gpu_id, GpuAssignmentModel.instance_id)
+            .join(GpuModel, GpuModel.id == GpuAssignmentModel.gpu_id)
+            .where(GpuModel.node_id.in_(part))))
+        for g in session.scalars(select(GpuModel).where(GpuModel.node_id.in_(part))
+                                 .order_by(GpuModel.node_id, GpuModel.index)):
+            gpus.setdefault(g.node_id, []).append(g)
+    return [Node(id=node.id, name=node.name, state=node.state, state_reason=node.state_reason,
+                 labels=node.labels, inventory_source=node.inventory_source,
+                 simulated=node.simulated, last_heartbeat_at=node.last_heartbeat_at,
+                 drain_deadline=node.drain_deadline,
+                 gpus=[Gpu(index=g.index, model=g.model, name=g.name, memory_gib=g.memory_gib,
+                           uuid=g.uuid, healthy=g.healthy, health_detail=g.health_detail,
+                           instance_id=holders.get(g.id))
+                       for g in gpus.get(node.id, ())])
+            for node in nodes]
 
 
 def list_nodes(session: Session) -> list[Node]:
-    return [node_view(session, n) for n in session.scalars(select(NodeModel)
-                                                             .order_by(NodeModel.name))]
+    return _views(session, list(session.scalars(select(NodeModel).order_by(NodeModel.name))))

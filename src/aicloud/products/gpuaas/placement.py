@@ -26,6 +26,11 @@ Data structures (for speed with thousands of nodes and requests): for each model
 bucketed by their number of free eligible GPUs of that model; a bucket is a set (membership)
 plus a heap of node ids (smallest id first, stale entries dropped lazily). Finding the best
 node for ``count`` GPUs looks at buckets ``count..max``: O(max GPUs per node * log nodes).
+
+The service does not hold this engine: the database keeps the free counts per node and model
+(capacity.py), admission calls :func:`never_fits` with the largest node of the model, and a
+scheduler pass applies the same best-fit rule through :class:`BestFit`, which reads those
+buckets lazily from an index. The engine stays the reference they are tested against.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -99,6 +105,27 @@ class Rejected:
     request_id: str
     code: RejectionCode
     reason: str
+
+
+def never_fits(request: PlacementRequest, largest: int,
+               known_models: Callable[[], Iterable[str]]) -> Rejected | None:
+    """Why ``request`` can never be placed, given ``largest``, the most GPUs of its model
+    installed on one node (whatever the node's state or the GPUs' health), or None.
+    ``known_models`` is asked only to explain an unknown model."""
+    rid = request.request_id
+    if request.count < 1:
+        return Rejected(rid, RejectionCode.INVALID_COUNT,
+                        f"a request needs at least 1 GPU, not {request.count}")
+    if largest == 0:
+        known = list(known_models())
+        return Rejected(rid, RejectionCode.UNKNOWN_MODEL,
+                        f"no node has GPU model {request.model!r}; known models: "
+                        f"{', '.join(known) or 'none'}")
+    if request.count > largest:
+        return Rejected(rid, RejectionCode.EXCEEDS_NODE_SIZE,
+                        f"{request.count} {request.model} GPUs requested but the largest "
+                        f"node has {largest}; a request is never split across nodes")
+    return None
 
 
 @dataclass
@@ -257,22 +284,8 @@ class PlacementEngine:
     def never_fits(self, request: PlacementRequest) -> Rejected | None:
         """Why the request can never be placed on the current nodes, or None if it can.
         Lets a caller reject before admission without queuing anything."""
-        rid = request.request_id
-        if request.count < 1:
-            return Rejected(rid, RejectionCode.INVALID_COUNT,
-                            f"a request needs at least 1 GPU, not {request.count}")
         installed = self._installed_per_model()
-        largest = installed.get(request.model, 0)
-        if largest == 0:
-            known = sorted(installed)
-            return Rejected(rid, RejectionCode.UNKNOWN_MODEL,
-                            f"no node has GPU model {request.model!r}; known models: "
-                            f"{', '.join(known) or 'none'}")
-        if request.count > largest:
-            return Rejected(rid, RejectionCode.EXCEEDS_NODE_SIZE,
-                            f"{request.count} {request.model} GPUs requested but the largest "
-                            f"node has {largest}; a request is never split across nodes")
-        return None
+        return never_fits(request, installed.get(request.model, 0), lambda: sorted(installed))
 
     def _installed_per_model(self) -> dict[str, int]:
         if self._installed is None:
@@ -390,3 +403,90 @@ class PlacementEngine:
     def free_gpus(self, node_id: str, model: str) -> list[int]:
         """Free eligible GPU indices of a model on a node (empty if the node is not ready)."""
         return self._node(node_id).free_eligible(model)
+
+
+# --- best fit over free counts kept elsewhere ---------------------------------------------------
+
+# (model, free, after, limit) -> ids of the nodes with exactly ``free`` free eligible GPUs of
+# ``model``, ascending, greater than ``after`` (None: from the first), at most ``limit``.
+NodePage = Callable[[str, int, str | None, int], list[str]]
+
+
+@dataclass
+class _LazyBucket:
+    buffer: deque[str] = field(default_factory=deque)  # read, not yet looked at
+    after: str | None = None
+    exhausted: bool = False
+    page: int = 16  # the next read's size: small first (most passes place a few), then more
+    arrived: list[str] = field(default_factory=list)  # heap: moved here by this plan
+
+
+class BestFit:
+    """The placement rule of :class:`PlacementEngine` (fewest free GPUs left, then the
+    smallest node id) over free counts kept elsewhere, read bucket by bucket only as far as
+    the requests need.
+
+    ``read`` pages through the nodes that have exactly ``free`` free GPUs of a model (the
+    scheduler reads an index of the database); ``most_free`` bounds the buckets. Each
+    :meth:`take` lowers the chosen node's count in this plan only: the node leaves the bucket
+    read from the source (it is skipped there from now on) and joins a lower one in memory.
+    A plan only takes GPUs, so counts only fall and the first read of each bucket stays valid
+    apart from what the plan itself moved. Placing ``n`` requests costs O(n * GPUs per node)
+    steps plus one read per bucket page, however many nodes there are.
+    """
+
+    def __init__(self, read: NodePage, most_free: Callable[[str], int], *, page: int = 512):
+        if page < 1:
+            raise ValueError("page must be at least 1")
+        self._read, self._most_free, self._page = read, most_free, page
+        self._top: dict[str, int] = {}
+        self._buckets: dict[tuple[str, int], _LazyBucket] = {}
+        self._moved: dict[tuple[str, str], int] = {}  # (model, node) -> free now, in this plan
+
+    def take(self, model: str, count: int) -> str | None:
+        """The best node for ``count`` GPUs of ``model`` (its count drops by ``count``), or
+        None when no node has that many free."""
+        if count < 1:
+            raise ValueError(f"a request needs at least 1 GPU, not {count}")
+        top = self._top.get(model)
+        if top is None:
+            top = self._top[model] = self._most_free(model)
+        for free in range(count, top + 1):
+            node = self._head(model, free)
+            if node is not None:
+                self._moved[model, node] = free - count
+                if free > count:
+                    heapq.heappush(self._bucket(model, free - count).arrived, node)
+                return node
+        return None
+
+    def free(self, model: str, node_id: str) -> int | None:
+        """A node's free count as this plan left it (None: untouched by the plan)."""
+        return self._moved.get((model, node_id))
+
+    def _bucket(self, model: str, free: int) -> _LazyBucket:
+        bucket = self._buckets.get((model, free))
+        if bucket is None:
+            bucket = self._buckets[model, free] = _LazyBucket()
+        return bucket
+
+    def _head(self, model: str, free: int) -> str | None:
+        b = self._bucket(model, free)
+        while True:
+            while b.buffer and (model, b.buffer[0]) in self._moved:
+                b.buffer.popleft()  # its stored count is stale: it lives in memory now
+            if b.buffer or b.exhausted:
+                break
+            size = min(b.page, self._page)
+            page = self._read(model, free, b.after, size)
+            b.exhausted, b.page = len(page) < size, size * 2
+            if page:
+                b.after = page[-1]
+            b.buffer.extend(page)
+        while b.arrived and self._moved.get((model, b.arrived[0])) != free:
+            heapq.heappop(b.arrived)  # moved on again
+        stored = b.buffer[0] if b.buffer else None
+        moved = b.arrived[0] if b.arrived else None
+        if stored is None or moved is None:
+            return stored or moved
+        return min(stored, moved)
