@@ -48,6 +48,7 @@ still holds them.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -114,6 +115,7 @@ class NodeAgent:
     retry_backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=60.0))
     # A workload that could not be started for this long (temporary errors only) has failed.
     provision_timeout: timedelta = timedelta(minutes=10)
+    jitter: random.Random = field(default_factory=random.Random)
     node_id: str | None = None
 
     def __post_init__(self) -> None:
@@ -417,7 +419,7 @@ class NodeAgent:
                 return
             except Exception:
                 log.exception("instance %s: cannot record its failure yet", inst.id)
-        delay = self.retry_backoff.delay(retry.attempts)
+        delay = self.retry_backoff.delay(retry.attempts, self.jitter)
         retry.next_at = now + timedelta(seconds=delay)
         log.warning("instance %s (%s): %s; retry %d in %.1fs", inst.id, state.value,
                     exc if isinstance(exc, ProviderError) else repr(exc), retry.attempts,
