@@ -6,8 +6,10 @@ A table that controllers reconcile mixes in :class:`LeaseColumns` (``lock_token`
 1. claims up to N due rows in a short transaction and commits (:func:`claim`): each claimed
    row gets a fresh random token and an expiry;
 2. re-reads each row by its lease (:func:`get_leased`) and does the slow work (calls a
-   provider...) outside any transaction, calling
-   :func:`heartbeat` now and then when the work outlives the lease;
+   provider...) outside any transaction, calling :func:`heartbeat` now and then when the
+   work outlives the lease. A worker may also keep its leases for as long as the rows need
+   it (the node agent does): :func:`heartbeat` renews any number of them in one UPDATE, and
+   :func:`release_all` hands them all back on a clean stop;
 3. writes its result with :func:`update_leased` or :func:`release`, which are conditional on
    ``lock_token = :token``: when they return False the lease was lost (it expired and
    another worker reclaimed the row), and the worker must drop its result.
