@@ -15,10 +15,12 @@ from itertools import pairwise
 from pathlib import Path
 
 from aicloud.adapters.providers.base import (
+    ProviderError,
     TemporaryProviderError,
     WorkloadHandle,
     WorkloadKind,
     WorkloadSpec,
+    WorkloadStatus,
 )
 from aicloud.adapters.providers.local.provider import LocalProvider
 from aicloud.products import gpuaas
@@ -41,6 +43,22 @@ class Flaky(LocalProvider):
         if len(self.creates) <= self.busy:
             raise TemporaryProviderError("provider busy: try again later")
         return super().create(spec)
+
+
+class StuckStop(LocalProvider):
+    """The real local provider whose first ``failures`` stops fail permanently (what the local
+    one says when a workload survives SIGKILL, a D-state process that cannot be made here)."""
+
+    def __init__(self, root: Path, clock: FakeClock, failures: int):
+        super().__init__(root)
+        self.clock, self.failures = clock, failures
+        self.stops: list[datetime] = []
+
+    def stop(self, handle: WorkloadHandle, *, grace_seconds: float) -> WorkloadStatus:
+        self.stops.append(self.clock.now())
+        if len(self.stops) <= self.failures:
+            raise ProviderError(f"workload {handle.ref}: survived SIGKILL")
+        return super().stop(handle, grace_seconds=grace_seconds)
 
 
 def _agent(w: World, provider: LocalProvider, **kw: object) -> gpuaas.NodeAgent:
@@ -135,3 +153,33 @@ def test_a_permanent_error_fails_the_instance_once_with_the_reason(db: Database,
             agent.reconcile_once()
     assert len(provider.creates) == 1 and counter.writes == 0
     assert w.wallet_balance().held == 0  # its admission hold was released, not charged
+
+
+def test_a_stop_that_fails_is_retried_with_backoff_and_never_given_up(
+        sqlite_db: Database, tmp_path: Path) -> None:
+    """Even a permanent error: failing the instance would give its GPUs to someone else
+    while its workload may still run on them."""
+    w = make_world(sqlite_db)
+    provider = StuckStop(tmp_path / "wl", w.clock, failures=4)
+    agent = _agent(w, provider)
+    agent.heartbeat()
+    inst = w.launch("a")
+    w.schedule()
+    agent.reconcile_once()
+    w.stop(inst.id, "done")
+    seen = set()
+    for _ in range(400):
+        agent.reconcile_once()
+        got = w.get(inst.id)
+        seen.add(got.state)
+        if got.state == "stopping":
+            with sqlite_db.transaction() as s:
+                gpus = [g for n in gpuaas.list_nodes(s) for g in n.gpus]
+            assert [g.instance_id for g in gpus].count(inst.id) == 1  # still held
+        if got.state not in ("running", "stopping"):
+            break
+        w.clock.advance(STEP)
+    assert got.state == "stopped" and got.state_reason == "done", seen
+    assert "failed" not in seen and len(provider.stops) == 5
+    delays = [(b - a).total_seconds() for a, b in pairwise(provider.stops)]
+    assert delays == sorted(delays) and delays[0] >= 0.5 and delays[-1] >= 4

@@ -404,8 +404,10 @@ class NodeAgent:
         retry = self._retries.setdefault(inst.id, _Retry(first_at=now))
         retry.attempts += 1
         state = S(inst.state)
+        # What failed was a stop when one was asked (the snapshot may still say running).
+        stopping = state is S.STOPPING or inst.stop_requested_at is not None
         reason = None
-        if state is not S.STOPPING:
+        if not stopping:
             if isinstance(exc, ProviderError) and not exc.temporary:
                 reason = f"provider {self.provider.name} refused: {exc}"
             elif state in _PRE_START and now - retry.first_at >= self.provision_timeout:
