@@ -166,3 +166,47 @@ def test_a_clean_stop_hands_leases_over_at_once_a_dead_agents_expire(
     with db.transaction() as s:
         transitions = [t.to_state for i in ids for t in gpuaas.get_instance(s, i).transitions]
     assert transitions.count("running") == 3 and transitions.count("provisioning") == 3
+
+
+def test_the_composition_roots_agent_beats_within_a_window_and_hands_back_on_stop(
+        sqlite_db: Database, tmp_path: Path) -> None:
+    """build_agent: heartbeat a third of the node timeout but never longer than a usage
+    window, leases of one node timeout; its controllers, stopped, hand the leases back."""
+    import time
+
+    from aicloud.runtime import gpuaas as gpuaas_runtime
+    from aicloud.shared.config import Settings
+    from aicloud.shared.controllers import ControllerRunner
+
+    settings = Settings(node_heartbeat_timeout_seconds=30, usage_report_interval_seconds=5,
+                        controller_interval_seconds=0.2)
+    w = make_world(sqlite_db)
+    agent = gpuaas_runtime.build_agent(settings, sqlite_db, w.clock,
+                                       provider=LocalProvider(tmp_path / "wl"),
+                                       node_name="n1")
+    assert agent.heartbeat_interval == timedelta(seconds=5)
+    assert agent.lease_ttl == timedelta(seconds=30)
+    controllers = gpuaas_runtime.agent_controllers(settings, agent)
+    assert [c.interval_seconds for c in controllers] == [5, 0.2]
+    agent.heartbeat()
+    inst = w.launch("a")
+    w.schedule()
+    runner = ControllerRunner(controllers)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while w.get(inst.id).state != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert agent.held() == [inst.id]
+    finally:
+        runner.stop()
+    assert agent.held() == []
+    with sqlite_db.transaction() as s:
+        row = s.get(InstanceModel, inst.id)
+        assert row is not None and row.state == "running" and row.lock_token is None
+    w.stop(inst.id)
+    gpuaas_runtime.build_agent(settings, sqlite_db, w.clock,
+                               provider=LocalProvider(tmp_path / "wl"),
+                               node_name="n1").reconcile_once()  # taken over at once
+    assert w.get(inst.id).state == "stopped"
