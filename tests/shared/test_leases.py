@@ -20,6 +20,7 @@ from aicloud.shared.leases import (
     heartbeat,
     lease_owner_name,
     release,
+    release_all,
     update_leased,
 )
 
@@ -158,6 +159,57 @@ def test_heartbeat_extends_only_held_leases(jobs: Database) -> None:
     with jobs.transaction() as s:
         taken = claim(s, Job, owner="w2", limit=5, ttl=TTL, clock=clock)
     assert [lease.row_id for lease in taken] == [b.row_id]
+
+
+def _updates(db: Database) -> tuple[list[str], object]:
+    seen: list[str] = []
+
+    def on_execute(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("UPDATE"):
+            seen.append(statement)
+    sa.event.listen(db.engine, "before_cursor_execute", on_execute)
+    return seen, on_execute
+
+
+def test_heartbeat_and_release_all_take_one_statement_for_many_leases(jobs: Database) -> None:
+    """A worker holding many leases renews (and hands back) all of them with one UPDATE:
+    what keeps an idle node agent at one write per heartbeat. Leases lost meanwhile (taken
+    after expiry, released) are reported as lost, even when their row id is still passed."""
+    _add(jobs, 40)
+    clock = FakeClock()
+    with jobs.transaction() as s:
+        held = claim(s, Job, owner="w1", limit=40, ttl=TTL, clock=clock)
+    with jobs.transaction() as s:  # one lease released, one row re-claimed by w2 later
+        assert release(s, Job, held[5])
+        s.execute(sa.update(Job).where(Job.id == held[7].row_id)
+                  .values(lock_expires_at=clock.now()))
+    with jobs.transaction() as s:
+        (taken,) = claim(s, Job, owner="w2", limit=1, ttl=TTL, clock=clock,
+                         where=[Job.id == held[7].row_id])
+    clock.advance(10)
+    seen, hook = _updates(jobs)
+    try:
+        with jobs.transaction() as s:
+            kept = heartbeat(s, Job, held, ttl=TTL, clock=clock)
+        assert len(seen) == 1, seen
+        assert sorted(lease.row_id for lease in kept) == sorted(
+            lease.row_id for i, lease in enumerate(held) if i not in (5, 7))
+        assert all(lease.expires_at == clock.now() + TTL for lease in kept)
+        assert _row(jobs, taken.row_id).lock_owner == "w2"  # the stale token did not renew it
+        assert _row(jobs, taken.row_id).lock_expires_at == taken.expires_at
+        seen.clear()
+        with jobs.transaction() as s:
+            released = release_all(s, Job, held)
+        assert len(seen) == 1 and sorted(lease.row_id for lease in released) == sorted(
+            lease.row_id for lease in kept)
+    finally:
+        sa.event.remove(jobs.engine, "before_cursor_execute", hook)
+    assert _row(jobs, taken.row_id).lock_token == taken.token  # w2's lease untouched
+    with jobs.transaction() as s:
+        again = claim(s, Job, owner="w3", limit=100, ttl=TTL, clock=clock)
+    assert len(again) == 39  # all but w2's
+    with jobs.transaction() as s:
+        assert heartbeat(s, Job, [], ttl=TTL, clock=clock) == []
 
 
 def test_lease_columns_are_reserved_in_updates(jobs: Database) -> None:

@@ -66,21 +66,31 @@ def node_report(settings: Settings, name: str | None = None) -> gpuaas.NodeRepor
 def build_agent(settings: Settings, db: Database, clock: Clock,
                 provider: ComputeProvider | None = None,
                 node_name: str | None = None) -> gpuaas.NodeAgent:
+    """This host's node agent. It heartbeats three times per node timeout (and at least once
+    per usage window, which the heartbeat reports); its leases last one node timeout, so a
+    SIGKILLed agent's instances are taken over by the next agent within that time."""
+    timeout = settings.node_heartbeat_timeout_seconds
+    meter = settings.usage_report_interval_seconds
     return gpuaas.NodeAgent(
         db=db, provider=provider or compute_provider(settings),
         report=lambda: node_report(settings, node_name), clock=clock,
-        meter_interval=timedelta(seconds=settings.usage_report_interval_seconds))
+        meter_interval=timedelta(seconds=meter),
+        heartbeat_interval=timedelta(seconds=min(max(1.0, timeout / 3), meter)),
+        lease_ttl=timedelta(seconds=max(timeout, 3.0)))
 
 
 def agent_controllers(settings: Settings, agent: gpuaas.NodeAgent) -> list[Controller]:
-    """Heartbeats (a third of the timeout) and the reconcile loop of one node agent."""
+    """The heartbeat (node, leases, usage: one write transaction) and the reconcile loop of
+    one node agent. A failing heartbeat is retried within its interval (the node must not
+    look silent); a failing pass backs off. The reconcile loop hands the agent's leases back
+    when the runner stops."""
+    beat = agent.heartbeat_interval.total_seconds()
     return [
-        Controller(name="gpuaas-agent-heartbeat",
-                   interval_seconds=max(1.0, settings.node_heartbeat_timeout_seconds / 3),
-                   run_once=agent.heartbeat),
+        Controller(name="gpuaas-agent-heartbeat", interval_seconds=beat,
+                   run_once=agent.heartbeat, max_backoff_seconds=beat),
         Controller(name="gpuaas-agent",
                    interval_seconds=min(settings.controller_interval_seconds, 0.5),
-                   run_once=agent.reconcile_once),
+                   run_once=agent.reconcile_once, on_stop=agent.release_leases),
     ]
 
 

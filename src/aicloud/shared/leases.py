@@ -6,8 +6,10 @@ A table that controllers reconcile mixes in :class:`LeaseColumns` (``lock_token`
 1. claims up to N due rows in a short transaction and commits (:func:`claim`): each claimed
    row gets a fresh random token and an expiry;
 2. re-reads each row by its lease (:func:`get_leased`) and does the slow work (calls a
-   provider...) outside any transaction, calling
-   :func:`heartbeat` now and then when the work outlives the lease;
+   provider...) outside any transaction, calling :func:`heartbeat` now and then when the
+   work outlives the lease. A worker may also keep its leases for as long as the rows need
+   it (the node agent does): :func:`heartbeat` renews any number of them in one UPDATE, and
+   :func:`release_all` hands them all back on a clean stop;
 3. writes its result with :func:`update_leased` or :func:`release`, which are conditional on
    ``lock_token = :token``: when they return False the lease was lost (it expired and
    another worker reclaimed the row), and the worker must drop its result.
@@ -156,19 +158,53 @@ def heartbeat(
     ttl: timedelta,
     clock: Clock = _SYSTEM_CLOCK,
 ) -> list[Lease]:
-    """Extend the given leases to now + ``ttl``; returns those still held (lost ones dropped)."""
-    pk = _pk(model)
+    """Extend the given leases to now + ``ttl``; returns those still held (lost ones dropped).
+
+    One UPDATE for all of them (per :data:`BATCH` leases), not one per row: a worker holding
+    many leases renews them at the cost of a single statement. A row counts as held when both
+    its key and its token match; the statement reports back which ones did.
+    """
     expires_at = clock.now() + ttl
-    kept: list[Lease] = []
-    for lease in leases:
-        result = session.execute(
-            sa.update(model.__table__)
-            .where(pk == lease.row_id, model.lock_token == lease.token)
-            .values(lock_expires_at=expires_at)
-        )
-        if result.rowcount == 1:  # type: ignore[attr-defined]
-            kept.append(Lease(lease.row_id, lease.token, lease.owner, expires_at))
-    return kept
+    held = _touch(session, model, leases, {"lock_expires_at": expires_at})
+    return [Lease(lease.row_id, lease.token, lease.owner, expires_at)
+            for lease in leases if (lease.row_id, lease.token) in held]
+
+
+def release_all(session: Session, model: type[Any], leases: Sequence[Lease]) -> list[Lease]:
+    """Clear every given lease still held, in one UPDATE (per :data:`BATCH`); returns them.
+
+    For a worker that stops cleanly: its rows are claimable at once instead of after the TTL.
+    """
+    held = _touch(session, model, leases,
+                  {"lock_token": None, "lock_owner": None, "lock_expires_at": None})
+    return [lease for lease in leases if (lease.row_id, lease.token) in held]
+
+
+BATCH = 500  # bound parameters per statement stay well under every backend's limit
+
+
+def _touch(session: Session, model: type[Any], leases: Sequence[Lease],
+           values: dict[str, Any]) -> set[tuple[Any, str]]:
+    """Apply ``values`` to the rows of ``leases`` whose token still matches; the (key, token)
+    pairs that did. ``key IN (...)`` keeps the statement on the primary key index; the
+    (key, token) pairs make a row count only for the lease that set its token."""
+    pk = _pk(model)
+    table = model.__table__
+    returning = session.get_bind().dialect.update_returning
+    held: set[tuple[Any, str]] = set()
+    for i in range(0, len(leases), BATCH):
+        chunk = leases[i:i + BATCH]
+        pairs = [(lease.row_id, lease.token) for lease in chunk]
+        match = (pk.in_([k for k, _ in pairs]),
+                 sa.tuple_(pk, table.c.lock_token).in_(pairs))
+        update = sa.update(table).where(*match).values(**values)
+        if returning:
+            keys = set(session.execute(update.returning(pk)).scalars())
+        else:  # no RETURNING (an old SQLite): read the matches first, in this transaction
+            keys = set(session.execute(sa.select(pk).where(*match)).scalars())
+            session.execute(update)
+        held |= {(k, t) for k, t in pairs if k in keys}
+    return held
 
 
 def release(

@@ -26,6 +26,7 @@ from tests.products.gpuaas.world import ADMIN, h100s, make_world, per_second_cha
 
 WINDOW = 30.0  # usage_report_interval_seconds
 TICK = 0.5  # the agent's reconcile interval (min(controller interval, 0.5))
+# The agent heartbeats (and reports usage) at its default interval, 10 s.
 
 
 def _deployment_controllers(settings: Settings, db: Database, clock) -> list[Controller]:  # type: ignore[no-untyped-def]
@@ -55,13 +56,18 @@ def test_a_stop_budget_is_overrun_by_at_most_one_metering_window(
 
     elapsed = 0.0
     next_run = {c.name: 0.0 for c in controllers}
+    beat = agent.heartbeat_interval.total_seconds()  # usage is reported on heartbeats
+    next_beat = beat
 
     def advance_to(t: float) -> None:
         """Run every controller whose interval came round, in fake time, until t."""
-        nonlocal elapsed
+        nonlocal elapsed, next_beat
         while elapsed < t:
             w.clock.advance(TICK)
             elapsed += TICK
+            if elapsed >= next_beat:
+                agent.heartbeat()
+                next_beat = elapsed + beat
             agent.reconcile_once()
             for c in controllers:
                 if elapsed >= next_run[c.name]:

@@ -1,5 +1,5 @@
 """Node monitor (silent nodes: down, their instances lost), drains, and the budget-stop
-consumer reading billing's outbox."""
+consumer reading billing's outbox. Usage is reported by the agent's heartbeat."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def test_budget_with_stop_action_stops_the_scope_and_says_why(db: Database,
         billing.create_budget(s, actor=ADMIN, spec=billing.BudgetCreate(
             scope_path=w.scope_path, amount=50_000, currency="USD", action="stop_workloads"))
     w.clock.advance(60)
-    agent.reconcile_once()  # 60 s x 2 instances x 988 micro-USD/s = 118,560 > 50,000
+    agent.heartbeat()  # 60 s x 2 instances x 988 micro-USD/s = 118,560 > 50,000
     billing.rate_until_idle(db, clock=w.clock)
     with db.transaction() as s:
         billing.evaluate_budgets(s, now=w.clock.now())
@@ -100,7 +100,7 @@ def test_an_exhausted_wallet_stops_the_orgs_instances(db: Database, tmp_path: Pa
     consumer = gpuaas.BudgetStopConsumer(db, clock=w.clock)
     assert consumer.run_once() == 0  # still funded
     w.clock.advance(120)
-    agent.reconcile_once()  # 120 s x 988 = 118,560 charged once rated
+    agent.heartbeat()  # 120 s x 988 = 118,560 charged once rated
     billing.rate_until_idle(db, clock=w.clock)
     assert consumer.run_once() == 1
     agent.reconcile_once()
@@ -116,12 +116,12 @@ def test_a_running_instances_own_hold_neither_stops_it_nor_shows_in_the_reason(
     agent, [inst] = _running(w, tmp_path / "wl")
     consumer = gpuaas.BudgetStopConsumer(db, clock=w.clock)
     w.clock.advance(30)
-    agent.reconcile_once()  # 30 s x 988 = 29,640 charged: posted 40,360
+    agent.heartbeat()  # 30 s x 988 = 29,640 charged: posted 40,360
     billing.rate_until_idle(db, clock=w.clock)
     assert w.wallet_balance().available < 0  # with its own hold counted
     assert consumer.run_once() == 0  # but the wallet still has 40,360
     w.clock.advance(60)
-    agent.reconcile_once()  # 90 s in all: 88,920 charged, posted -18,920
+    agent.heartbeat()  # 90 s in all: 88,920 charged, posted -18,920
     billing.rate_until_idle(db, clock=w.clock)
     assert consumer.run_once() == 1
     agent.reconcile_once()

@@ -9,9 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit, billing, iam
+from aicloud.platform.billing.models import UsageRecordModel
 from aicloud.products import gpuaas
 from aicloud.runtime import gpuaas as gpuaas_runtime
 from aicloud.shared.clock import FakeClock
@@ -133,3 +135,12 @@ def second_waits_for_first(db: Database, first: Callable[[Session], object],
     t.join(15)
     assert not t.is_alive()
     return out[0]
+
+
+def usage_windows(db: Database, instance_id: str,
+                  meter: str = "gpu_seconds") -> list[tuple[datetime, datetime]]:
+    """The usage windows reported for an instance on one meter, in order."""
+    with db.transaction() as s:
+        return sorted(s.execute(select(UsageRecordModel.window_start, UsageRecordModel.window_end)
+                                .where(UsageRecordModel.resource_id == instance_id,
+                                       UsageRecordModel.meter == meter)).all())

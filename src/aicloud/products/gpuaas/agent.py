@@ -1,18 +1,41 @@
 """The node agent: runs the instances placed on one node through a compute provider.
 
-Level-triggered: each pass claims (with leases) the instances of this node that exist or
-should exist there and moves each one step towards what its row says:
+Level-triggered: each pass reads the instances of this node that exist or should exist there
+and moves each one that needs it one step towards what its row says:
 
 - scheduled / provisioning: create + start the workload (both idempotent), then running
   with the endpoint the provider reports;
-- running: stop if asked; otherwise read the workload's status (ended by itself: stopped or
-  failed; vanished: lost) and report usage every ``meter_interval``;
+- running: stop if asked; otherwise read the workload's status (ended by itself: succeeded
+  or failed; vanished: lost);
 - stopping: stop the workload (SIGTERM, then SIGKILL after the grace), report the final
   partial window, stopped.
 
 Everything it needs is in the database and in the provider's own records, so a restarted
 agent re-attaches to the workloads that kept running. Slow provider calls run with no
 transaction open; results are written only while the lease is still held.
+
+Database load: an idle node costs ONE write transaction per heartbeat interval, whatever the
+number of its instances. The agent leases each instance of its node once, when it first sees
+it, and keeps the lease until the instance ends (the end clears it in the same transaction).
+The heartbeat renews all of its leases with one UPDATE, in the transaction that refreshes
+the node, and reports in that same transaction the usage windows that would otherwise
+outgrow ``meter_interval`` before the next heartbeat. The reconcile pass (every 0.5 s) only
+reads: the node's instances (a read transaction) and, for the running ones, the provider's
+status (in memory, no write). It writes when an instance needs something: a new one to
+claim, a step to take, an end to record.
+
+Errors, as kopf treats them: a temporary one (a provider that says so, a database error, a
+bug) is retried for that instance only, after an exponential backoff with jitter, capped
+(:class:`~aicloud.shared.controllers.Backoff`); a permanent one (the provider refuses the
+spec, cannot report on the workload) fails the instance once, with the reason. Provisioning
+that keeps failing temporarily is failed after ``provision_timeout``. A stop is never given
+up: a stopping instance keeps its GPUs until its workload is known to be gone.
+
+Crash safety: a SIGKILLed agent's leases expire after ``lease_ttl`` (the node heartbeat
+timeout when built by the composition root); the next agent of the node claims the instances
+then and re-attaches. A clean stop hands them back at once (:meth:`NodeAgent.release_leases`).
+Usage windows move with their usage records in one transaction and every write checks the
+lease token, so nothing is metered twice.
 
 Leftovers: every heartbeat compares what the provider runs (``list_workloads``) with what
 should run here (instances placed on this node in an on-node state) and kills the rest: the
@@ -25,6 +48,8 @@ still holds them.
 from __future__ import annotations
 
 import logging
+import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -54,11 +79,22 @@ from aicloud.products.gpuaas.nodes import NodeReport, node_reconciled, register_
 from aicloud.products.gpuaas.placement import NodeState
 from aicloud.shared import leases
 from aicloud.shared.clock import Clock, SystemClock
+from aicloud.shared.controllers import Backoff
 from aicloud.shared.db import Database
 
 log = logging.getLogger(__name__)
 S = InstanceState
 _WORK_STATES = [S.SCHEDULED.value, *(s.value for s in ON_NODE_STATES)]
+_PRE_START = (S.SCHEDULED, S.PROVISIONING)
+
+
+@dataclass
+class _Retry:
+    """One instance's errors in a row (this process only: a restart starts afresh)."""
+
+    first_at: datetime
+    attempts: int = 0
+    next_at: datetime | None = None
 
 
 @dataclass
@@ -69,24 +105,90 @@ class NodeAgent:
     clock: Clock = field(default_factory=SystemClock)
     meter_interval: timedelta = timedelta(seconds=30)
     stop_grace_seconds: float = 10.0
-    lease_ttl: timedelta = timedelta(seconds=60)
+    # How often heartbeat() runs (the composition root schedules it at this interval); usage
+    # windows due before the next one are reported by this one.
+    heartbeat_interval: timedelta = timedelta(seconds=10)
+    # Several heartbeats long: a missed renewal or two never loses a lease; a SIGKILLed
+    # agent's instances are taken over after this long.
+    lease_ttl: timedelta = timedelta(seconds=30)
+    # Temporary errors of one instance: first retry after 0.5..1 s, doubling up to 30..60 s.
+    retry_backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=60.0))
+    # A workload that could not be started for this long (temporary errors only) has failed.
+    provision_timeout: timedelta = timedelta(minutes=10)
+    jitter: random.Random = field(default_factory=random.Random)
     node_id: str | None = None
 
     def __post_init__(self) -> None:
         self.owner = leases.lease_owner_name("gpuaas-agent")
         self.actor = audit.Actor.system("gpuaas-agent")
+        # The leases this agent holds, by instance id; the heartbeat and reconcile threads
+        # share it under the lock.
+        self._held: dict[str, leases.Lease] = {}
+        self._lock = threading.Lock()
+        self._retries: dict[str, _Retry] = {}
 
     # --- node ----------------------------------------------------------------------------
 
     def heartbeat(self) -> str:
-        """Register or refresh this node with its current inventory and GPU health, then kill
-        what runs here without a reason (which makes a node that was down ready again)."""
+        """Register or refresh this node with its current inventory and GPU health, renew
+        every lease of this agent and report the usage windows falling due before the next
+        heartbeat, all in one transaction; then kill what runs here without a reason (which
+        makes a node that was down ready again)."""
         report = self.report()
+        now = self.clock.now()
+        with self._lock:
+            held = list(self._held.values())
         with self.db.transaction() as session:
-            node = register_node(session, report, actor=self.actor, now=self.clock.now())
+            node = register_node(session, report, actor=self.actor, now=now)
             self.node_id = node.id
+            kept = leases.heartbeat(session, InstanceModel, held, ttl=self.lease_ttl,
+                                    clock=self.clock)
+            self._meter_due(session, kept, now)
+        self._renewed(held, kept)
         self.kill_leftovers()
         return self.node_id
+
+    def _renewed(self, sent: list[leases.Lease], kept: list[leases.Lease]) -> None:
+        renewed = {lease.row_id: lease for lease in kept}
+        with self._lock:
+            for lease in sent:
+                if self._held.get(lease.row_id) != lease:
+                    continue  # ended or re-claimed by the reconcile pass meanwhile
+                if lease.row_id in renewed:
+                    self._held[lease.row_id] = renewed[lease.row_id]
+                else:
+                    log.warning("instance %s: lease lost (expired and taken, or row gone)",
+                                lease.row_id)
+                    del self._held[lease.row_id]
+
+    def _meter_due(self, session: Session, held: list[leases.Lease], now: datetime) -> int:
+        """Report usage of the running instances whose window would be longer than
+        ``meter_interval`` at the next heartbeat; each in a savepoint, so one that fails
+        (retried next heartbeat) neither stops the others nor the node's heartbeat."""
+        if not held:
+            return 0
+        tokens = {lease.row_id: lease.token for lease in held}
+        horizon = now + self.heartbeat_interval - self.meter_interval
+        metered = 0
+        ids = sorted(tokens)
+        for i in range(0, len(ids), leases.BATCH):
+            rows = session.scalars(select(InstanceModel).where(
+                InstanceModel.id.in_(ids[i:i + leases.BATCH]),
+                InstanceModel.state == S.RUNNING.value,
+                InstanceModel.last_metered_at < horizon)
+                .order_by(InstanceModel.id).with_for_update()
+                .execution_options(populate_existing=True))
+            for inst in rows:
+                if inst.lock_token != tokens[inst.id]:
+                    continue
+                try:
+                    with session.begin_nested():
+                        metered += bool(meter_instance(session, inst, until=now,
+                                                       actor=self.actor))
+                except Exception:
+                    log.exception("instance %s: usage report failed; retried next heartbeat",
+                                  inst.id)
+        return metered
 
     def kill_leftovers(self) -> list[str]:
         """Kill every workload of the provider that should not run on this node; returns
@@ -99,7 +201,7 @@ class NodeAgent:
         and, once every leftover is dead, it is marked ready."""
         assert self.node_id is not None
         handles = self.provider.list_workloads()
-        with self.db.transaction() as session:
+        with self.db.reading() as session:
             node = session.get(NodeModel, self.node_id)
             was_down = node is not None and node.state == NodeState.DOWN.value
             rows = _rows_of(session, [h.ref for h in handles])
@@ -147,46 +249,122 @@ class NodeAgent:
             return False
         return alive
 
+    def release_leases(self) -> int:
+        """Hand back every lease of this agent (a clean stop), in one statement: the next
+        agent of this node takes over at once instead of after ``lease_ttl``."""
+        with self._lock:
+            held = list(self._held.values())
+            self._held.clear()
+        if not held:
+            return 0
+        with self.db.transaction() as session:
+            return len(leases.release_all(session, InstanceModel, held))
+
+    def held(self) -> list[str]:
+        """The instances this agent holds a lease on."""
+        with self._lock:
+            return sorted(self._held)
+
     # --- instances -----------------------------------------------------------------------
 
     def reconcile_once(self) -> int:
-        """One pass over the instances of this node; returns how many were handled."""
+        """One pass over the instances of this node; returns how many needed something (a
+        claim, a step, an end, a retry). Idle running instances cost a provider status
+        call each and no write."""
         if self.node_id is None:
             self.heartbeat()
+        now = self.clock.now()
+        rows = self._read_work()
+        self._forget_gone(rows)
+        acted = self._claim_free(rows, now)
+        for inst in rows:
+            with self._lock:
+                lease = self._held.get(inst.id)
+            if lease is None:
+                continue  # another agent's
+            retry = self._retries.get(inst.id)
+            if retry is not None and retry.next_at is not None and now < retry.next_at:
+                continue  # backing off
+            try:
+                if self._handle(lease, inst, now):
+                    acted += 1
+            except Exception as exc:
+                acted += 1
+                self._on_error(lease, inst, exc, now)
+            else:
+                self._retries.pop(inst.id, None)
+        return acted
+
+    def _read_work(self) -> list[InstanceModel]:
+        """The instances on this node that may need the agent, detached (a read only)."""
+        with self.db.reading() as session:
+            rows = list(session.scalars(select(InstanceModel).where(
+                InstanceModel.node_id == self.node_id,
+                InstanceModel.state.in_(_WORK_STATES)).order_by(InstanceModel.queue_order)))
+            session.expunge_all()
+        return rows
+
+    def _forget_gone(self, rows: list[InstanceModel]) -> None:
+        """Drop the leases of instances that ended (a cancel, the node monitor) or were taken
+        by another agent after this one's lease expired."""
+        current = {inst.id: inst.lock_token for inst in rows}
+        with self._lock:
+            for row_id, lease in list(self._held.items()):
+                if current.get(row_id) != lease.token:
+                    del self._held[row_id]
+                    self._retries.pop(row_id, None)
+
+    def _claim_free(self, rows: list[InstanceModel], now: datetime) -> int:
+        """Lease the instances nobody holds (new ones, or those of an agent that died); a
+        write only when there are some."""
+        with self._lock:
+            free = [inst.id for inst in rows if inst.id not in self._held and (
+                inst.lock_expires_at is None or inst.lock_expires_at <= now)]
+        if not free:
+            return 0
         with self.db.transaction() as session:
             claimed = leases.claim(
-                session, InstanceModel, owner=self.owner, limit=100, ttl=self.lease_ttl,
-                where=[InstanceModel.node_id == self.node_id,
+                session, InstanceModel, owner=self.owner, limit=len(free), ttl=self.lease_ttl,
+                where=[InstanceModel.id.in_(free), InstanceModel.node_id == self.node_id,
                        InstanceModel.state.in_(_WORK_STATES)],
                 order_by=[InstanceModel.queue_order], clock=self.clock)
-        for lease in claimed:
-            try:
-                self._handle(lease)
-            except Exception:
-                log.exception("instance %s: reconcile failed", lease.row_id)
-            finally:
-                with self.db.transaction() as session:
-                    leases.release(session, InstanceModel, lease)
+        by_id = {inst.id: inst for inst in rows}
+        with self._lock:
+            for lease in claimed:
+                self._held[lease.row_id] = lease
+                by_id[lease.row_id].lock_token = lease.token  # the snapshot, not the row
         return len(claimed)
+
+    def _forget(self, row_id: str) -> None:
+        with self._lock:
+            self._held.pop(row_id, None)
+        self._retries.pop(row_id, None)
 
     def _write(self, lease: leases.Lease,
                fn: Callable[[InstanceModel], object]) -> bool:
         """Apply ``fn`` to the leased row in one transaction; False when the lease was lost or
         the row moved on meanwhile (a user's cancel, the node monitor): the row is read locked,
-        so ``fn`` sees its current state and an edge that no longer exists rolls back."""
+        so ``fn`` sees its current state and an edge that no longer exists rolls back. A row
+        that ``fn`` ends loses its lease in the same transaction."""
+        done, ended = False, True
         try:
             with self.db.transaction() as session:
                 inst = session.scalar(select(InstanceModel).where(
                     InstanceModel.id == lease.row_id,
                     InstanceModel.lock_token == lease.token).with_for_update()
                     .execution_options(populate_existing=True))
-                if inst is None:
-                    return False
-                fn(inst)
-                return True
+                if inst is not None:  # else the lease was lost (or the row is gone)
+                    fn(inst)
+                    done, ended = True, inst.state not in _WORK_STATES
+                    if ended:
+                        inst.lock_token = inst.lock_owner = inst.lock_expires_at = None
         except IllegalTransition as e:
+            # The next pass reads what it became (and forgets it if it ended).
             log.info("instance %s changed meanwhile: %s", lease.row_id, e)
             return False
+        if ended:
+            self._forget(lease.row_id)
+        return done
 
     def _switch(self, lease: leases.Lease, target: InstanceState, reason: str,
                 extra: Callable[[InstanceModel], object] | None = None,
@@ -199,35 +377,59 @@ class NodeAgent:
                                    at=at or self.clock.now())
         return self._write(lease, apply)
 
-    def _snapshot(self, lease: leases.Lease) -> InstanceModel | None:
-        with self.db.transaction() as session:
-            inst = leases.get_leased(session, InstanceModel, lease)
-            if inst is not None:
-                session.expunge(inst)
-            return inst
-
-    def _handle(self, lease: leases.Lease) -> None:
-        inst = self._snapshot(lease)
-        if inst is None:
-            return
+    def _handle(self, lease: leases.Lease, inst: InstanceModel, now: datetime) -> bool:
+        """Take the step ``inst`` needs; False when it needed none (idle and running)."""
         state = S(inst.state)
         if state is S.SCHEDULED:
             if inst.stop_requested_at is not None:  # defensive; cancels go straight to stopped
-                return
-            if not self._switch(lease, S.PROVISIONING,
-                                f"provisioning on node {self.node_id} ({self.provider.name})"):
-                return
-            self._provision(lease, inst)
+                return False
+            if self._switch(lease, S.PROVISIONING,
+                            f"provisioning on node {self.node_id} ({self.provider.name})"):
+                self._provision(lease, inst)
         elif state is S.PROVISIONING:
             self._provision(lease, inst)
         elif state is S.RUNNING:
-            if inst.stop_requested_at is not None:
-                if self._switch(lease, S.STOPPING, inst.stop_reason or "stop requested"):
-                    self._stop(lease, inst)
-            else:
-                self._observe(lease, inst)
+            if inst.stop_requested_at is None:
+                return self._observe(lease, inst, now)
+            if self._switch(lease, S.STOPPING, inst.stop_reason or "stop requested"):
+                self._stop(lease, inst)
         elif state is S.STOPPING:
             self._stop(lease, inst)
+        return True
+
+    def _on_error(self, lease: leases.Lease, inst: InstanceModel, exc: Exception,
+                  now: datetime) -> None:
+        """A step of ``inst`` failed: fail it when the error is permanent (or provisioning has
+        failed for ``provision_timeout``), else retry it after a backoff."""
+        retry = self._retries.setdefault(inst.id, _Retry(first_at=now))
+        retry.attempts += 1
+        state = S(inst.state)
+        # What failed was a stop when one was asked (the snapshot may still say running).
+        stopping = state is S.STOPPING or inst.stop_requested_at is not None
+        reason = None
+        if not stopping:
+            if isinstance(exc, ProviderError) and not exc.temporary:
+                reason = f"provider {self.provider.name} refused: {exc}"
+            elif state in _PRE_START and now - retry.first_at >= self.provision_timeout:
+                reason = (f"provider {self.provider.name} kept failing for "
+                          f"{int((now - retry.first_at).total_seconds())}s "
+                          f"({retry.attempts} attempts): {exc}")
+        if reason is not None:
+            try:
+                self._end(lease, S.FAILED, reason, now)
+                self._forget(inst.id)
+                return
+            except Exception:
+                log.exception("instance %s: cannot record its failure yet", inst.id)
+        delay = self.retry_backoff.delay(retry.attempts, self.jitter)
+        retry.next_at = now + timedelta(seconds=delay)
+        log.warning("instance %s (%s): %s; retry %d in %.1fs", inst.id, state.value,
+                    exc if isinstance(exc, ProviderError) else repr(exc), retry.attempts,
+                    delay, exc_info=not isinstance(exc, ProviderError))
+
+    def retry_of(self, instance_id: str) -> _Retry | None:
+        """This agent's backoff state of an instance (None: no error in a row)."""
+        return self._retries.get(instance_id)
 
     def _spec(self, inst: InstanceModel) -> WorkloadSpec:
         return WorkloadSpec(
@@ -236,19 +438,13 @@ class NodeAgent:
             command=tuple(inst.command) if inst.command else None)
 
     def _provision(self, lease: leases.Lease, inst: InstanceModel) -> None:
-        try:
-            handle = self.provider.create(self._spec(inst))
-            status = self.provider.start(handle)
-            endpoint = None
-            if (WorkloadKind(inst.template) in SERVING_KINDS
-                    and isinstance(self.provider, SupportsEndpoints)):
-                endpoint = self.provider.endpoint(handle).url
-        except ProviderError as e:
-            if e.temporary:
-                log.warning("instance %s: provider busy (%s); retrying next pass", inst.id, e)
-                return
-            self._switch(lease, S.FAILED, f"provider {self.provider.name} refused: {e}")
-            return
+        """Create and start the workload (errors go to _on_error), then record it running."""
+        handle = self.provider.create(self._spec(inst))
+        status = self.provider.start(handle)
+        endpoint = None
+        if (WorkloadKind(inst.template) in SERVING_KINDS
+                and isinstance(self.provider, SupportsEndpoints)):
+            endpoint = self.provider.endpoint(handle).url
         now = self.clock.now()
 
         def started(row: InstanceModel) -> None:
@@ -265,19 +461,25 @@ class NodeAgent:
     def _handle_of(self, inst: InstanceModel) -> WorkloadHandle:
         return WorkloadHandle(inst.provider or self.provider.name, inst.provider_ref or inst.id)
 
-    def _observe(self, lease: leases.Lease, inst: InstanceModel) -> None:
-        now = self.clock.now()
+    def _observe(self, lease: leases.Lease, inst: InstanceModel, now: datetime) -> bool:
+        """A running instance: ask the provider (no write while it runs); record its end.
+        Usage is the heartbeat's; a window late by half a heartbeat (heartbeats failing or
+        slower than metering) is reported here instead."""
         try:
             status = self.provider.status(self._handle_of(inst))
         except WorkloadNotFound:
             self._end(lease, S.LOST, "the workload vanished from the node", now)
-            return
+            return True
         if status.phase is WorkloadPhase.EXITED:
             self._exited(lease, status, _within(status.finished_at, inst.last_metered_at, now))
-            return
-        if inst.last_metered_at is not None and now - inst.last_metered_at >= self.meter_interval:
+            return True
+        late = self.meter_interval + self.heartbeat_interval / 2
+        if inst.last_metered_at is not None and now - inst.last_metered_at >= late:
             self._write(lease, lambda row: meter_instance(
-                _session(row), row, until=now, actor=self.actor))
+                _session(row), row, until=now, actor=self.actor)
+                if row.state == S.RUNNING.value else 0)
+            return True
+        return False
 
     def _exited(self, lease: leases.Lease, status: WorkloadStatus, end: datetime) -> None:
         if status.exit_code == 0:
@@ -295,12 +497,17 @@ class NodeAgent:
         self._end(lease, S.STOPPED, inst.stop_reason or "stopped", self.clock.now())
 
     def _end(self, lease: leases.Lease, target: InstanceState, reason: str, at: datetime,
-             exit_code: int | None = None) -> None:
+             exit_code: int | None = None) -> bool:
         def final(row: InstanceModel) -> None:
-            meter_instance(_session(row), row, until=at, actor=self.actor)
+            # The same instant ends the run and the last usage window; never before a window
+            # already reported (the heartbeat may have metered past a workload's exit).
+            end = max(at, row.last_metered_at) if row.last_metered_at is not None else at
+            session = _session(row)
+            meter_instance(session, row, until=end, actor=self.actor)
             row.exit_code = exit_code
-        # The same instant ends the run and the last usage window.
-        self._switch(lease, target, reason, final, at=at)
+            switch_instance_status(session, row, target, reason=reason, actor=self.actor,
+                                   at=end)
+        return self._write(lease, final)
 
 
 def _session(row: InstanceModel) -> Session:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+_READING = "aicloud_reading"  # execution option: a transaction that only reads
 
 
 def normalize_url(url: str) -> str:
@@ -53,7 +54,10 @@ def _make_sqlite_engine(url: str, *, echo: bool) -> Engine:
     def _on_begin(conn: Any) -> None:
         # A deferred transaction that later writes can fail with SQLITE_BUSY without waiting;
         # taking the write lock up front makes concurrent writers queue on busy_timeout.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A transaction that only reads (Database.reading) needs no lock: a WAL reader
+        # neither waits for the writer nor holds it up.
+        reading = conn.get_execution_options().get(_READING, False)
+        conn.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -65,6 +69,9 @@ class Database:
         self.url = normalize_url(url)
         self.engine = make_engine(self.url, echo=echo)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, future=True)
+        self._reading_sessions = sessionmaker(
+            self.engine.execution_options(**{_READING: True}), expire_on_commit=False,
+            future=True)
 
     @property
     def dialect(self) -> str:
@@ -74,6 +81,17 @@ class Database:
     def transaction(self) -> Iterator[Session]:
         """A session inside one transaction: committed on success, rolled back on error."""
         session = self._sessions()
+        try:
+            with session.begin():
+                yield session
+        finally:
+            session.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A transaction for reads only (a poll that usually finds nothing to do). On SQLite it
+        begins deferred instead of taking the write lock; write in :meth:`transaction`."""
+        session = self._reading_sessions()
         try:
             with session.begin():
                 yield session
