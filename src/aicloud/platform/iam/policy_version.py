@@ -1,15 +1,26 @@
-"""The policy version row: bumped in the transaction of any change that alters decisions."""
+"""The policy version row: bumped in the transaction of any change that alters decisions,
+and how fresh a process's view of it must be."""
 
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
-from sqlalchemy import event, select, update
+from sqlalchemy import create_engine, event, select, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.pool import NullPool
 
 from aicloud.platform.iam.models import PolicyVersionModel
 
 DIRTY = "aicloud.iam.policy_dirty"
+
+# A change committed by one process is enforced by every other within this bound: a shared
+# snapshot not proven current for this long is checked against the version row per request.
+MAX_STALENESS_SECONDS = 1.0
+# How often each API process's watcher reads the version row (a quarter of the bound, so
+# a missed poll or two, or a rebuild of ~0.5 s, still fits in it).
+POLL_INTERVAL_SECONDS = 0.25
 
 
 def bump_policy_version(session: Session) -> None:
@@ -38,3 +49,35 @@ def has_uncommitted_policy_changes(session: Session) -> bool:
 def _forget_dirty(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:
         session.info.pop(DIRTY, None)
+
+
+def reader_engine(engine: Engine) -> Any:
+    """Where the watcher reads the policy without waiting on (or blocking) writers.
+
+    PostgreSQL: the same pool, in REPEATABLE READ so the version row and the tables it
+    versions are read from one snapshot. SQLite: every transaction of the application's
+    engine begins IMMEDIATE (takes the write lock), and a request holding it may be waiting
+    for the very rebuild the watcher does; a second engine on the same file with deferred
+    (read-only, WAL) transactions never waits for a writer. False for an in-memory database,
+    which no second connection can see.
+    """
+    if engine.dialect.name != "sqlite":
+        return engine.execution_options(isolation_level="REPEATABLE READ")
+    if engine.url.database in (None, "", ":memory:"):
+        return False
+    reader = create_engine(engine.url, poolclass=NullPool,
+                           connect_args={"check_same_thread": False})
+
+    @event.listens_for(reader, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # SQLAlchemy, not pysqlite, begins (below)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA query_only=ON")
+        cur.execute("PRAGMA busy_timeout=5000")
+        cur.close()
+
+    @event.listens_for(reader, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN")  # deferred: a read snapshot, no lock on writers
+
+    return reader
