@@ -508,10 +508,10 @@ def _refresh_after_policy_commit(session: Session) -> None:
     engine = session.get_bind().engine
     if not POLICY.is_shared(engine):
         return  # nobody decides on this engine in this process: nothing to keep current
-    POLICY.forget(engine)
     try:
         POLICY.refresh(engine)
     except Exception:  # the change is committed; requests check the version row instead
+        POLICY.forget(engine)
         log.exception("rebuilding the policy snapshot after a policy change failed")
 
 
