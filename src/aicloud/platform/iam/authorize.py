@@ -22,7 +22,7 @@ import threading
 import time
 import weakref
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import event, select
@@ -45,6 +45,8 @@ from aicloud.platform.iam.policy_version import (
     POLL_INTERVAL_SECONDS,
     current_policy_version,
     has_uncommitted_policy_changes,
+    newest_policy_change,
+    policy_changes_since,
     reader_engine,
 )
 from aicloud.platform.iam.roles import BUILTIN_ROLES
@@ -150,6 +152,8 @@ class _Deny:
 class Snapshot:
     version: int
     catalog_revision: int
+    seq: int = 0  # the newest policy change row it includes (0: none known)
+    roles: dict[str, frozenset[str]] = field(default_factory=dict)  # compiled, by role id
     kind: dict[str, str] = field(default_factory=dict)  # scope id -> org|department|project
     parent: dict[str, str] = field(default_factory=dict)
     paths: dict[str, tuple[str, ...]] = field(default_factory=dict)  # scope -> .. -> platform
@@ -331,7 +335,8 @@ def _compile_roles(session: Session, catalog: PermissionCatalog) -> dict[str, fr
 def build_snapshot(session: Session, version: int | None = None,
                    catalog: PermissionCatalog = CATALOG) -> Snapshot:
     version = current_policy_version(session) if version is None else version
-    snap = Snapshot(version=version, catalog_revision=catalog.revision)
+    snap = Snapshot(version=version, catalog_revision=catalog.revision,
+                    seq=newest_policy_change(session))
     snap.paths[PLATFORM] = (PLATFORM,)
     snap.kind[PLATFORM] = "platform"
     orgs = [r[0] for r in session.execute(select(OrganizationModel.id))]
@@ -361,7 +366,7 @@ def build_snapshot(session: Session, version: int | None = None,
         select(ServiceAccountModel.id, ServiceAccountModel.org_id)
         .where(ServiceAccountModel.org_id.is_not(None))).all())
 
-    roles = _compile_roles(session, catalog)
+    roles = snap.roles = _compile_roles(session, catalog)
     for bid, pid, rid, scope, parent in session.execute(select(
             RoleBindingModel.id, RoleBindingModel.principal_id, RoleBindingModel.role_id,
             RoleBindingModel.scope_id, RoleBindingModel.parent_scope_id)):
@@ -380,6 +385,78 @@ def build_snapshot(session: Session, version: int | None = None,
             perms = expanded[pattern] = catalog.expand(pattern)
         snap.denies.setdefault(pid, {}).setdefault(scope, []).append(_Deny(did, pattern, perms))
     return snap
+
+
+def advance_snapshot(session: Session, snap: Snapshot | None, version: int,
+                     catalog: PermissionCatalog = CATALOG) -> Snapshot:
+    """The policy at ``version``: ``snap`` with the logged role and deny binding changes
+    since it applied (a few indexed reads, and copies of the two top-level indexes), or, when
+    the log cannot bring it there (another kind of change, a pruned or restored log, a new
+    permission catalog), a full build."""
+    if snap is not None and snap.catalog_revision == catalog.revision:
+        changes = policy_changes_since(session, snap.seq, snap.version)
+        if (changes and changes[-1].version == version
+                and all(c.kind in ("binding", "deny") for c in changes)):
+            return _apply_binding_changes(session, snap, changes, catalog)
+    return build_snapshot(session, version, catalog)
+
+
+def _apply_binding_changes(session: Session, snap: Snapshot, changes: list[Any],
+                           catalog: PermissionCatalog) -> Snapshot:
+    # Re-read the bindings of each changed (principal, scope) as they are now: applying a
+    # change twice, or after a later one, gives the same result.
+    grant_keys = {(c.principal_id, c.scope_id) for c in changes if c.kind == "binding"}
+    deny_keys = {(c.principal_id, c.scope_id) for c in changes if c.kind == "deny"}
+    grants, denies = snap.grants, snap.denies
+    resource_project = snap.resource_project
+    if grant_keys:
+        fresh: dict[tuple[str, str], list[_Grant]] = defaultdict(list)
+        for bid, pid, rid, scope, parent in session.execute(select(
+                RoleBindingModel.id, RoleBindingModel.principal_id, RoleBindingModel.role_id,
+                RoleBindingModel.scope_id, RoleBindingModel.parent_scope_id).where(
+                RoleBindingModel.principal_id.in_({p for p, _ in grant_keys}),
+                RoleBindingModel.scope_id.in_({s for _, s in grant_keys}))):
+            perms = snap.roles.get(rid)
+            if (pid, scope) not in grant_keys or perms is None:
+                continue
+            if parent and resource_project.get(scope) != parent:
+                if resource_project is snap.resource_project:
+                    resource_project = dict(resource_project)
+                resource_project[scope] = parent
+            fresh[(pid, scope)].append(_Grant(bid, rid, perms))
+        grants = _replace_entries(grants, grant_keys, fresh)
+    if deny_keys:
+        fresh_denies: dict[tuple[str, str], list[_Deny]] = defaultdict(list)
+        for did, pid, pattern, scope in session.execute(select(
+                DenyBindingModel.id, DenyBindingModel.principal_id, DenyBindingModel.permission,
+                DenyBindingModel.scope_id).where(
+                DenyBindingModel.principal_id.in_({p for p, _ in deny_keys}),
+                DenyBindingModel.scope_id.in_({s for _, s in deny_keys}))):
+            if (pid, scope) in deny_keys:
+                fresh_denies[(pid, scope)].append(_Deny(did, pattern, catalog.expand(pattern)))
+        denies = _replace_entries(denies, deny_keys, fresh_denies)
+    last = changes[-1]
+    # Everything else (tree, groups, roles) is shared with the previous snapshot: snapshots
+    # are never modified once published, only replaced.
+    return replace(snap, version=last.version, seq=last.seq, grants=grants, denies=denies,
+                   resource_project=resource_project)
+
+
+def _replace_entries(index: dict[str, dict[str, list[Any]]], keys: set[tuple[str, str]],
+                     fresh: dict[tuple[str, str], list[Any]]) -> dict[str, dict[str, list[Any]]]:
+    out = dict(index)
+    for pid, scope in keys:
+        by_scope = dict(out.get(pid, {}))
+        entries = fresh.get((pid, scope))
+        if entries:
+            by_scope[scope] = entries
+        else:
+            by_scope.pop(scope, None)
+        if by_scope:
+            out[pid] = by_scope
+        else:
+            out.pop(pid, None)
+    return out
 
 
 class _Shared:
@@ -429,9 +506,10 @@ class PolicyStore:
     def snapshot(self, session: Session) -> Snapshot:
         # A transaction that changed the policy decides on its own changes (it revokes and
         # is refused at once); that snapshot is never shared, since it could still roll back.
-        if has_uncommitted_policy_changes(session):
-            return build_snapshot(session)
         shared = self._of(session.get_bind().engine)
+        if has_uncommitted_policy_changes(session):
+            return advance_snapshot(session, shared.current[0],
+                                    current_policy_version(session))
         snap, verified_at = shared.current
         if (snap is not None and time.monotonic() - verified_at <= self.max_staleness
                 and snap.catalog_revision == CATALOG.revision):
@@ -445,7 +523,7 @@ class PolicyStore:
             snap, verified_at = shared.current
             if _usable(snap, version) or (snap is not None and verified_at >= read_at):
                 return snap  # type: ignore[return-value]  # built while this one waited
-            snap = build_snapshot(session, version)
+            snap = advance_snapshot(session, snap, version)
             shared.builds += 1
             # Shared but unproven: this transaction's view may predate its own start on
             # SQLite, so only a watcher read (or the next request's version check) vouches.
@@ -470,7 +548,7 @@ class PolicyStore:
                     if verified_at >= started:
                         return snap  # another refresh, begun later, already built it
                     if not _usable(snap, version):
-                        snap = build_snapshot(session, version)
+                        snap = advance_snapshot(session, snap, version)
                         shared.builds += 1
                     shared.current = (snap, started)
                     return snap

@@ -6,12 +6,12 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from sqlalchemy import create_engine, event, select, update
+from sqlalchemy import create_engine, delete, event, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.pool import NullPool
 
-from aicloud.platform.iam.models import PolicyVersionModel
+from aicloud.platform.iam.models import PolicyChangeModel, PolicyVersionModel
 
 DIRTY = "aicloud.iam.policy_dirty"
 
@@ -23,17 +23,52 @@ MAX_STALENESS_SECONDS = 1.0
 POLL_INTERVAL_SECONDS = 0.1
 
 
-def bump_policy_version(session: Session) -> None:
+# Change rows kept: a snapshot further behind than half of this rebuilds in full.
+CHANGES_KEPT = 10_000
+
+
+def bump_policy_version(session: Session, *, kind: str = "full",
+                        principal_id: str | None = None, scope_id: str | None = None) -> None:
+    """Give the policy a new version and log what changed: ``binding``/``deny`` with the
+    principal and scope whose role/deny bindings changed (a snapshot re-reads just those),
+    or ``full`` for anything else (hierarchy, roles, groups, principals: it rebuilds)."""
     # A random value rather than a counter: a version can then never come back (a restored
     # backup, a truncated table) and be mistaken for a snapshot cached before. The UPDATE also
-    # row-locks on PostgreSQL, so policy writers serialize.
+    # row-locks on PostgreSQL, so policy writers serialize, and the change rows inserted after
+    # it get their sequence numbers in commit order.
     new = secrets.randbits(62)
     done = session.execute(update(PolicyVersionModel).where(PolicyVersionModel.id == 1)
                            .values(version=new))
     if not done.rowcount:  # type: ignore[attr-defined]
         session.add(PolicyVersionModel(id=1, version=new))
         session.flush()
+    row = PolicyChangeModel(version=new, kind=kind, principal_id=principal_id, scope_id=scope_id)
+    session.add(row)
+    session.flush()
+    if row.seq % 1000 == 0:  # now and then, forget what no snapshot can still need
+        session.execute(delete(PolicyChangeModel)
+                        .where(PolicyChangeModel.seq <= row.seq - CHANGES_KEPT))
     session.info[DIRTY] = True
+
+
+def policy_changes_since(session: Session, seq: int, version: int) -> list[Any] | None:
+    """The changes logged after the one numbered ``seq`` (which produced ``version``), in
+    order; None when the log cannot say (that change is gone: pruned, or the database was
+    restored or emptied), and the caller must rebuild in full."""
+    base = session.scalar(select(PolicyChangeModel.version)
+                          .where(PolicyChangeModel.seq == seq)) if seq else None
+    if base is None or base != version:
+        return None
+    rows = list(session.execute(
+        select(PolicyChangeModel.seq, PolicyChangeModel.version, PolicyChangeModel.kind,
+               PolicyChangeModel.principal_id, PolicyChangeModel.scope_id)
+        .where(PolicyChangeModel.seq > seq).order_by(PolicyChangeModel.seq)
+        .limit(CHANGES_KEPT // 2)).all())
+    return None if len(rows) >= CHANGES_KEPT // 2 else rows
+
+
+def newest_policy_change(session: Session) -> int:
+    return session.scalar(select(func.max(PolicyChangeModel.seq))) or 0
 
 
 def current_policy_version(session: Session) -> int:
