@@ -138,6 +138,7 @@ def build_world(*, departments: int = 20, projects: int = 10_000, users: int = 5
                                              for u, g in member_of.items()])
         s.execute(insert(RoleBindingModel), rows)
         s.execute(insert(DenyBindingModel), deny_rows)
+        bump_policy_version(s)  # the change log's first entry: what snapshots advance from
     t0 = time.perf_counter()
     with db.transaction() as s:
         snapshot = iam.build_snapshot(s)
@@ -371,7 +372,7 @@ def _toggle(db: Database, org: str, user: str, prj: str, grant: bool,
                 "scope_id": prj, "role_id": "project-viewer"}])
         else:
             s.execute(delete(RoleBindingModel).where(RoleBindingModel.id == f"rb_probe_{user}"))
-        bump_policy_version(s)
+        bump_policy_version(s, kind="binding", principal_id=user, scope_id=prj)
     commit_at[0] = time.monotonic()
     committed.set()
 

@@ -8,11 +8,13 @@ platform) for the principal and its groups: a handful of dict and set lookups.
 
 Snapshots are shared per database engine and kept current off the request path: a watcher
 in each API process reads the policy version row (every hierarchy, binding, role and group
-change bumps it in its own transaction) every POLL_INTERVAL_SECONDS and rebuilds once when it
-moved, while requests go on deciding on the previous snapshot. A request pays no query while
-the shared snapshot was proven current within MAX_STALENESS_SECONDS, and checks the version
-row itself when it was not (no watcher, or a dead one): another process's committed change is
-enforced here within that bound, a change committed here before the next request.
+change bumps it in its own transaction) every POLL_INTERVAL_SECONDS and, when it moved,
+brings the snapshot up to date once (a binding change is applied alone, from the change log;
+anything else rebuilds), while requests go on deciding on the previous snapshot. A request
+pays no query while the shared snapshot was proven current within MAX_STALENESS_SECONDS, and
+checks the version row itself when it was not (no watcher, or a dead one): another
+process's committed change is enforced here within that bound, a change committed here
+before the next request.
 """
 
 from __future__ import annotations
