@@ -7,6 +7,14 @@ database through ``build_snapshot``. Cedar gets the equivalent model: scopes as 
 hierarchy, roles as action groups, one permit per binding and one forbid per deny binding,
 with the policy set and entities parsed once up front. Every sampled decision is compared:
 the run fails if the two engines ever disagree.
+
+Besides ``Snapshot.authorize`` on a cached object, it measures what a request pays: a
+``Caller`` built in an open request transaction deciding through ``policy_snapshot`` (the
+freshness check included), with the policy watcher running as in an API process, against
+the per-request version query every request paid before (the path a process without a
+live watcher still falls back to). And while a binding change made by another "process"
+(a second engine) is being applied at 50k bindings: the per-request authorize p99 and the
+time from the change's commit until this process decides by it.
 """
 
 from __future__ import annotations
@@ -15,15 +23,18 @@ import json
 import random
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import insert
+from sqlalchemy import delete, insert
 
 import aicloud.runtime  # noqa: F401  (declares the platform's permissions)
-from aicloud.platform import iam
+from aicloud.api.authz import Caller
+from aicloud.platform import audit, iam
+from aicloud.platform.iam.authorize import POLICY
 from aicloud.platform.iam.models import (
     DenyBindingModel,
     DepartmentModel,
@@ -34,7 +45,9 @@ from aicloud.platform.iam.models import (
     RoleBindingModel,
     UserModel,
 )
+from aicloud.platform.iam.policy_version import bump_policy_version
 from aicloud.shared.clock import utcnow
+from aicloud.shared.controllers import ControllerRunner
 from aicloud.shared.db import Database, migrate
 from aicloud.shared.ids import new_id
 from bench.harness import Measurement, percentiles
@@ -57,6 +70,13 @@ class World:
     # Each policy line under the principal it names, for the "sliced" Cedar baseline.
     cedar_by_principal: dict[str, list[str]]
     groups_of: dict[str, str]
+    db: Database  # the world's database, open until cleanup()
+    tmp: str
+    org: str
+
+    def cleanup(self) -> None:
+        self.db.dispose()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def build_world(*, departments: int = 20, projects: int = 10_000, users: int = 5_000,
@@ -118,18 +138,17 @@ def build_world(*, departments: int = 20, projects: int = 10_000, users: int = 5
                                              for u, g in member_of.items()])
         s.execute(insert(RoleBindingModel), rows)
         s.execute(insert(DenyBindingModel), deny_rows)
+        bump_policy_version(s)  # the change log's first entry: what snapshots advance from
     t0 = time.perf_counter()
     with db.transaction() as s:
         snapshot = iam.build_snapshot(s)
     build = time.perf_counter() - t0
-    db.dispose()
-    shutil.rmtree(tmp, ignore_errors=True)
 
     policies, entities, by_principal = _cedar_model(org, deps, prjs, prj_dep, user_ids,
                                                     member_of, group_ids, resources, rows,
                                                     deny_rows)
     return World(snapshot, user_ids, prjs, resources, build, policies, entities, by_principal,
-                 member_of)
+                 member_of, db, tmp, org)
 
 
 def _uid(kind: str, value: str) -> dict:
@@ -255,11 +274,120 @@ def _check_agreement(snap: iam.Snapshot, cases: list, answers: dict[int, bool], 
                              f"{len(answers)} checks, e.g. {cases[disagree[0]]}")
 
 
+ACTOR = audit.Actor.system("bench")
+
+
+def _cases(world: World, n: int, seed: int) -> list[tuple[iam.Principal, str, iam.Target]]:
+    rng = random.Random(seed)
+    return [(iam.Principal(id=rng.choice(world.users), kind="user"), rng.choice(PERMISSIONS),
+             rng.choice(world.resources) if rng.random() < 0.3 else rng.choice(world.projects))
+            for _ in range(n)]
+
+
+def per_request(world: World, *, checks: int) -> tuple[list[float], list[float]]:
+    """Per-decision latencies (µs) of a request's ``Caller.authorize`` in an open transaction:
+    with the watcher vouching for the snapshot (ours), and with no proof, i.e. one version
+    query per request (what every request paid before; a dead watcher's fallback)."""
+    cases = _cases(world, checks, 13)
+    engine = world.db.engine
+    watcher = ControllerRunner([iam.policy_watcher(engine)])
+    watcher.start()
+    try:
+        POLICY.refresh(engine)
+        with world.db.transaction() as s:
+            ours = _time_each(lambda i: Caller(cases[i][0], s, ACTOR).authorize(
+                cases[i][1], cases[i][2]), checks)
+    finally:
+        watcher.stop()
+    POLICY.forget(engine)
+    with world.db.transaction() as s:
+        before = _time_each(lambda i: Caller(cases[i][0], s, ACTOR).authorize(
+            cases[i][1], cases[i][2]), checks)
+    return ours, before
+
+
+def during_change(world: World, *, min_samples: int = 10_000,
+                  min_changes: int = 3) -> tuple[list[float], list[float]]:
+    """Another process (a second engine, no snapshot of its own) adds or removes one
+    binding; this one, watcher running, decides requests meanwhile. Returns per-request
+    latencies (µs) taken between each commit and the moment this process decides by the
+    change, and those visibility delays (ms)."""
+    probe_user, probe_prj = _unbound_pair(world)
+    probe = iam.Principal(id=probe_user, kind="user")
+    cases = _cases(world, 50_000, 17)
+    engine = world.db.engine
+    other = Database(world.db.url)
+    watcher = ControllerRunner([iam.policy_watcher(engine)])
+    watcher.start()
+    samples: list[float] = []
+    delays: list[float] = []
+    committed = threading.Event()
+    commit_at = [0.0]
+    try:
+        POLICY.refresh(engine)
+        granted = False
+        i = 0
+        while len(samples) < min_samples or len(delays) < min_changes:
+            granted = not granted
+            committed.clear()
+            writer = threading.Thread(target=_toggle, args=(other, world.org, probe_user,
+                                                            probe_prj, granted, committed,
+                                                            commit_at))
+            writer.start()
+            committed.wait()
+            while True:
+                with world.db.session() as s:  # a request's session; no transaction begun
+                    user, perm, target = cases[i % len(cases)]
+                    i += 1
+                    t0 = time.perf_counter_ns()
+                    Caller(user, s, ACTOR).authorize(perm, target)
+                    samples.append((time.perf_counter_ns() - t0) / 1000)
+                    if i % 16 == 0 and Caller(probe, s, ACTOR).can(
+                            "iam.projects.read", probe_prj) == granted:
+                        delays.append((time.monotonic() - commit_at[0]) * 1000)
+                        break
+            writer.join()
+    finally:
+        watcher.stop()
+        other.dispose()
+    return samples, delays
+
+
+def _unbound_pair(world: World) -> tuple[str, str]:
+    snap = world.snapshot
+    rng = random.Random(5)
+    while True:
+        user, prj = rng.choice(world.users), rng.choice(world.projects)
+        if not snap.has_any_grant(iam.Principal(id=user, kind="user"), prj):
+            return user, prj
+
+
+def _toggle(db: Database, org: str, user: str, prj: str, grant: bool,
+            committed: threading.Event, commit_at: list[float]) -> None:
+    with db.transaction() as s:
+        if grant:
+            s.execute(insert(RoleBindingModel), [{
+                "id": f"rb_probe_{user}", "principal_id": user, "created_at": utcnow(),
+                "org_id": org, "resource_type": None, "parent_scope_id": None,
+                "scope_id": prj, "role_id": "project-viewer"}])
+        else:
+            s.execute(delete(RoleBindingModel).where(RoleBindingModel.id == f"rb_probe_{user}"))
+        bump_policy_version(s, kind="binding", principal_id=user, scope_id=prj)
+    commit_at[0] = time.monotonic()
+    committed.set()
+
+
 def run() -> list[Measurement]:
     world = build_world()
-    ours, sliced, whole = compare(world, checks=50_000, sliced_checks=10_000,
-                                  cedar_checks=100)
+    try:
+        ours, sliced, whole = compare(world, checks=50_000, sliced_checks=10_000,
+                                      cedar_checks=100)
+        request, before = per_request(world, checks=20_000)
+        changing, delays = during_change(world)
+    finally:
+        world.cleanup()
     o, c, w = percentiles(ours), percentiles(sliced), percentiles(whole)
+    r, b, ch = percentiles(request), percentiles(before), percentiles(changing)
     return [
         Measurement("authorize() p50 (10k projects, 50k bindings)", o["p50"], "µs",
                     "cedarpy p50, policies of the principal and its group", c["p50"],
@@ -270,6 +398,21 @@ def run() -> list[Measurement]:
         Measurement("authorize() p50 vs Cedar over the whole policy set (100 checks)",
                     o["p50"], "µs", "cedarpy p50, whole policy set", w["p50"],
                     higher_is_better=False),
+        Measurement("per request: Caller.authorize p50 (freshness check + decision)",
+                    r["p50"], "µs", "cedarpy p50, policies of the principal and its group",
+                    c["p50"], higher_is_better=False),
+        Measurement("per request: Caller.authorize p99 (freshness check + decision)",
+                    r["p99"], "µs", "cedarpy p99, policies of the principal and its group",
+                    c["p99"], higher_is_better=False, target="<50 µs"),
+        Measurement("per request: Caller.authorize p99, watcher vouching",
+                    r["p99"], "µs", "version query per request (before; dead watcher)",
+                    b["p99"], higher_is_better=False),
+        Measurement(f"per request: authorize p99 while a binding change is applied "
+                    f"({len(changing)} samples, {len(delays)} changes)", ch["p99"], "µs",
+                    "cedarpy p99, policies of the principal and its group", c["p99"],
+                    higher_is_better=False, target="<50 µs"),
+        Measurement("binding change committed elsewhere -> decided by here (max)",
+                    max(delays), "ms", higher_is_better=False, target="<=1000 ms"),
         Measurement("policy snapshot build from the database", world.build_seconds * 1000,
                     "ms", higher_is_better=False),
     ]

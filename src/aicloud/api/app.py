@@ -43,16 +43,19 @@ def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
     """Build the API. With ``run_controllers`` the background controllers run in-process
     (``aicloud serve``); otherwise they run in ``aicloud worker``."""
     runner = ControllerRunner(ctx.controllers() if run_controllers else [])
+    watchers = ControllerRunner(ctx.serving_controllers())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         check_route_declarations(app)  # routes added after create_app are checked too
         ctx.prepare_products()
+        watchers.start()
         runner.start()
         try:
             yield
         finally:
             runner.stop()
+            watchers.stop()
 
     settings = ctx.settings
     app = FastAPI(
@@ -69,6 +72,7 @@ def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
     )
     app.state.context = ctx
     app.state.controller_runner = runner
+    app.state.serving_runner = watchers
     app.state.metrics_registry = CollectorRegistry()
     app.add_middleware(StrictJsonBodyMiddleware)  # inside: its 422 carries the request id
     if ctx.db.dialect == "sqlite":

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from aicloud.platform import audit, billing
+from aicloud.platform import audit, billing, iam
 from aicloud.products import gpuaas
 from aicloud.runtime import gpuaas as gpuaas_runtime
 from aicloud.shared import idempotency
@@ -66,6 +66,11 @@ class AppContext:
             *gpuaas_runtime.controllers(self.settings, self.db, self.clock,
                                         agent=self.embedded_agent),
         ]
+
+    def serving_controllers(self) -> list[Controller]:
+        """What every API process runs beside its requests, controllers or not: the IAM
+        policy watcher that keeps the shared snapshot current off the request path."""
+        return [iam.policy_watcher(self.db.engine)]
 
     def prepare_products(self) -> None:
         """Data the products need before serving: meters, default instance types, demo

@@ -24,6 +24,7 @@ from aicloud.platform.iam.authorize import (
     authorize,
     build_snapshot,
     policy_snapshot,
+    policy_watcher,
 )
 from aicloud.platform.iam.bindings import (
     binding_model_to_binding,
@@ -210,6 +211,7 @@ __all__ = [
     "move_project",
     "platform_admins",
     "policy_snapshot",
+    "policy_watcher",
     "principal_kind",
     "register_deletion_guard",
     "register_resource_type",

@@ -6,20 +6,28 @@ to sets of concrete permissions (wildcards expanded against the catalog), and ea
 groups. A check walks at most five scopes (resource, project, department, organization,
 platform) for the principal and its groups: a handful of dict and set lookups.
 
-Snapshots are shared per database engine and rebuilt only when the policy version row moved
-(every hierarchy, binding, role and group change bumps it in its own transaction), so every
-process sees a committed change on its next request: moving a project changes access at once.
+Snapshots are shared per database engine and kept current off the request path: a watcher
+in each API process reads the policy version row (every hierarchy, binding, role and group
+change bumps it in its own transaction) every POLL_INTERVAL_SECONDS and, when it moved,
+brings the snapshot up to date once (a binding change is applied alone, from the change log;
+anything else rebuilds), while requests go on deciding on the previous snapshot. A request
+pays no query while the shared snapshot was proven current within MAX_STALENESS_SECONDS, and
+checks the version row itself when it was not (no watcher, or a dead one): another
+process's committed change is enforced here within that bound, a change committed here
+before the next request.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 import weakref
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from aicloud.platform.iam.models import (
@@ -35,10 +43,18 @@ from aicloud.platform.iam.models import (
 )
 from aicloud.platform.iam.permissions import CATALOG, PermissionCatalog
 from aicloud.platform.iam.policy_version import (
+    MAX_STALENESS_SECONDS,
+    POLL_INTERVAL_SECONDS,
     current_policy_version,
     has_uncommitted_policy_changes,
+    newest_policy_change,
+    policy_changes_since,
+    reader_engine,
 )
 from aicloud.platform.iam.roles import BUILTIN_ROLES
+from aicloud.shared.controllers import Controller
+
+log = logging.getLogger(__name__)
 
 PLATFORM = "platform"
 # The catalog's own name table: a dict lookup in the hot path instead of a method call.
@@ -138,6 +154,8 @@ class _Deny:
 class Snapshot:
     version: int
     catalog_revision: int
+    seq: int = 0  # the newest policy change row it includes (0: none known)
+    roles: dict[str, frozenset[str]] = field(default_factory=dict)  # compiled, by role id
     kind: dict[str, str] = field(default_factory=dict)  # scope id -> org|department|project
     parent: dict[str, str] = field(default_factory=dict)
     paths: dict[str, tuple[str, ...]] = field(default_factory=dict)  # scope -> .. -> platform
@@ -319,7 +337,8 @@ def _compile_roles(session: Session, catalog: PermissionCatalog) -> dict[str, fr
 def build_snapshot(session: Session, version: int | None = None,
                    catalog: PermissionCatalog = CATALOG) -> Snapshot:
     version = current_policy_version(session) if version is None else version
-    snap = Snapshot(version=version, catalog_revision=catalog.revision)
+    snap = Snapshot(version=version, catalog_revision=catalog.revision,
+                    seq=newest_policy_change(session))
     snap.paths[PLATFORM] = (PLATFORM,)
     snap.kind[PLATFORM] = "platform"
     orgs = [r[0] for r in session.execute(select(OrganizationModel.id))]
@@ -349,7 +368,7 @@ def build_snapshot(session: Session, version: int | None = None,
         select(ServiceAccountModel.id, ServiceAccountModel.org_id)
         .where(ServiceAccountModel.org_id.is_not(None))).all())
 
-    roles = _compile_roles(session, catalog)
+    roles = snap.roles = _compile_roles(session, catalog)
     for bid, pid, rid, scope, parent in session.execute(select(
             RoleBindingModel.id, RoleBindingModel.principal_id, RoleBindingModel.role_id,
             RoleBindingModel.scope_id, RoleBindingModel.parent_scope_id)):
@@ -370,31 +389,218 @@ def build_snapshot(session: Session, version: int | None = None,
     return snap
 
 
-class PolicyStore:
-    """The latest committed snapshot per database engine, shared by all requests."""
+def advance_snapshot(session: Session, snap: Snapshot | None, version: int,
+                     catalog: PermissionCatalog = CATALOG) -> Snapshot:
+    """The policy at ``version``: ``snap`` with the logged role and deny binding changes
+    since it applied (a few indexed reads, and copies of the two top-level indexes), or, when
+    the log cannot bring it there (another kind of change, a pruned or restored log, a new
+    permission catalog), a full build."""
+    if snap is not None and snap.catalog_revision == catalog.revision:
+        changes = policy_changes_since(session, snap.seq, snap.version)
+        if (changes and changes[-1].version == version
+                and all(c.kind in ("binding", "deny") for c in changes)):
+            return _apply_binding_changes(session, snap, changes, catalog)
+    return build_snapshot(session, version, catalog)
+
+
+def _apply_binding_changes(session: Session, snap: Snapshot, changes: list[Any],
+                           catalog: PermissionCatalog) -> Snapshot:
+    # Re-read the bindings of each changed (principal, scope) as they are now: applying a
+    # change twice, or after a later one, gives the same result.
+    grant_keys = {(c.principal_id, c.scope_id) for c in changes if c.kind == "binding"}
+    deny_keys = {(c.principal_id, c.scope_id) for c in changes if c.kind == "deny"}
+    grants, denies = snap.grants, snap.denies
+    resource_project = snap.resource_project
+    if grant_keys:
+        fresh: dict[tuple[str, str], list[_Grant]] = defaultdict(list)
+        for bid, pid, rid, scope, parent in session.execute(select(
+                RoleBindingModel.id, RoleBindingModel.principal_id, RoleBindingModel.role_id,
+                RoleBindingModel.scope_id, RoleBindingModel.parent_scope_id).where(
+                RoleBindingModel.principal_id.in_({p for p, _ in grant_keys}),
+                RoleBindingModel.scope_id.in_({s for _, s in grant_keys}))):
+            perms = snap.roles.get(rid)
+            if (pid, scope) not in grant_keys or perms is None:
+                continue
+            if parent and resource_project.get(scope) != parent:
+                if resource_project is snap.resource_project:
+                    resource_project = dict(resource_project)
+                resource_project[scope] = parent
+            fresh[(pid, scope)].append(_Grant(bid, rid, perms))
+        grants = _replace_entries(grants, grant_keys, fresh)
+    if deny_keys:
+        fresh_denies: dict[tuple[str, str], list[_Deny]] = defaultdict(list)
+        for did, pid, pattern, scope in session.execute(select(
+                DenyBindingModel.id, DenyBindingModel.principal_id, DenyBindingModel.permission,
+                DenyBindingModel.scope_id).where(
+                DenyBindingModel.principal_id.in_({p for p, _ in deny_keys}),
+                DenyBindingModel.scope_id.in_({s for _, s in deny_keys}))):
+            if (pid, scope) in deny_keys:
+                fresh_denies[(pid, scope)].append(_Deny(did, pattern, catalog.expand(pattern)))
+        denies = _replace_entries(denies, deny_keys, fresh_denies)
+    last = changes[-1]
+    # Everything else (tree, groups, roles) is shared with the previous snapshot: snapshots
+    # are never modified once published, only replaced.
+    return replace(snap, version=last.version, seq=last.seq, grants=grants, denies=denies,
+                   resource_project=resource_project)
+
+
+def _replace_entries(index: dict[str, dict[str, list[Any]]], keys: set[tuple[str, str]],
+                     fresh: dict[tuple[str, str], list[Any]]) -> dict[str, dict[str, list[Any]]]:
+    out = dict(index)
+    for pid, scope in keys:
+        by_scope = dict(out.get(pid, {}))
+        entries = fresh.get((pid, scope))
+        if entries:
+            by_scope[scope] = entries
+        else:
+            by_scope.pop(scope, None)
+        if by_scope:
+            out[pid] = by_scope
+        else:
+            out.pop(pid, None)
+    return out
+
+
+class _Shared:
+    """One engine's shared snapshot. ``current`` is replaced as a whole, so the lock-free
+    read on the request path never pairs one snapshot with another's verification time."""
+
+    __slots__ = ("__weakref__", "build_lock", "builds", "current", "reader")
 
     def __init__(self) -> None:
-        self._cache: weakref.WeakKeyDictionary[Any, Snapshot] = weakref.WeakKeyDictionary()
+        # (snapshot, monotonic time before the read that proved it current; -inf: unproven)
+        self.current: tuple[Snapshot | None, float] = (None, float("-inf"))
+        self.build_lock = threading.Lock()  # single flight: one build per engine at a time
+        self.builds = 0
+        self.reader: Any = None
+
+
+def _usable(snap: Snapshot | None, version: int) -> bool:
+    return (snap is not None and snap.version == version
+            and snap.catalog_revision == CATALOG.revision)
+
+
+class PolicyStore:
+    """The latest committed snapshot per database engine, shared by all requests.
+
+    A request uses the shared snapshot without a query while it was proven current less than
+    ``max_staleness`` seconds ago. What proves it: the policy watcher (``refresh`` every
+    ``POLL_INTERVAL_SECONDS`` in each API process), and ``refresh`` after every commit of a
+    policy change in this process (the writer pays for the rebuild before its response goes
+    out, so its next request, and everyone else's in this process, sees the change). When no
+    proof is recent enough (no watcher, or it died or cannot reach the database), each
+    request falls back to reading the version row itself, as before. A change committed by
+    another process is thus refused here within ``max_staleness`` at the latest.
+    """
+
+    def __init__(self, max_staleness: float = MAX_STALENESS_SECONDS) -> None:
+        self._shared: weakref.WeakKeyDictionary[Any, _Shared] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
+        self.max_staleness = max_staleness
+
+    def _of(self, engine: Any) -> _Shared:
+        shared = self._shared.get(engine)
+        if shared is None:
+            with self._lock:
+                shared = self._shared.setdefault(engine, _Shared())
+        return shared
 
     def snapshot(self, session: Session) -> Snapshot:
-        version = current_policy_version(session)
-        engine = session.get_bind().engine
-        dirty = has_uncommitted_policy_changes(session)
-        snap = self._cache.get(engine)
-        if (snap is not None and not dirty and snap.version == version
+        # A transaction that changed the policy decides on its own changes (it revokes and
+        # is refused at once); that snapshot is never shared, since it could still roll back.
+        shared = self._of(session.get_bind().engine)
+        if has_uncommitted_policy_changes(session):
+            return advance_snapshot(session, shared.current[0],
+                                    current_policy_version(session))
+        snap, verified_at = shared.current
+        if (snap is not None and time.monotonic() - verified_at <= self.max_staleness
                 and snap.catalog_revision == CATALOG.revision):
             return snap
-        snap = build_snapshot(session, version)
-        # A snapshot that includes this transaction's own uncommitted changes must not be
-        # shared: the transaction could still roll back.
-        if not dirty:
-            with self._lock:
-                self._cache[engine] = snap
-        return snap
+        # No recent proof: check the version row in this request, as every request once did.
+        version = current_policy_version(session)
+        read_at = time.monotonic()
+        if _usable(snap, version):
+            return snap  # type: ignore[return-value]
+        with shared.build_lock:
+            snap, verified_at = shared.current
+            if _usable(snap, version) or (snap is not None and verified_at >= read_at):
+                return snap  # type: ignore[return-value]  # built while this one waited
+            snap = advance_snapshot(session, snap, version)
+            shared.builds += 1
+            # Shared but unproven: this transaction's view may predate its own start on
+            # SQLite, so only a watcher read (or the next request's version check) vouches.
+            shared.current = (snap, float("-inf"))
+            return snap
+
+    def refresh(self, engine: Any) -> Snapshot | None:
+        """Prove the shared snapshot current or rebuild it (once, whoever else asks), in a
+        transaction of its own; what the watcher runs and what follows a policy commit."""
+        shared = self._of(engine)
+        if shared.reader is None:
+            shared.reader = reader_engine(engine)
+        if shared.reader is False:
+            return None  # an in-memory SQLite database has no second connection to read on
+        started = time.monotonic()
+        with Session(shared.reader) as session, session.begin():
+            version = current_policy_version(session)
+            snap = shared.current[0]
+            if not _usable(snap, version):
+                with shared.build_lock:
+                    snap, verified_at = shared.current
+                    if verified_at >= started:
+                        return snap  # another refresh, begun later, already built it
+                    if not _usable(snap, version):
+                        snap = advance_snapshot(session, snap, version)
+                        shared.builds += 1
+                    shared.current = (snap, started)
+                    return snap
+            with shared.build_lock:
+                if shared.current[0] is snap and shared.current[1] < started:
+                    shared.current = (snap, started)
+            return snap
+
+    def forget(self, engine: Any) -> None:
+        """Withdraw the proof: requests check the version row until the next refresh."""
+        shared = self._shared.get(engine)
+        if shared is not None:
+            shared.current = (shared.current[0], float("-inf"))
+
+    def builds(self, engine: Any) -> int:
+        """How many times this process built the shared snapshot of ``engine``."""
+        shared = self._shared.get(engine)
+        return shared.builds if shared else 0
+
+    def is_shared(self, engine: Any) -> bool:
+        shared = self._shared.get(engine)
+        return shared is not None and shared.current[0] is not None
 
 
 POLICY = PolicyStore()
+
+
+@event.listens_for(Session, "after_commit")
+def _refresh_after_policy_commit(session: Session) -> None:
+    # The committing thread rebuilds before its response goes out: a client that revoked
+    # and then calls this process again is refused, while other requests keep deciding on
+    # the previous snapshot (still within the bound) instead of all waiting for the build.
+    if not has_uncommitted_policy_changes(session):
+        return
+    engine = session.get_bind().engine
+    if not POLICY.is_shared(engine):
+        return  # nobody decides on this engine in this process: nothing to keep current
+    try:
+        POLICY.refresh(engine)
+    except Exception:  # the change is committed; requests check the version row instead
+        POLICY.forget(engine)
+        log.exception("rebuilding the policy snapshot after a policy change failed")
+
+
+def policy_watcher(engine: Any) -> Controller:
+    """The watcher every API process runs: proves its snapshot current (one primary-key
+    read) every POLL_INTERVAL_SECONDS and rebuilds it, once, when the version moved. If it
+    stops or fails, requests fall back to their own version check after the bound."""
+    return Controller(name="iam-policy-watch", interval_seconds=POLL_INTERVAL_SECONDS,
+                      run_once=lambda: POLICY.refresh(engine))
 
 
 def policy_snapshot(session: Session) -> Snapshot:

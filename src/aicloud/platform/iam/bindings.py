@@ -105,7 +105,8 @@ def create_binding(session: Session, scope_id: str, body: RoleBindingCreate, *,
                          org_id=org_id, created_at=utcnow())
     session.add(m)
     session.flush()
-    bump_policy_version(session)
+    bump_policy_version(session, kind="binding", principal_id=m.principal_id,
+                        scope_id=m.scope_id)
     audit.record(session, actor=actor, action="iam.binding.create", target_type="role_binding",
                  target_id=m.id, scope_path=path,
                  changes=audit.diff(None, {"principal_id": m.principal_id,
@@ -132,7 +133,8 @@ def delete_binding(session: Session, binding_id: str, *, actor: audit.Actor) -> 
         require_another_platform_admin(session, m.principal_id)
     path = scope_path(session, binding_scope(m))
     session.delete(m)
-    bump_policy_version(session)
+    bump_policy_version(session, kind="binding", principal_id=m.principal_id,
+                        scope_id=m.scope_id)
     audit.record(session, actor=actor, action="iam.binding.delete", target_type="role_binding",
                  target_id=binding_id, scope_path=path,
                  changes=audit.diff({"principal_id": m.principal_id, "role_id": m.role_id,
@@ -182,7 +184,8 @@ def create_deny_binding(session: Session, scope_id: str, body: DenyBindingCreate
                          parent_scope_id=parent, org_id=org_id, created_at=utcnow())
     session.add(m)
     session.flush()
-    bump_policy_version(session)
+    bump_policy_version(session, kind="deny", principal_id=m.principal_id,
+                        scope_id=m.scope_id)
     audit.record(session, actor=actor, action="iam.deny_binding.create",
                  target_type="deny_binding", target_id=m.id, scope_path=path,
                  changes=audit.diff(None, {"principal_id": m.principal_id,
@@ -207,7 +210,8 @@ def delete_deny_binding(session: Session, deny_id: str, *, actor: audit.Actor,
                   "lifting this deny binding")
     path = scope_path(session, binding_scope(m))
     session.delete(m)
-    bump_policy_version(session)
+    bump_policy_version(session, kind="deny", principal_id=m.principal_id,
+                        scope_id=m.scope_id)
     audit.record(session, actor=actor, action="iam.deny_binding.delete",
                  target_type="deny_binding", target_id=deny_id, scope_path=path,
                  changes=audit.diff({"principal_id": m.principal_id,

@@ -51,6 +51,21 @@ class PolicyVersionModel(Base):
     version: Mapped[int] = mapped_column(BigInteger)
 
 
+class PolicyChangeModel(Base):
+    """What each policy version bump changed, in commit order (writers serialize on the
+    version row's lock): a role or deny binding of one principal at one scope, which a
+    snapshot applies alone, or ``full`` (anything else: it rebuilds). Kept short."""
+
+    __tablename__ = "iam_policy_changes"
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"),
+                                     primary_key=True, autoincrement=True)
+    version: Mapped[int] = mapped_column(BigInteger)  # the policy version it produced
+    kind: Mapped[str] = mapped_column(String(16))  # full | binding | deny
+    principal_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    scope_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
 class OrganizationModel(Base):
     __tablename__ = "organizations"
 
