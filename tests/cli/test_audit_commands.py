@@ -113,7 +113,7 @@ def test_export_writes_json_lines(cli_db: Database, tmp_path: Path) -> None:
     code, out = invoke("export", "--output-file", str(target), "-o", "json")
     assert code == 0 and json.loads(out) == {"file": str(target), "events": 6}
     lines = target.read_text().splitlines()
-    assert [json.loads(line)["seq"] for line in lines] == [1, 2, 3, 4, 5, 6]
+    assert [json.loads(line)["seq"] for line in lines] == [1, 2, 3, 4, 5, 6]  # seed sealed
     code, out = invoke("export", "-f", str(target), "--scope", "/org_b",
                        "--since", "2000-01-01T00:00:00", "-o", "json")
     assert code == 0 and json.loads(out)["events"] == 2
