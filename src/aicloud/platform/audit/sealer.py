@@ -23,9 +23,7 @@ its only protection is the append-only trigger, which the database's owner can d
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
 from aicloud.platform.audit.chain import event_hash
@@ -42,9 +40,16 @@ from aicloud.shared.db import Database
 EVENTS: Table = AuditEventModel.__table__  # type: ignore[assignment]
 DEFAULT_BATCH = 2000
 _UNSEALED = EVENTS.c.seq.is_(None)
-_SEAL = (update(EVENTS)
-         .where(EVENTS.c.id == bindparam("b_id"), _UNSEALED)
-         .values(seq=bindparam("b_seq"), prev_hash=bindparam("b_prev"), hash=bindparam("b_hash")))
+# PostgreSQL: the whole batch as four arrays, one statement the server plans once (an
+# executemany runs one UPDATE per event; a VALUES list costs a bind parameter per field).
+_SEAL_ARRAYS = text(
+    "UPDATE audit_events SET seq = s.seq, prev_hash = s.prev_hash, hash = s.hash "
+    "FROM unnest(CAST(:ids AS text[]), CAST(:seqs AS bigint[]), CAST(:prevs AS text[]), "
+    "CAST(:hashes AS text[])) AS s(id, seq, prev_hash, hash) "
+    "WHERE audit_events.id = s.id AND audit_events.seq IS NULL")
+_SEAL_ONE = (update(EVENTS).where(EVENTS.c.id == bindparam("s_id"), _UNSEALED)
+             .values(seq=bindparam("s_seq"), prev_hash=bindparam("s_prev"),
+                     hash=bindparam("s_hash")))
 
 
 def seal_pending(target: Session | Database, *, batch_size: int = DEFAULT_BATCH) -> int:
@@ -60,7 +65,7 @@ def seal_pending(target: Session | Database, *, batch_size: int = DEFAULT_BATCH)
         if not has_unsealed(target):
             return total
         with target.transaction() as session:
-            n = seal_batch(session, lock_head(session), batch_size)
+            n = len(seal_batch(session, lock_head(session), batch_size))
         total += n
         if n < batch_size:
             return total
@@ -77,35 +82,46 @@ def seal_in(session: Session, *, batch_size: int = DEFAULT_BATCH) -> tuple[Chain
     head = lock_head(session)
     total = 0
     while True:
-        n = seal_batch(session, head, batch_size)
+        n = len(seal_batch(session, head, batch_size))
         total += n
         head = _head(session)
         if n < batch_size:
             return head, total
 
 
-def seal_batch(session: Session, head: ChainHead, batch_size: int) -> int:
-    """Seal up to ``batch_size`` unsealed events after ``head`` (locked by the caller)."""
+def seal_batch(session: Session, head: ChainHead, batch_size: int) -> list[str]:
+    """Seal up to ``batch_size`` unsealed events after ``head`` (locked by the caller); the
+    ids sealed, in chain order."""
     rows = session.execute(select(EVENTS).where(_UNSEALED).order_by(EVENTS.c.position)
                            .limit(batch_size)).all()
     if not rows:
-        return 0
+        return []
     check_head_is_end(session, head, "seal")
     seq, prev = head.seq, head.hash
-    seals: list[dict[str, Any]] = []
+    seals: list[tuple[str, int, str, str]] = []
     for row in rows:
         seq += 1
-        fields = {**row._mapping, "seq": seq}
-        digest = event_hash(prev, fields)
-        seals.append({"b_id": row.id, "b_seq": seq, "b_prev": prev, "b_hash": digest})
+        digest = event_hash(prev, {**row._mapping, "seq": seq})
+        seals.append((row.id, seq, prev, digest))
         prev = digest
-    done = session.execute(_SEAL, seals).rowcount
+    done = _write_seals(session, seals)
     if done != len(seals):
         # Only a second sealer (which the head lock excludes) or a hand edit gets here.
         raise AuditChainBroken(f"sealed {done} of {len(seals)} events: another writer changed "
                                "them; the batch is rolled back")
     session.execute(update(HEAD).where(HEAD.c.id == HEAD_ID).values(seq=seq, hash=prev))
-    return len(seals)
+    return [s[0] for s in seals]
+
+
+def _write_seals(session: Session, seals: list[tuple[str, int, str, str]]) -> int:
+    """Set each event's seq, prev_hash and hash; how many rows took it."""
+    if session.get_bind().dialect.name == "postgresql":
+        ids, seqs, prevs, hashes = (list(col) for col in zip(*seals, strict=True))
+        return session.execute(_SEAL_ARRAYS, {"ids": ids, "seqs": seqs, "prevs": prevs,
+                                              "hashes": hashes}).rowcount
+    # SQLite has no column list on a VALUES alias; its executemany runs in-process anyway.
+    keys = ("s_id", "s_seq", "s_prev", "s_hash")
+    return session.execute(_SEAL_ONE, [dict(zip(keys, s, strict=True)) for s in seals]).rowcount
 
 
 def check_head_is_end(session: Session, head: ChainHead, verb: str) -> None:
