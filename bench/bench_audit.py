@@ -4,8 +4,9 @@ reading the same rows without hashing.
 
 Our path is the real one: writers record events in their transaction (inserted unsealed), while
 a sealer process does what the audit-sealer controller does (a pass every
-``audit_seal_interval_seconds``, one transaction per batch), on the same machine and database. The seal latency of an event is
-from its writer's commit to the commit of the batch that sealed it.
+``audit_seal_interval_seconds``, one transaction per batch), on the same machine and database.
+The seal latency of an event is from its writer's commit to the commit of the batch that
+sealed it.
 
 Needs PostgreSQL (AICLOUD_BENCH_POSTGRES_URL, default postgres@127.0.0.1:5432); a scratch
 database is created and dropped. Without PostgreSQL it measures nothing and says so.
