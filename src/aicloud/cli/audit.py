@@ -211,7 +211,8 @@ def export(
     profile: ProfileOption = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """Export events as JSON Lines, one canonical JSON event per line, in seq order."""
+    """Export events as JSON Lines, one canonical JSON event per line, in recording order
+    (seq, prev_hash and hash are null on events not sealed yet)."""
     ctx = _migrated_context(profile)
     try:
         flt = audit.EventFilter(scope=scope, actor_id=actor, action=action,
