@@ -127,13 +127,15 @@ def test_checkpoint_publishes_and_verify_against_catches_a_rollback(
     database owner rolls the chain and the ledger back, only `--against` says so."""
     from aicloud.platform import billing
     from tests.platform.audit.helpers import HEAD, row
-    from tests.platform.billing.factories import ADMIN
+    from tests.platform.billing.factories import ADMIN, ORG_A, ensure_scopes
 
     sink = tmp_path / "anchors"
     seed(cli_db, 6)
+    with cli_db.transaction() as s:
+        ensure_scopes(s, f"/{ORG_A}")  # wallets belong to an organization that exists
     for key in ("k1", "k2"):
         with cli_db.transaction() as s:
-            billing.top_up(s, actor=ADMIN, org_id="org_a", amount=1_000, currency="USD",
+            billing.top_up(s, actor=ADMIN, org_id=ORG_A, amount=1_000, currency="USD",
                            idempotency_key=key)
     made = subprocess.run([*AICLOUD, "audit", "checkpoint", "-o", "json"], capture_output=True,
                           text=True, timeout=120, env=os.environ)
