@@ -72,7 +72,8 @@ def seal_pending(target: Session | Database, *, batch_size: int = DEFAULT_BATCH)
 
 
 def has_unsealed(db: Database) -> bool:
-    """A cheap look at the sealer's work list, without any lock (polled by the controller)."""
+    """A cheap look at the sealer's work list, without the chain head's lock (polled by the
+    controller before it seals)."""
     with db.transaction() as session:
         return session.execute(select(EVENTS.c.id).where(_UNSEALED).limit(1)).first() is not None
 
