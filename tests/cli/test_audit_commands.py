@@ -113,7 +113,7 @@ def test_export_writes_json_lines(cli_db: Database, tmp_path: Path) -> None:
     code, out = invoke("export", "--output-file", str(target), "-o", "json")
     assert code == 0 and json.loads(out) == {"file": str(target), "events": 6}
     lines = target.read_text().splitlines()
-    assert [json.loads(line)["seq"] for line in lines] == [1, 2, 3, 4, 5, 6]
+    assert [json.loads(line)["seq"] for line in lines] == [1, 2, 3, 4, 5, 6]  # seed sealed
     code, out = invoke("export", "-f", str(target), "--scope", "/org_b",
                        "--since", "2000-01-01T00:00:00", "-o", "json")
     assert code == 0 and json.loads(out)["events"] == 2
@@ -127,11 +127,12 @@ def test_checkpoint_publishes_and_verify_against_catches_a_rollback(
     database owner rolls the chain and the ledger back, only `--against` says so."""
     from aicloud.platform import billing
     from tests.platform.audit.helpers import HEAD, row
-    from tests.platform.billing.factories import ADMIN, ORG_A, ensure_tenants
+    from tests.platform.billing.factories import ADMIN, ORG_A, ensure_scopes
 
     sink = tmp_path / "anchors"
-    ensure_tenants(cli_db)  # billing charges only organizations IAM knows
     seed(cli_db, 6)
+    with cli_db.transaction() as s:
+        ensure_scopes(s, f"/{ORG_A}")  # wallets belong to an organization that exists
     for key in ("k1", "k2"):
         with cli_db.transaction() as s:
             billing.top_up(s, actor=ADMIN, org_id=ORG_A, amount=1_000, currency="USD",

@@ -19,7 +19,7 @@ from aicloud.shared.config import ConfigError
 from aicloud.shared.db import migrate
 from aicloud.shared.errors import ValidationFailed
 
-app = typer.Typer(help="The hash-chained audit log: verify, checkpoint, export.",
+app = typer.Typer(help="The hash-chained audit log: verify, seal, checkpoint, export.",
                   no_args_is_help=True)
 
 # Below this many events a progress bar would only flicker.
@@ -90,10 +90,15 @@ def verify(
     output: OutputOption = OutputFormat.table,
     batch_size: Annotated[int, typer.Option(min=100, help="Events read per query.")] = 5000,
     against: AgainstOption = None,
+    unsealed_bound: Annotated[float, typer.Option(
+        "--unsealed-bound", min=0, metavar="SECONDS",
+        help="An event still unsealed this long after it occurred is a problem (the sealer "
+             "stopped).")] = audit.DEFAULT_UNSEALED_BOUND,
 ) -> None:
     """Recompute the whole chain, the head and every checkpoint; exit 1 at the first broken
-    link, naming it. Without --against, a rollback to an earlier consistent state (tail and
-    newest checkpoints removed, or everything emptied) cannot be told from a younger log."""
+    link, naming it, or when events have waited too long to be sealed. Without --against, a
+    rollback to an earlier consistent state (tail and newest checkpoints removed, or
+    everything emptied) cannot be told from a younger log."""
     ctx = _migrated_context(profile)
     trusted = _trusted(ctx)
     published = read_anchors(ctx, against) if against is not None else None
@@ -112,7 +117,8 @@ def verify(
 
     try:
         result = audit.verify_chain(ctx.db, trusted, batch_size=batch_size,
-                                    on_progress=on_progress, published=published)
+                                    on_progress=on_progress, published=published,
+                                    unsealed_bound_seconds=unsealed_bound)
     finally:
         if started:
             progress.stop()
@@ -123,7 +129,10 @@ def verify(
                       f"{result.last_hash[:16]}…, head row consistent, "
                       f"{result.checkpoints_checked} checkpoint(s) verified"
                       + (f", {result.published_checked} published checkpoint(s) in "
-                         f"{result.published_sink} match" if published is not None else ""))
+                         f"{result.published_sink} match" if published is not None else "")
+                      + (f", {result.unsealed} event(s) not sealed yet (oldest "
+                         f"{result.oldest_unsealed_age_seconds:.1f}s)" if result.unsealed
+                         else ""))
     else:
         brk = result.first_break
         assert brk is not None
@@ -133,6 +142,18 @@ def verify(
         console.print(f"  {brk.message}")
     if not result.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def seal(profile: ProfileOption = None, output: OutputOption = OutputFormat.table) -> None:
+    """Chain every committed, unsealed event now (what the audit-sealer controller does a few
+    times a second); safe beside running sealers: they take turns."""
+    ctx = _migrated_context(profile)
+    try:
+        n = audit.seal_pending(ctx.db)
+    except audit.AuditChainBroken as exc:
+        raise fail(str(exc)) from None
+    emit({"sealed": n}, output)
 
 
 @app.command()
@@ -190,7 +211,8 @@ def export(
     profile: ProfileOption = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """Export events as JSON Lines, one canonical JSON event per line, in seq order."""
+    """Export events as JSON Lines, one canonical JSON event per line, in recording order
+    (seq, prev_hash and hash are null on events not sealed yet)."""
     ctx = _migrated_context(profile)
     try:
         flt = audit.EventFilter(scope=scope, actor_id=actor, action=action,

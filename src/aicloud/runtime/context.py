@@ -55,6 +55,11 @@ class AppContext:
                 run_once=self._purge_idempotency_keys,
             ),
             Controller(
+                name="audit-sealer",
+                interval_seconds=self.settings.audit_seal_interval_seconds,
+                run_once=self.audit_seal,
+            ),
+            Controller(
                 name="audit-checkpoint",
                 interval_seconds=self.settings.audit_checkpoint_interval_seconds,
                 run_once=self.audit_checkpoint,
@@ -107,6 +112,14 @@ class AppContext:
         (audit cannot import billing; this composition root joins them)."""
         return [audit.Contributor(name="ledger", advance=billing.advance_ledger_digest,
                                   lock=billing.lock_ledger_for_digest)]
+
+    def audit_seal(self) -> int:
+        """Chain the audit events committed since the last pass (one sealer at a time across
+        every process: the others wait on the chain head, then find nothing left)."""
+        n = audit.seal_pending(self.db)
+        if n:
+            log.debug("sealed %d audit event(s)", n)
+        return n
 
     def audit_checkpoint(self, *, only_if_advanced: bool = True) -> audit.Checkpoint | None:
         """Sign the audit head and the ledger digest (by default only if either moved since

@@ -164,6 +164,9 @@ class Settings(BaseSettings):
     # a key rotation still verify.
     audit_trusted_public_keys: list[str] = Field(default_factory=list)
     audit_checkpoint_interval_seconds: float = Field(default=300.0, gt=0)
+    # How often the audit-sealer controller chains committed events (an event is sealed
+    # within about this long of its commit; `audit verify` flags one unsealed after a minute).
+    audit_seal_interval_seconds: float = Field(default=0.2, gt=0, le=10)
     # Where signed checkpoints are published outside the database, for `audit verify
     # --against` and `ledger check --against`: "dir:PATH" (a relative PATH is resolved against
     # the working directory when the settings load). None: not published.

@@ -18,6 +18,7 @@ from aicloud.platform.audit.models import (
     AuditCheckpointModel,
     AuditEventModel,
 )
+from aicloud.platform.audit.seal_once import drop_seal_once_ddl, seal_once_ddl
 from aicloud.runtime import AppContext, build_context
 from aicloud.shared.db import Database
 from aicloud.shared.db.append_only import append_only_ddl, drop_append_only_ddl
@@ -31,8 +32,10 @@ ACTOR = audit.Actor(id="user_admin", ip="10.0.0.1", user_agent="pytest", request
 APPEND_ONLY = ("audit_events", "audit_checkpoints")
 
 
-def seed(db: Database, n: int, *, per_txn: int = 1, scope: str = "/org_a") -> list[str]:
-    """Record ``n`` events through the service; returns their ids in seq order."""
+def seed(db: Database, n: int, *, per_txn: int = 1, scope: str = "/org_a",
+         seal: bool = True) -> list[str]:
+    """Record ``n`` events through the service and (``seal``) seal them, as the sealer
+    controller would a moment later; returns their ids in seq order."""
     ids: list[str] = []
     for start in range(0, n, per_txn):
         with db.transaction() as s:
@@ -41,6 +44,8 @@ def seed(db: Database, n: int, *, per_txn: int = 1, scope: str = "/org_a") -> li
                                  target_type="thing", target_id=f"t{i}", scope_path=scope,
                                  changes=audit.diff({"size": i}, {"size": i + 1}))
                 ids.append(m.id)
+    if seal:
+        audit.seal_pending(db)
     return ids
 
 
@@ -55,6 +60,12 @@ def verify(db: Database, **kw: Any) -> audit.VerifyResult:
     return audit.verify_chain(db, TRUSTED, **kw)  # type: ignore[arg-type]
 
 
+def _triggers(dialect: str, table: str, drop: bool) -> list[str]:
+    if table == "audit_events":  # append-only but for the one seal
+        return drop_seal_once_ddl(dialect) if drop else seal_once_ddl(dialect)
+    return drop_append_only_ddl(dialect, table) if drop else append_only_ddl(dialect, table)
+
+
 @contextmanager
 def attacker(db: Database, tables: tuple[str, ...] = APPEND_ONLY) -> Iterator[Connection]:
     """A connection of someone with full database rights: the append-only triggers are out
@@ -65,7 +76,7 @@ def attacker(db: Database, tables: tuple[str, ...] = APPEND_ONLY) -> Iterator[Co
                 conn.execute(sa.text(f"ALTER TABLE {t} DISABLE TRIGGER USER"))
         else:
             for t in tables:
-                for sql in drop_append_only_ddl(db.dialect, t):
+                for sql in _triggers(db.dialect, t, drop=True):
                     conn.execute(sa.text(sql))
         yield conn
         if db.dialect == "postgresql":
@@ -73,7 +84,7 @@ def attacker(db: Database, tables: tuple[str, ...] = APPEND_ONLY) -> Iterator[Co
                 conn.execute(sa.text(f"ALTER TABLE {t} ENABLE TRIGGER USER"))
         else:
             for t in tables:
-                for sql in append_only_ddl(db.dialect, t):
+                for sql in _triggers(db.dialect, t, drop=False):
                     conn.execute(sa.text(sql))
 
 

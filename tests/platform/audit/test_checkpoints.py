@@ -28,6 +28,7 @@ from tests.platform.audit.helpers import (
     verify,
     verify_against,
 )
+from tests.platform.billing.factories import ORG_A, ensure_scopes
 
 
 def test_a_checkpoint_signs_the_head_and_count(db: Database) -> None:
@@ -98,10 +99,8 @@ def test_the_controller_signs_when_the_ledger_moves_and_publishes(db: Database,
     assert first is not None and first.contributions == {"ledger": {
         "transfers": 0, "last_seq": 0, "digest": "0" * 64, "last_id": ""}}
     assert controller.run_once() is None
-    from tests.platform.billing.factories import ORG_A, ensure_tenants
-
-    ensure_tenants(db)  # billing charges only organizations IAM knows
     with db.transaction() as s:
+        ensure_scopes(s, f"/{ORG_A}")  # wallets belong to an organization that exists
         funding = billing.platform_account(s, "funding", "USD")
         wallet = billing.org_wallet(s, ORG_A, "USD")
         billing.post_transfers(s, [billing.TransferSpec(

@@ -57,6 +57,7 @@ def test_parallel_writers_never_fork_the_chain(db: Database) -> None:
         t.join(120)
     assert not errors, errors
     total = WRITERS * TXNS * 2
+    assert audit.seal_pending(db) == total
     with db.transaction() as s:
         seqs = list(s.scalars(select(AuditEventModel.seq).order_by(AuditEventModel.seq)))
         per_user = dict(s.execute(select(AuditEventModel.target_id, func.count())
@@ -70,12 +71,13 @@ def test_parallel_writers_never_fork_the_chain(db: Database) -> None:
 
 def test_a_session_reused_across_transactions_never_forks(db: Database) -> None:
     """Sessions keep loaded objects across commits (expire_on_commit=False): a session that
-    still holds the head row must not append after its stale seq and hash."""
+    still holds the head row must not seal after its stale seq and hash."""
     session = db.session()
     try:
         with session.begin():
             audit.record(session, actor=audit.Actor.system("a"), action="one",
                          target_type="t", target_id="1")
+        audit.seal_pending(db)
         with session.begin():
             held = session.get(AuditChainHeadModel, HEAD_ID)  # e.g. a status read
         assert held is not None and held.seq == 1
@@ -83,6 +85,8 @@ def test_a_session_reused_across_transactions_never_forks(db: Database) -> None:
         with session.begin():
             audit.record(session, actor=audit.Actor.system("a"), action="three",
                          target_type="t", target_id="3")
+        with session.begin():
+            assert audit.seal_pending(session) == 1
     finally:
         session.close()
     assert verify(db).events_checked == 3

@@ -32,6 +32,7 @@ def events(db: Database) -> Database:
             audit.record(s, actor=actor, action=action, target_type="t", target_id=action,
                          scope_path=scope, occurred_at=T0 + timedelta(minutes=minutes),
                          changes=audit.diff({"n": 1}, {"n": 2}))
+    audit.seal_pending(db)
     return db
 
 
@@ -107,5 +108,6 @@ def test_export_pages_through_more_than_one_batch(db: Database) -> None:
     with db.transaction() as s:
         for i in range(25):
             audit.record(s, actor=ALICE, action="a", target_type="t", target_id=str(i))
+    audit.seal_pending(db)
     seqs = [e.seq for e in audit.iter_events(db, allowed_scopes=None, batch_size=10)]
     assert seqs == list(range(1, 26))

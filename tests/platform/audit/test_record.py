@@ -1,4 +1,4 @@
-"""Audit events are written with the change, in one transaction, and chained."""
+"""Audit events are written with the change, in one transaction, and chained by the sealer."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ ADMIN = audit.Actor(id="user_admin", kind="user", ip="10.0.0.1", request_id="req
 
 
 def _events(db: Database) -> list[AuditEventModel]:
+    audit.seal_pending(db)
     with db.transaction() as s:
         return list(s.scalars(select(AuditEventModel).order_by(AuditEventModel.seq)))
 

@@ -146,9 +146,17 @@ def test_rolled_back_head_alone_is_named(db: Database) -> None:
         conn.execute(sa.update(HEAD).values(seq=N - 2, hash=row(conn, N - 2)["hash"]))
     brk = _brk(db)
     assert (brk.kind, brk.seq, brk.event_id) == ("inserted", N - 1, ids[N - 2])
-    with pytest.raises(sa.exc.IntegrityError), db.transaction() as s:  # fails closed
-        audit.record(s, actor=audit.Actor.system("t"), action="a", target_type="t",
-                     target_id="1")
+    _sealing_is_refused(db, r"2 event\(s\) lie beyond it")
+
+
+def _sealing_is_refused(db: Database, why: str) -> None:
+    """Writers never touch the chain, so the change and its event still commit; the sealer
+    fails closed and leaves the event unsealed (verify names it once it is old)."""
+    [kept] = seed(db, 1, seal=False)
+    with pytest.raises(audit.AuditChainBroken, match=why):
+        audit.seal_pending(db)
+    with db.transaction() as s:
+        assert s.scalar(sa.select(EVENTS.c.seq).where(EVENTS.c.id == kept)) is None
 
 
 def test_deleted_head_row_is_named_and_appending_is_refused(db: Database) -> None:
@@ -156,16 +164,14 @@ def test_deleted_head_row_is_named_and_appending_is_refused(db: Database) -> Non
     with attacker(db) as conn:
         conn.execute(sa.delete(HEAD))
     assert _brk(db).kind == "head_missing"
-    with pytest.raises(audit.AuditChainBroken), db.transaction() as s:
-        audit.record(s, actor=audit.Actor.system("t"), action="a", target_type="t",
-                     target_id="1")
+    _sealing_is_refused(db, "head row is missing")
 
 
 def _forge(conn: Connection, seq: int) -> str:
     """A well-formed event that chains onto event ``seq - 1``, as an intruder would write."""
     prev = row(conn, seq - 1)
     forged = {**prev, "id": "aud_FORGED", "seq": seq, "prev_hash": prev["hash"],
-              "target_id": "t-forged"}
+              "target_id": "t-forged", "position": 10_000 + seq}
     forged["hash"] = rehash(forged)
     conn.execute(sa.insert(EVENTS).values(**forged))
     return forged["hash"]
@@ -263,7 +269,8 @@ def _insert(conn: Connection, k: int) -> None:
         conn.execute(sa.update(EVENTS).where(EVENTS.c.seq == seq).values(seq=seq + 1))
     if k == 1:  # a forged first event chains onto genesis
         first = row(conn, 2)
-        forged = {**first, "id": "aud_FORGED", "seq": 1, "prev_hash": GENESIS_HASH}
+        forged = {**first, "id": "aud_FORGED", "seq": 1, "prev_hash": GENESIS_HASH,
+                  "position": 10_000}
         forged["hash"] = rehash(forged)
         conn.execute(sa.insert(EVENTS).values(**forged))
     else:

@@ -3,6 +3,8 @@
 Public surface:
 - ``record()`` in the transaction of the change, ``Actor`` for who did it, ``diff()`` to build
   the old → new changes of a change;
+- ``seal_pending()``: the single sealer that chains committed events (the ``audit-sealer``
+  controller runs it; checkpoints seal first; tests that read the chain call it);
 - ``list_events()`` / ``iter_jsonl()`` to read the log, confined to ``allowed_scopes``;
 - ``create_checkpoint()`` with ``signing_key(settings)`` (other services' state joins it
   through a ``Contributor``); ``verify_chain()`` with ``trusted_public_keys(settings)``;
@@ -36,6 +38,7 @@ from aicloud.platform.audit.query import (
     to_json_line,
 )
 from aicloud.platform.audit.schemas import AuditEvent
+from aicloud.platform.audit.sealer import has_unsealed, seal_pending
 from aicloud.platform.audit.service import Actor, AuditChainBroken, diff, record
 from aicloud.platform.audit.signing import (
     SigningKey,
@@ -43,10 +46,17 @@ from aicloud.platform.audit.signing import (
     signing_key,
     trusted_public_keys,
 )
-from aicloud.platform.audit.verify import BREAK_KINDS, Break, VerifyResult, verify_chain
+from aicloud.platform.audit.verify import (
+    BREAK_KINDS,
+    DEFAULT_UNSEALED_BOUND,
+    Break,
+    VerifyResult,
+    verify_chain,
+)
 
 __all__ = [
     "BREAK_KINDS",
+    "DEFAULT_UNSEALED_BOUND",
     "PERMISSIONS",
     "Actor",
     "AnchorConflict",
@@ -64,6 +74,7 @@ __all__ = [
     "create_checkpoint",
     "diff",
     "generate_key_b64",
+    "has_unsealed",
     "iter_events",
     "iter_jsonl",
     "latest_checkpoint",
@@ -74,6 +85,7 @@ __all__ = [
     "publish_pending",
     "read_published",
     "record",
+    "seal_pending",
     "signing_key",
     "to_json_line",
     "trusted_public_keys",

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from aicloud.platform.audit.chain import canonical_json, format_time
 from aicloud.platform.audit.models import AuditCheckpointModel, AuditEventModel
+from aicloud.platform.audit.sealer import check_head_is_end, seal_in
 from aicloud.platform.audit.service import AuditChainBroken, lock_head
 from aicloud.platform.audit.signing import SigningKey, signature_is_valid
 from aicloud.shared.clock import utcnow
@@ -124,22 +125,15 @@ def create_checkpoint(session: Session, key: SigningKey, *, now: datetime | None
     for c in contributors:
         if c.lock is not None:
             c.lock(session)
-    # The head lock keeps appenders out while the count is taken, so (seq, hash, count)
-    # describe one state, and concurrent checkpointers sign one after the other.
-    head = lock_head(session)
+    # The head lock keeps the sealer out while the count is taken, so (seq, hash, count)
+    # describe one state, and concurrent checkpointers sign one after the other. Only sealed
+    # events are signed: everything committed so far is sealed first, in this transaction.
+    check_head_is_end(session, lock_head(session), "sign")
+    head, _ = seal_in(session)
     if head.seq == 0:
         if extends is not None:
             raise AuditChainBroken(_refusal(extends, "the chain is empty"))
         return None
-    at_head = _hash_at(session, head.seq)
-    beyond = session.scalar(select(func.count()).select_from(AuditEventModel)
-                            .where(AuditEventModel.seq > head.seq))
-    if at_head != head.hash or beyond:
-        raise AuditChainBroken(
-            f"refusing to sign: the head row (seq {head.seq}) is not the chain's end (event "
-            f"{head.seq} {'has another hash' if at_head else 'is missing'}"
-            f"{f', {beyond} event(s) lie beyond it' if beyond else ''}); run `aicloud audit "
-            "verify`")
     latest = _latest_by_ordinal(session)
     for signed in {c.id: c for c in (extends, latest) if c is not None}.values():
         if signed.seq > head.seq or _hash_at(session, signed.seq) != signed.head_hash:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Integer, String, Text
+from sqlalchemy import BigInteger, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aicloud.shared.db import Base, UTCDateTime
@@ -13,9 +13,21 @@ from aicloud.shared.db import Base, UTCDateTime
 class AuditEventModel(Base):
     __tablename__ = "audit_events"
 
+    __table_args__ = (
+        Index("ix_audit_events_position", "position", unique=True),
+        # The sealer's work list (see aicloud.platform.audit.sealer).
+        Index("ix_audit_events_unsealed", "position", sqlite_where=text("seq IS NULL"),
+              postgresql_where=text("seq IS NULL")),
+    )
+
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    # Position in the hash chain: 1, 2, 3, ... with no gaps.
-    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    # Position in the hash chain: 1, 2, 3, ... with no gaps, given by the sealer. NULL until
+    # the event is sealed (with prev_hash and hash); then set once (a trigger refuses more).
+    seq: Mapped[int | None] = mapped_column(BigInteger, unique=True, nullable=True)
+    # Recording order, given when the writer inserts the event (a PostgreSQL sequence, so
+    # before commit: not the chain's order, which is the order the sealer sees commits in).
+    # The sealer takes unsealed events in this order; lists paginate by it.
+    position: Mapped[int] = mapped_column(BigInteger)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     actor_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     actor_kind: Mapped[str] = mapped_column(String(32))
@@ -31,12 +43,13 @@ class AuditEventModel(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     changes: Mapped[str] = mapped_column(Text)  # canonical JSON {field: {"old": .., "new": ..}}
     details: Mapped[str] = mapped_column(Text)  # canonical JSON
-    prev_hash: Mapped[str] = mapped_column(String(64))
-    hash: Mapped[str] = mapped_column(String(64))
+    prev_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class AuditChainHeadModel(Base):
-    """One row: the last sequence number and hash. Appenders lock it, so the chain never forks."""
+    """One row: the last sealed sequence number and hash. Only the sealer locks and moves it
+    (writers never touch it), so there is one sealer at a time and the chain never forks."""
 
     __tablename__ = "audit_chain_head"
 

@@ -98,18 +98,20 @@ def list_events(
     cursor: str | None = None,
     order: Literal["asc", "desc"] = "desc",
 ) -> Page[AuditEvent]:
-    """One page of events, newest first by default, paginated by seq."""
+    """One page of events, newest first by default, paginated by recording order
+    (``position``): an event is listed from its commit on, before the sealer gives it a seq,
+    and a page boundary never moves when events are sealed."""
     check_limit(limit)
     stmt = _filtered(select(E), allowed_scopes, filter or EventFilter())
     if cursor:
         after = _cursor_seq(cursor)
-        stmt = stmt.where(E.seq < after if order == "desc" else E.seq > after)
-    stmt = stmt.order_by(E.seq.desc() if order == "desc" else E.seq).limit(limit + 1)
+        stmt = stmt.where(E.position < after if order == "desc" else E.position > after)
+    stmt = stmt.order_by(E.position.desc() if order == "desc" else E.position).limit(limit + 1)
     rows = list(session.scalars(stmt))
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
-        next_cursor = encode_cursor(str(rows[-1].seq))
+        next_cursor = encode_cursor(str(rows[-1].position))
     return Page[AuditEvent](items=[event_model_to_event(r) for r in rows],
                             next_cursor=next_cursor)
 
@@ -121,20 +123,22 @@ def iter_events(
     filter: EventFilter | None = None,
     batch_size: int = 1000,
 ) -> Iterator[AuditEvent]:
-    """Every matching event in seq order, fetched in batches, each in its own transaction,
-    so it can feed a streaming response after the request's transaction has ended."""
+    """Every matching event in recording order, fetched in batches, each in its own
+    transaction, so it can feed a streaming response after the request's transaction has
+    ended. Unsealed events come with seq, prev_hash and hash null (sealed ones follow the
+    chain's order, bar a commit the sealer saw late)."""
     table = E.__table__
     base = _filtered(select(table), allowed_scopes, filter or EventFilter())
     after = 0
     while True:
         with db.transaction() as s:
-            rows = s.execute(base.where(table.c.seq > after).order_by(table.c.seq)
+            rows = s.execute(base.where(table.c.position > after).order_by(table.c.position)
                              .limit(batch_size)).all()
         for row in rows:
             yield event_model_to_event(row)
         if len(rows) < batch_size:
             return
-        after = rows[-1].seq
+        after = rows[-1].position
 
 
 def to_json_line(event: AuditEvent) -> str:

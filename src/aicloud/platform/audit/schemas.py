@@ -14,10 +14,11 @@ from aicloud.platform.audit.models import AuditEventModel
 class AuditEvent(BaseModel):
     """One audit event with every field its hash commits to, so an exported event can be
     re-hashed by a third party (``changes`` and ``details`` in canonical JSON give back the
-    stored text)."""
+    stored text). ``seq``, ``prev_hash`` and ``hash`` are null until the sealer chains the
+    event, normally within a second of its commit."""
 
     id: str
-    seq: int
+    seq: int | None
     occurred_at: datetime
     actor_id: str | None
     actor_kind: str
@@ -32,8 +33,8 @@ class AuditEvent(BaseModel):
     outcome: str
     changes: dict[str, Any]
     details: dict[str, Any]
-    prev_hash: str
-    hash: str
+    prev_hash: str | None
+    hash: str | None
 
 
 def event_model_to_event(m: AuditEventModel | Any) -> AuditEvent:

@@ -1,10 +1,11 @@
 """Recording audit events in the transaction of the change they describe.
 
 ``record()`` queues an event on the session; just before the transaction commits, the queued
-events are sealed into the hash chain under a lock on the chain head row. Locking at commit
-time, not at the first record(), keeps the critical section short, and because sealing happens
-inside the same transaction, a change and its audit event commit together or not at all.
-Events queued inside a savepoint that rolls back are dropped with it.
+events are inserted, unsealed, in the same transaction: a change and its audit event commit
+together or not at all. Events queued inside a savepoint that rolls back are dropped with it.
+
+Writers never touch the chain head: a single sealer (aicloud.platform.audit.sealer) chains
+committed events shortly after, so concurrent writers do not queue behind one lock.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Table, event, insert, select, update
+from sqlalchemy import ColumnElement, Table, event, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, SessionTransaction
 
-from aicloud.platform.audit.chain import GENESIS_HASH, canonical_json, event_hash
+from aicloud.platform.audit.chain import GENESIS_HASH, canonical_json
 from aicloud.platform.audit.models import AuditChainHeadModel, AuditEventModel
 from aicloud.shared.clock import utcnow
 from aicloud.shared.ids import new_id
@@ -29,6 +30,7 @@ ACTOR_KINDS = ("user", "service_account", "system", "anonymous")
 SECRET_MASK = "********"
 _PENDING = "aicloud.audit.pending"
 HEAD_ID = 1
+POSITION_SEQUENCE = "audit_events_position_seq"
 EVENTS: Table = AuditEventModel.__table__  # type: ignore[assignment]
 HEAD: Table = AuditChainHeadModel.__table__  # type: ignore[assignment]
 
@@ -95,10 +97,11 @@ def record(
     details: Mapping[str, Any] | None = None,
     occurred_at: datetime | None = None,
 ) -> AuditEventModel:
-    """Queue an audit event; it is sealed into the chain when the transaction commits.
+    """Queue an audit event; it is inserted when the transaction commits, and sealed into the
+    chain by the sealer shortly after (``seal_pending``).
 
-    The returned object carries the event's id now and its seq and hash after the commit; it
-    is inserted with a Core statement and never attached to the session."""
+    The returned object carries the event's id; it is inserted with a Core statement and never
+    attached to the session (its seq and hash are given later, in the database only)."""
     if outcome not in OUTCOMES:
         raise ValueError(f"outcome must be one of {OUTCOMES}")
     if actor.kind not in ACTOR_KINDS:
@@ -155,27 +158,29 @@ def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction
 
 
 @event.listens_for(Session, "before_commit")
-def _seal(session: Session) -> None:
+def _insert_pending(session: Session) -> None:
+    write_pending(session)
+
+
+def write_pending(session: Session) -> int:
+    """Insert the events queued on ``session``, unsealed (normally at commit)."""
     pending: list[_Pending] = session.info.pop(_PENDING, [])
     if not pending:
-        return
-    # Write the change itself first, so the head lock is held only while the events go in.
-    session.flush()
-    seq, prev = lock_head(session)
-    rows = []
-    for p in pending:
-        seq += 1
-        m = p.model
-        m.seq = seq
-        m.prev_hash = prev
-        fields = event_fields(m)
-        m.hash = event_hash(prev, fields)
-        prev = m.hash
-        rows.append({**fields, "prev_hash": m.prev_hash, "hash": m.hash})
-    # Core statements, not the unit of work: every appender in the deployment queues behind
-    # this lock, so the time it is held is the audit log's throughput limit.
-    session.execute(insert(EVENTS), rows)
-    session.execute(update(HEAD).where(HEAD.c.id == HEAD_ID).values(seq=seq, hash=prev))
+        return 0
+    rows = [event_fields(p.model) for p in pending]
+    for row in rows:
+        del row["seq"]
+    # Core executemany, not the unit of work: cheaper, and the models stay detached.
+    session.execute(insert(EVENTS).values(position=_next_position(session)), rows)
+    return len(rows)
+
+
+def _next_position(session: Session) -> ColumnElement[int]:
+    """The recording order: a sequence on PostgreSQL (no lock between writers); max + 1 on
+    SQLite, whose writers are already serialized (BEGIN IMMEDIATE), evaluated per row."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.nextval(POSITION_SEQUENCE)
+    return select(func.coalesce(func.max(EVENTS.c.position), 0) + 1).scalar_subquery()
 
 
 class ChainHead(NamedTuple):
@@ -184,16 +189,17 @@ class ChainHead(NamedTuple):
 
 
 def lock_head(session: Session) -> ChainHead:
-    """The chain head, locked until the transaction ends (appenders queue here)."""
+    """The chain head, locked until the transaction ends: only the sealer (and a checkpoint,
+    which seals first) takes it, so sealers run one at a time across processes."""
     # Plain columns, never the ORM object: a session keeps loaded objects across commits
     # (expire_on_commit=False), and a stale head object would fork the chain.
     stmt = select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == HEAD_ID).with_for_update()
     head = session.execute(stmt).first()
     if head is None:
         # The migration seeds the row; an emptied database (tests, a restore) has none. Create
-        # it at genesis, racing other appenders safely: the insert waits for a concurrent
-        # creator and then does nothing. If this transaction did create it while events
-        # exist, the row was removed by hand: appending would restart at seq 1, so refuse
+        # it at genesis, racing other sealers safely: the insert waits for a concurrent
+        # creator and then does nothing. If this transaction did create it while sealed
+        # events exist, the row was removed by hand: sealing would restart at seq 1, so refuse
         # (fail closed) rather than guess where the chain ends.
         dialect = session.get_bind().dialect.name
         upsert = pg_insert if dialect == "postgresql" else sqlite_insert
@@ -201,10 +207,11 @@ def lock_head(session: Session) -> ChainHead:
             upsert(HEAD).values(id=HEAD_ID, seq=0, hash=GENESIS_HASH)
             .on_conflict_do_nothing(index_elements=["id"]).returning(HEAD.c.id)
         ).first()
-        if created is not None and session.execute(select(EVENTS.c.seq).limit(1)).first():
+        if created is not None and session.execute(
+                select(EVENTS.c.seq).where(EVENTS.c.seq.is_not(None)).limit(1)).first():
             raise AuditChainBroken(
-                "the audit chain head row is missing while events exist; nothing can be "
-                "audited until it is restored (run `aicloud audit verify`)")
+                "the audit chain head row is missing while sealed events exist; no event can "
+                "be sealed until it is restored (run `aicloud audit verify`)")
         head = session.execute(stmt).one()
     return ChainHead(head.seq, head.hash)
 

@@ -18,7 +18,9 @@ What each tamper looks like:
 - a chain rewritten with every hash recomputed (and the head row with it) no longer matches
   the hash signed in a checkpoint (``checkpoint_mismatch``), and only the signing key can make
   a checkpoint that would (``checkpoint_forged`` otherwise);
-- a checkpoint dropped from the middle leaves a gap in the ordinals (``checkpoint_missing``).
+- a checkpoint dropped from the middle leaves a gap in the ordinals (``checkpoint_missing``);
+- events still unsealed after ``unsealed_bound_seconds`` mean the sealer stopped
+  (``unsealed``): until sealed they are in no hash, so their deletion would not show.
 
 What only the published copies outside the database show (``published``, ``--against``):
 the tail removed with the head rolled back and the newest checkpoints dropped, everything
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -47,14 +50,18 @@ from aicloud.platform.audit.models import (
     AuditEventModel,
 )
 from aicloud.platform.audit.service import HEAD_ID
+from aicloud.shared.clock import utcnow
 from aicloud.shared.db import Database
 
 EVENTS: Table = AuditEventModel.__table__  # type: ignore[assignment]
 CHECKPOINTS: Table = AuditCheckpointModel.__table__  # type: ignore[assignment]
 BREAK_KINDS = ("edited", "deleted", "inserted", "reordered", "head_missing", "head_mismatch",
                "checkpoint_forged", "checkpoint_mismatch", "checkpoint_missing", "rolled_back",
-               "anchor_invalid")
+               "anchor_invalid", "unsealed")
 DEFAULT_BATCH = 5000
+# The sealer runs every audit_seal_interval_seconds (a fraction of a second): an event left
+# unsealed for a minute means no sealer is running.
+DEFAULT_UNSEALED_BOUND = 60.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,10 @@ class VerifyResult:
     # With ``published``: where they came from and how many were compared.
     published_sink: str | None = None
     published_checked: int | None = None
+    # Events committed but not yet sealed into the chain (in no hash yet), and the age of the
+    # oldest one in seconds (by occurred_at).
+    unsealed: int = 0
+    oldest_unsealed_age_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,20 +103,28 @@ class _Snapshot:
     head_hash: str | None
     max_event_seq: int
     max_checkpoint_seq: int
+    unsealed: int
+    oldest_unsealed: Any  # (occurred_at, id) or None
 
 
 def _snapshot(db: Database) -> _Snapshot:
     head = AuditChainHeadModel
     with db.transaction() as s:
-        # One statement, so one snapshot even under READ COMMITTED: the service moves the head
-        # and appends events atomically, so any difference seen here is a tamper, not a race.
+        # One statement, so one snapshot even under READ COMMITTED: the sealer moves the head
+        # and seals events atomically, so any difference seen here is a tamper, not a race.
         row = s.execute(select(
             select(head.seq).where(head.id == HEAD_ID).scalar_subquery(),
             select(head.hash).where(head.id == HEAD_ID).scalar_subquery(),
             select(func.max(AuditEventModel.seq)).scalar_subquery(),
             select(func.max(AuditCheckpointModel.seq)).scalar_subquery(),
+            select(func.count()).select_from(AuditEventModel)
+            .where(AuditEventModel.seq.is_(None)).scalar_subquery(),
         )).one()
-    return _Snapshot(row[0], row[1], row[2] or 0, row[3] or 0)
+        # The first recorded (the sealer's partial index), not a scan by occurred_at.
+        oldest = s.execute(select(EVENTS.c.occurred_at, EVENTS.c.id)
+                           .where(EVENTS.c.seq.is_(None))
+                           .order_by(EVENTS.c.position).limit(1)).first()
+    return _Snapshot(row[0], row[1], row[2] or 0, row[3] or 0, row[4] or 0, oldest)
 
 
 def _stream(db: Database, table: Table, bound: int, batch: int) -> Iterator[Any]:
@@ -173,11 +192,16 @@ def verify_chain(
     batch_size: int = DEFAULT_BATCH,
     on_progress: Callable[[int, int], None] | None = None,
     published: Published | None = None,
+    unsealed_bound_seconds: float = DEFAULT_UNSEALED_BOUND,
+    now: datetime | None = None,
 ) -> VerifyResult:
     """Recompute the whole chain and check the head and every checkpoint; with ``published``
     (read from a sink outside the database), also that the database still holds every
-    published checkpoint and the chain each one signed."""
+    published checkpoint and the chain each one signed. Events not sealed yet are counted;
+    one older than ``unsealed_bound_seconds`` is a problem (``unsealed``): the sealer stopped."""
     snap = _snapshot(db)
+    age = ((now or utcnow()) - snap.oldest_unsealed[0]).total_seconds() \
+        if snap.oldest_unsealed else None
     by_seq: dict[int, list[Checkpoint]] = {}
     for p in published.checkpoints if published else ():
         by_seq.setdefault(p.seq, []).append(p)
@@ -193,7 +217,7 @@ def verify_chain(
             ok=brk is None, events_checked=expected - 1, last_seq=expected - 1,
             last_hash=prev_hash, head_seq=snap.head_seq, head_hash=snap.head_hash,
             checkpoints_checked=checked_cps, latest_checkpoint_seq=snap.max_checkpoint_seq or None,
-            first_break=brk)
+            first_break=brk, unsealed=snap.unsealed, oldest_unsealed_age_seconds=age)
 
     for row in _stream(db, EVENTS, bound, batch_size):
         s = row.seq
@@ -282,11 +306,24 @@ def verify_chain(
     brk = _ordinal_break(db_checkpoints.values())
     if brk is None and published is not None:
         brk = _published_break(published, db_checkpoints, last)
+    if brk is None and age is not None and age > unsealed_bound_seconds:
+        brk = _unsealed_break(snap, age)
     res = result(brk)
     if published is not None:
         res = replace(res, published_sink=published.sink,
                       published_checked=len(published.checkpoints))
     return res
+
+
+def _unsealed_break(snap: _Snapshot, age: float) -> Break:
+    when, event_id = snap.oldest_unsealed
+    return Break(
+        "unsealed", None, event_id,
+        f"{snap.unsealed} event(s) are committed but not sealed into the chain, the oldest "
+        f"({event_id}, occurred {when.isoformat()}) for {timedelta(seconds=int(age))}: no "
+        "sealer is running (the audit-sealer controller of `aicloud serve` / `aicloud worker`, "
+        "or `aicloud audit seal`). Until sealed they are in no hash: their deletion would not "
+        "show")
 
 
 def _ordinal_break(checkpoints: Iterable[Checkpoint]) -> Break | None:
