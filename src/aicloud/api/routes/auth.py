@@ -5,14 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from aicloud.api.authz import PUBLIC, Authenticated
-from aicloud.api.deps import SESSION_COOKIE, Context
+from aicloud.api.deps import SESSION_COOKIE, Context, DatabaseSlot
 from aicloud.platform import iam
 from aicloud.shared.errors import AppError
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-@router.post("/login", response_model=iam.LoginResponse, dependencies=[PUBLIC])
+@router.post("/login", response_model=iam.LoginResponse, dependencies=[PUBLIC, DatabaseSlot])
 def login(body: iam.LoginRequest, request: Request, response: Response,
           ctx: Context) -> iam.LoginResponse:
     """Exchange email and password for a session token (also set as an HttpOnly cookie).

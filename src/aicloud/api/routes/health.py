@@ -7,7 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from aicloud.api.authz import PUBLIC
-from aicloud.api.deps import Context
+from aicloud.api.deps import Context, DatabaseSlot
 from aicloud.shared.db import migrate
 from aicloud.shared.errors import NotFound, ServiceUnavailable, Unauthenticated
 from aicloud.shared.security import constant_time_equals
@@ -33,7 +33,7 @@ def healthz(request: Request, ctx: Context) -> Health:
     return Health(status="ok", version=request.app.version, profile=ctx.settings.profile)
 
 
-@router.get("/readyz", response_model=Readiness, dependencies=[PUBLIC],
+@router.get("/readyz", response_model=Readiness, dependencies=[PUBLIC, DatabaseSlot],
             responses={503: {"description": "Not ready"}})
 def readyz(ctx: Context) -> Readiness:
     """Ready to serve: the database answers and its schema is at the code's revision."""

@@ -18,6 +18,7 @@ from aicloud.platform import audit
 from aicloud.platform.iam.authorize import Principal, policy_snapshot
 from aicloud.platform.iam.grants import require_holds_bindings_of
 from aicloud.platform.iam.hierarchy import scope_path
+from aicloud.platform.iam.last_used import CredentialUsage, is_due
 from aicloud.platform.iam.models import ApiKeyModel, ServiceAccountModel, UserModel
 from aicloud.platform.iam.permissions import CATALOG
 from aicloud.platform.iam.principals import (
@@ -144,7 +145,10 @@ def list_api_keys(session: Session, principal_ids: list[str], *, after: str | No
     return [key_model_to_key(m) for m in session.scalars(stmt)]
 
 
-def resolve_api_key(session: Session, secret: str, *, now: datetime) -> Principal:
+def resolve_api_key(session: Session, secret: str, *, now: datetime,
+                    usage: CredentialUsage | None = None) -> Principal:
+    """The principal of an API key. Its use is noted in ``usage`` (written later, off the
+    request path) or, without one, set in ``session``'s own (write) transaction."""
     # The digest is looked up by an index; comparing digests of high-entropy secrets leaks
     # nothing useful through timing.
     m = session.scalar(select(ApiKeyModel).where(
@@ -161,7 +165,10 @@ def resolve_api_key(session: Session, secret: str, *, now: datetime) -> Principa
         sa = session.get(ServiceAccountModel, m.principal_id)
         if sa is None or sa.disabled:
             raise Unauthenticated("the token is not valid or has expired")
-    m.last_used_at = now
+    if usage is not None:
+        usage.note(ApiKeyModel, m.id, m.last_used_at, now)
+    elif is_due(m.last_used_at, now):
+        m.last_used_at = now
     perms: frozenset[str] | None = None
     if m.permissions is not None:
         perms = frozenset().union(*(CATALOG.expand(p) for p in m.permissions))

@@ -13,6 +13,7 @@ from aicloud.platform import audit
 from aicloud.platform.iam.apikeys import API_KEY_PREFIX, resolve_api_key
 from aicloud.platform.iam.authorize import Principal
 from aicloud.platform.iam.bindings import bind_platform_admin
+from aicloud.platform.iam.last_used import CredentialUsage, is_due
 from aicloud.platform.iam.models import AuthSessionModel, LoginThrottleModel, UserModel
 from aicloud.platform.iam.principals import user_model_to_user
 from aicloud.platform.iam.schemas import BootstrapResult, LoginResponse, User
@@ -250,11 +251,14 @@ def login(session: Session, *, email: str, password: str, ip: str | None = None,
     return result
 
 
-def resolve_token(session: Session, token: str, *, now: datetime | None = None) -> Principal:
-    """A session token or an API key, as the principal it acts for."""
+def resolve_token(session: Session, token: str, *, usage: CredentialUsage | None = None,
+                  now: datetime | None = None) -> Principal:
+    """A session token or an API key, as the principal it acts for. Only reads when given
+    ``usage`` (the API's buffer of credential uses, see last_used.py); without it the use is
+    recorded in ``session``'s transaction, which must then be a write transaction."""
     now = now or utcnow()
     if token.startswith(API_KEY_PREFIX + "_"):
-        return resolve_api_key(session, token, now=now)
+        return resolve_api_key(session, token, now=now, usage=usage)
     if not token.startswith(SESSION_TOKEN_PREFIX + "_"):
         raise Unauthenticated("the token is not valid")
     record = session.scalar(
@@ -265,7 +269,10 @@ def resolve_token(session: Session, token: str, *, now: datetime | None = None) 
     user = session.get(UserModel, record.user_id)
     if user is None or user.disabled:
         raise Unauthenticated("the token is not valid or has expired")
-    record.last_used_at = now
+    if usage is not None:
+        usage.note(AuthSessionModel, record.id, record.last_used_at, now)
+    elif is_due(record.last_used_at, now):
+        record.last_used_at = now
     return Principal(id=user.id, kind="user", email=user.email, session_id=record.id)
 
 
