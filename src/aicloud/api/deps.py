@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
@@ -35,14 +37,30 @@ async def _database_slot(request: Request) -> AsyncIterator[None]:
 DatabaseSlot = Depends(_database_slot, scope="function")
 
 
-def _session(request: Request, _slot: Annotated[None, DatabaseSlot]) -> Iterator[Session]:
+async def _session(request: Request,
+                   _slot: Annotated[None, DatabaseSlot]) -> AsyncIterator[Session]:
     """One transaction per request, committed before the response is sent: read-only for
-    safe methods, a write transaction otherwise."""
+    safe methods, a write transaction otherwise.
+
+    Opened in the event loop (a session takes its connection at its first statement, so
+    this does no I/O and costs no worker-thread hop); committed or rolled back in a worker
+    thread, shielded so a client that disconnects cannot leave the connection checked out."""
     ctx: AppContext = request.app.state.context
     session = ctx.db.session(read_only=request.method in SAFE_METHODS)
+    session.begin()
     try:
-        with session.begin():
-            yield session
+        yield session
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(session.close)  # close() rolls back
+        raise
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(_commit_and_close, session)
+
+
+def _commit_and_close(session: Session) -> None:
+    try:
+        session.commit()
     finally:
         session.close()
 

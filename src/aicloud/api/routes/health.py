@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from aicloud.api.authz import PUBLIC
 from aicloud.api.deps import Context, DatabaseSlot
@@ -39,6 +40,8 @@ def readyz(ctx: Context) -> Readiness:
     """Ready to serve: the database answers and its schema is at the code's revision."""
     try:
         ctx.db.ping()
+    except PoolTimeout:
+        raise  # busy, not broken: 503 overloaded with Retry-After (problems.py)
     except Exception as exc:
         raise ServiceUnavailable(f"database is unreachable: {type(exc).__name__}") from exc
     if not migrate.is_up_to_date(ctx.db):

@@ -40,12 +40,17 @@ class CredentialUsage:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pending: dict[_Model, dict[str, datetime]] = {}
+        # What this process wrote within RESOLUTION: a request that read the stored time
+        # just before a flush committed must not queue the same credential again.
+        self._written: dict[tuple[_Model, str], datetime] = {}
 
     def note(self, model: _Model, credential_id: str, stored: datetime | None,
              now: datetime) -> None:
         if not is_due(stored, now):
             return
         with self._lock:
+            if not is_due(self._written.get((model, credential_id)), now):
+                return
             times = self._pending.setdefault(model, {})
             if credential_id not in times or times[credential_id] < now:
                 times[credential_id] = now
@@ -70,6 +75,13 @@ class CredentialUsage:
                 for credential_id, at in times.items():
                     self.note(model, credential_id, None, at)
             raise
+        with self._lock:
+            newest = max(at for times in batch.values() for at in times.values())
+            self._written = {k: at for k, at in self._written.items()
+                             if not is_due(at, newest)}
+            for model, times in batch.items():
+                for credential_id, at in times.items():
+                    self._written[(model, credential_id)] = at
         return sum(len(t) for t in batch.values())
 
 
