@@ -121,13 +121,14 @@ def iter_events(
     filter: EventFilter | None = None,
     batch_size: int = 1000,
 ) -> Iterator[AuditEvent]:
-    """Every matching event in seq order, fetched in batches, each in its own transaction,
-    so it can feed a streaming response after the request's transaction has ended."""
+    """Every matching event in seq order, fetched in batches, each in its own read-only
+    transaction (on SQLite no write lock), so it can feed a streaming response after the
+    request's transaction has ended."""
     table = E.__table__
     base = _filtered(select(table), allowed_scopes, filter or EventFilter())
     after = 0
     while True:
-        with db.transaction() as s:
+        with db.read_transaction() as s:
             rows = s.execute(base.where(table.c.seq > after).order_by(table.c.seq)
                              .limit(batch_size)).all()
         for row in rows:
