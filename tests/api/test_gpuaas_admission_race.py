@@ -39,7 +39,7 @@ def _prepare(db: Database) -> tuple[World, list[str]]:
                          resource_key="gpu", limit=QUOTA)
         admin = iam.bootstrap_admin(s, email=ADMIN_EMAIL, password=PASSWORD).user
         keys = [iam.create_api_key(s, admin.id, iam.ApiKeyCreate(name=f"k{i}"),
-                                   actor=audit.Actor(id=admin.id)).secret
+                                   actor=audit.Actor(id=admin.id), grantor=None).secret
                 for i in range(LAUNCHES)]
     return w, keys
 

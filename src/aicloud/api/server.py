@@ -10,12 +10,13 @@ Concurrency is derived from the database pool, so the two always agree:
   connection; without this, 40 threads could all wait for the 15 connections held by
   requests that needed a thread to finish (the 15-20 s stalls of issue 11).
 - the reserve serves what runs outside request slots: `serve`'s background controllers, the
-  credential-use flusher, the batches of an audit export. It is sized for them, not
+  credential-use flusher, login's two short transactions (a login burst must not queue
+  behind its own password hashing), the batches of an audit export. It is sized for them, not
   guaranteed: one that finds the pool empty waits the pool timeout at most, then fails (503).
-- worker threads = pool size + NON_DATABASE_THREADS: every thread blocked on the database
-  holds one of the pool's connections, so threads are always left for a slot holder to
-  commit (on SQLite the writer queue waits for it) and for requests that need no database
-  (/healthz, /metrics).
+- worker threads = pool size + NON_DATABASE_THREADS: a thread blocked on the database holds
+  one of the pool's connections (or waits the pool timeout at most for one), so threads are
+  left for a slot holder to commit (on SQLite the writers queued on the lock wait for it)
+  and for requests that need no database (/healthz, /metrics).
 """
 
 from __future__ import annotations
