@@ -25,6 +25,7 @@ from aicloud.api.server import concurrency
 from aicloud.platform import audit, iam
 from aicloud.platform.iam.models import ApiKeyModel, AuthSessionModel
 from aicloud.runtime import AppContext, build_context
+from aicloud.shared.clock import utcnow
 from aicloud.shared.db import Database, ReadOnlyViolation
 from tests.conftest import LiveServer, make_settings
 
@@ -201,6 +202,25 @@ def test_a_flush_never_moves_last_used_at_backwards(db: Database) -> None:
     assert late.flush(db) == 1 and early.flush(db) == 1
     with db.transaction() as s:
         assert s.get(ApiKeyModel, key).last_used_at == stored.replace(year=stored.year + 1)
+
+
+def test_a_failed_flush_keeps_the_uses_for_the_next(db: Database, tmp_path) -> None:
+    """A flush that cannot write (here: a database without the table) loses nothing; the
+    next flush to a working database writes them."""
+    world = make_world(db, 1)
+    usage = iam.CredentialUsage()
+    now = utcnow()
+    usage.note(ApiKeyModel, world.key_ids[0], None, now)
+    broken = Database(f"sqlite:///{tmp_path / 'empty.db'}")
+    try:
+        with pytest.raises(DBAPIError):
+            usage.flush(broken)
+    finally:
+        broken.dispose()
+    assert usage.pending() == 1
+    assert usage.flush(db) == 1
+    with db.transaction() as s:
+        assert s.get(ApiKeyModel, world.key_ids[0]).last_used_at == now
 
 
 # --- capacity: slots, pool, fast 503 ------------------------------------------------------

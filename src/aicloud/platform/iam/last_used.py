@@ -64,24 +64,29 @@ class CredentialUsage:
         failure the uses go back into the buffer (newest kept) for the next flush."""
         with self._lock:
             batch, self._pending = self._pending, {}
-        if not batch:
-            return 0
-        try:
-            with db.transaction() as session:
-                for model, times in batch.items():
-                    write_last_used(session, model, times)
-        except Exception:
-            for model, times in batch.items():
-                for credential_id, at in times.items():
-                    self.note(model, credential_id, None, at)
-            raise
-        with self._lock:
+            if not batch:
+                return 0
+            # Marked written before the UPDATE commits: a request resolving meanwhile read
+            # the old stored time and must not queue the credential again.
             newest = max(at for times in batch.values() for at in times.values())
             self._written = {k: at for k, at in self._written.items()
                              if not is_due(at, newest)}
             for model, times in batch.items():
                 for credential_id, at in times.items():
                     self._written[(model, credential_id)] = at
+        try:
+            with db.transaction() as session:
+                for model, times in batch.items():
+                    write_last_used(session, model, times)
+        except Exception:
+            with self._lock:
+                for model, times in batch.items():
+                    for credential_id in times:
+                        self._written.pop((model, credential_id), None)
+            for model, times in batch.items():
+                for credential_id, at in times.items():
+                    self.note(model, credential_id, None, at)
+            raise
         return sum(len(t) for t in batch.values())
 
 
