@@ -42,6 +42,7 @@ lint: install  ## ruff + the architecture contracts (import-linter)
 	$(BIN)/lint-imports src/aicloud/architecture.ini --no-cache
 
 bench: install  ## run the benchmarks; prints ratios against each baseline
+	@sh bench/install-wrk.sh
 	$(BIN)/python -m bench
 
 contracts: install  ## regenerate contracts/openapi.json from the app

@@ -192,6 +192,8 @@ def test_api_keys_act_as_their_principal_narrowed(ctx: AppContext,
     assert client.get(f"/projects/{prj}", headers=mine).status_code == 200
     assert client.get(f"/projects/{other_prj}", headers=mine).status_code == 404
     assert client.get(f"/projects/{other_prj}", headers=a.headers).status_code == 200
+    # The use is noted and written by the API process's flusher (coalesced, off the request).
+    ctx.credential_usage.flush(ctx.db)
     with ctx.db.transaction() as s:
         assert iam.get_api_key_model(s, own["id"]).last_used_at is not None
     # Revoked: refused at once; another tenant cannot revoke it.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,7 +16,7 @@ from aicloud.api import (
 )
 from aicloud.api.authz import check_route_declarations
 from aicloud.api.json_body import StrictJsonBodyMiddleware
-from aicloud.api.middleware import RequestContextMiddleware, RequestMetrics, SqliteRequestLimit
+from aicloud.api.middleware import RequestContextMiddleware, RequestMetrics
 from aicloud.api.problems import install_problem_handlers
 from aicloud.api.routes import (
     audit,
@@ -32,22 +33,27 @@ from aicloud.api.routes import (
     iam_principals,
     policy_quotas,
 )
+from aicloud.api.server import RequestSlots, concurrency, set_thread_limit
 from aicloud.api.transport import TransportSecurityMiddleware
 from aicloud.runtime import AppContext
 from aicloud.shared.controllers import ControllerRunner
 
 API_TITLE = "AI Cloud API"
+log = logging.getLogger(__name__)
 
 
 def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
     """Build the API. With ``run_controllers`` the background controllers run in-process
     (``aicloud serve``); otherwise they run in ``aicloud worker``."""
     runner = ControllerRunner(ctx.controllers() if run_controllers else [])
+    # What every API process runs beside its requests (policy watcher, credential uses).
     watchers = ControllerRunner(ctx.serving_controllers())
+    limits = concurrency(ctx.db)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         check_route_declarations(app)  # routes added after create_app are checked too
+        set_thread_limit(limits.threads)
         ctx.prepare_products()
         watchers.start()
         runner.start()
@@ -56,6 +62,10 @@ def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
         finally:
             runner.stop()
             watchers.stop()
+            try:  # a clean stop loses no credential use (a crash loses the last interval's)
+                ctx.credential_usage.flush(ctx.db)
+            except Exception:
+                log.exception("could not write the last credential uses")
 
     settings = ctx.settings
     app = FastAPI(
@@ -75,8 +85,7 @@ def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
     app.state.serving_runner = watchers
     app.state.metrics_registry = CollectorRegistry()
     app.add_middleware(StrictJsonBodyMiddleware)  # inside: its 422 carries the request id
-    if ctx.db.dialect == "sqlite":
-        app.add_middleware(SqliteRequestLimit)
+    app.state.request_slots = RequestSlots(limits.request_slots, limits.slot_wait_seconds)
     # Added before the request-id middleware, so it runs inside it: a refused request has an id.
     app.add_middleware(TransportSecurityMiddleware, trusted_proxies=settings.trusted_proxies,
                        tls_required=settings.tls_required,

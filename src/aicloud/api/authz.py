@@ -88,7 +88,9 @@ def authenticate(request: Request, session: Session) -> Caller:
     token = bearer_token(request)
     if not token:
         raise Unauthenticated("send a bearer token or log in")
-    principal = iam.resolve_token(session, token)
+    # The use is noted for the background flusher (iam/last_used.py): resolving only reads.
+    principal = iam.resolve_token(session, token,
+                                  usage=request.app.state.context.credential_usage)
     request.state.principal = principal
     return Caller(principal=principal, session=session, actor=request_actor(request, principal))
 

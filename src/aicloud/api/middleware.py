@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import time
 
-import anyio
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -67,27 +66,3 @@ class RequestContextMiddleware:
             self.metrics.requests.labels(method, route_name, str(status["code"])).inc()
             self.metrics.latency.labels(method, route_name).observe(time.perf_counter() - start)
             request_id_var.reset(token)
-
-
-class SqliteRequestLimit:
-    """On SQLite, at most ``limit`` HTTP requests at a time (the others wait in the event loop).
-
-    Why: every SQLite transaction begins with ``BEGIN IMMEDIATE`` (one writer at a time), and a
-    request's transaction spans several hops through the worker thread pool (dependencies, the
-    endpoint, the commit). With more requests in flight than pool threads, the threads can all
-    be blocked waiting for the write lock while its holder waits for a thread to commit: a
-    deadlock that ends in "database is locked" after the busy timeout. Keeping requests in
-    flight below the pool size (40 threads by default) leaves the holder a thread.
-    PostgreSQL locks rows, not the database, and needs no limit.
-    """
-
-    def __init__(self, app: ASGIApp, limit: int = 16):
-        self.app = app
-        self.slots = anyio.Semaphore(limit)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        async with self.slots:
-            await self.app(scope, receive, send)

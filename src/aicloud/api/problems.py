@@ -8,9 +8,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from aicloud.shared.errors import PROBLEM_TYPE_BASE, AppError
+from aicloud.shared.errors import PROBLEM_TYPE_BASE, AppError, Overloaded
 from aicloud.shared.logging import request_id_var
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,9 @@ _RESERVED = frozenset({"type", "title", "status", "detail", "instance", "request
 
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+    if isinstance(exc, Overloaded):
+        headers["Retry-After"] = str(exc.retry_after_seconds)
     extra = {k: v for k, v in exc.extra.items() if k not in _RESERVED}
     return problem(request, status=exc.status, code=exc.code, title=exc.title, detail=exc.detail,
                    headers=headers, **extra)
@@ -86,6 +89,15 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
                    headers=getattr(exc, "headers", None))
 
 
+async def _pool_timeout(request: Request, exc: Exception) -> JSONResponse:
+    # A path outside the request slots (aicloud.api.server) found the pool empty for
+    # database_pool_timeout_seconds: the same 503 as a request that found no slot.
+    log.warning("no database connection within the pool timeout on %s %s",
+                request.method, request.url.path)
+    return await _app_error(request, Overloaded(
+        "no database connection is free; retry shortly", retry_after_seconds=1))
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     # The client gets the request id only; the trace goes to the log under the same id.
     log.error("unhandled error on %s %s [request_id=%s]", request.method, request.url.path,
@@ -98,4 +110,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(PoolTimeout, _pool_timeout)
     app.add_exception_handler(Exception, _unhandled)

@@ -11,7 +11,7 @@ import uvicorn
 from rich.panel import Panel
 
 from aicloud.api import create_app
-from aicloud.api.server import base_url, server_config
+from aicloud.api.server import base_url, concurrency, server_config
 from aicloud.cli.common import ProfileOption, context_or_exit
 from aicloud.cli.output import console, fail
 from aicloud.platform import iam
@@ -54,9 +54,12 @@ def _run_http(ctx: AppContext, host: str | None, port: int | None, *, controller
     app = create_app(ctx, run_controllers=controllers)
     config = server_config(app, settings, host=host, port=port)
     docs = "docs: /docs" if settings.docs_enabled else "docs off"
+    limits = concurrency(ctx.db)
     console.print(f"AI Cloud API on {base_url(settings, config.host, config.port)}  ({docs}, "
                   f"profile {settings.profile}, database {ctx.db.dialect}"
-                  f"{', controllers in-process' if controllers else ''}). Ctrl-C stops it.")
+                  f"{', controllers in-process' if controllers else ''}; "
+                  f"{limits.request_slots} requests on the database at once, "
+                  f"{ctx.db.pool_size} connections, {limits.threads} threads). Ctrl-C stops it.")
     tune_for_server()
     server = uvicorn.Server(config)
     try:

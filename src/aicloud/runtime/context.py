@@ -25,6 +25,8 @@ class AppContext:
     clock: Clock = field(default_factory=SystemClock)
     # `serve` sets it from the profile (agent_embedded): this process is also a node agent.
     run_agent: bool = False
+    # Credential uses noted by this process's requests, written by a background thread.
+    credential_usage: iam.CredentialUsage = field(default_factory=iam.CredentialUsage)
     _audit_key: audit.SigningKey | None = field(default=None, init=False, repr=False)
     _agent: gpuaas.NodeAgent | None = field(default=None, init=False, repr=False)
 
@@ -74,8 +76,15 @@ class AppContext:
 
     def serving_controllers(self) -> list[Controller]:
         """What every API process runs beside its requests, controllers or not: the IAM
-        policy watcher that keeps the shared snapshot current off the request path."""
-        return [iam.policy_watcher(self.db.engine)]
+        policy watcher that keeps the shared snapshot current off the request path, and the
+        writer of the credential uses its requests noted (last_used_at)."""
+        return [iam.policy_watcher(self.db.engine), self.last_used_flusher()]
+
+    def last_used_flusher(self) -> Controller:
+        """Writes the credential uses this process noted (runs in every API process)."""
+        return Controller(name="iam-last-used",
+                          interval_seconds=self.settings.last_used_flush_interval_seconds,
+                          run_once=lambda: self.credential_usage.flush(self.db))
 
     def prepare_products(self) -> None:
         """Data the products need before serving: meters, default instance types, demo
@@ -166,5 +175,7 @@ class AppContext:
 
 
 def build_context(settings: Settings, db: Database | None = None) -> AppContext:
-    return AppContext(settings=settings, db=db or Database(settings.database_url,
-                                                          echo=settings.database_echo))
+    return AppContext(settings=settings, db=db or Database(
+        settings.database_url, echo=settings.database_echo,
+        pool_size=settings.database_pool_size,
+        pool_timeout=settings.database_pool_timeout_seconds))

@@ -103,6 +103,13 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///var/aicloud.db"
     database_echo: bool = False
+    # Database connections per process (no overflow). The API derives from it how many
+    # requests may use the database at once (the pool less a reserve for background work)
+    # and its thread pool (aicloud.api.server). A request, or a background pass, that waits
+    # longer than database_pool_timeout_seconds for a connection fails: the API answers 503
+    # with Retry-After instead of hanging.
+    database_pool_size: int = Field(default=24, ge=2, le=500)
+    database_pool_timeout_seconds: float = Field(default=3.0, gt=0, le=30)
     # Bring the schema to head when a server starts; strict profiles migrate explicitly.
     auto_migrate: bool = True
 
@@ -141,6 +148,9 @@ class Settings(BaseSettings):
 
     controllers_enabled: bool = True
     controller_interval_seconds: float = 2.0
+    # How often an API process writes the credential uses it noted (last_used_at of API keys
+    # and sessions; at most once a minute per credential, see iam/last_used.py).
+    last_used_flush_interval_seconds: float = Field(default=10.0, gt=0, le=60)
     idempotency_ttl_hours: int = 24
 
     required_evidence: list[str] = Field(default_factory=list)

@@ -69,3 +69,15 @@ class IdempotencyInProgress(AppError):
 
 class ServiceUnavailable(AppError):
     status, code, title = 503, "unavailable", "Service unavailable"
+
+
+class Overloaded(ServiceUnavailable):
+    """The server has no capacity for the request right now; the client should retry after
+    ``retry_after_seconds`` (sent as Retry-After)."""
+
+    code, title = "overloaded", "The server is busy"
+
+    def __init__(self, detail: str | None = None, *, retry_after_seconds: int = 1,
+                 **extra: Any):
+        super().__init__(detail, **extra)
+        self.retry_after_seconds = retry_after_seconds

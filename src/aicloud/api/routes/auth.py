@@ -18,7 +18,10 @@ def login(body: iam.LoginRequest, request: Request, response: Response,
     """Exchange email and password for a session token (also set as an HttpOnly cookie).
     Repeated failures for an email lock it for a while (429)."""
     # Its own transactions, committed before a failure is raised (the failure count must
-    # survive the 401 it causes), with the password hash checked outside them.
+    # survive the 401 it causes), with the password hash checked outside them. No request
+    # slot (aicloud.api.server): each transaction holds a connection within one worker
+    # thread, from the pool's reserve, and a burst of logins must not queue behind its
+    # own password hashing.
     result = iam.attempt_login_outside_transaction(
         ctx.db, email=body.email, password=body.password,
         ip=request.client.host if request.client else None,

@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from aicloud.api.authz import PUBLIC
-from aicloud.api.deps import Context
+from aicloud.api.deps import Context, DatabaseSlot
 from aicloud.shared.db import migrate
 from aicloud.shared.errors import NotFound, ServiceUnavailable, Unauthenticated
 from aicloud.shared.security import constant_time_equals
@@ -33,12 +34,14 @@ def healthz(request: Request, ctx: Context) -> Health:
     return Health(status="ok", version=request.app.version, profile=ctx.settings.profile)
 
 
-@router.get("/readyz", response_model=Readiness, dependencies=[PUBLIC],
+@router.get("/readyz", response_model=Readiness, dependencies=[PUBLIC, DatabaseSlot],
             responses={503: {"description": "Not ready"}})
 def readyz(ctx: Context) -> Readiness:
     """Ready to serve: the database answers and its schema is at the code's revision."""
     try:
         ctx.db.ping()
+    except PoolTimeout:
+        raise  # busy, not broken: 503 overloaded with Retry-After (problems.py)
     except Exception as exc:
         raise ServiceUnavailable(f"database is unreachable: {type(exc).__name__}") from exc
     if not migrate.is_up_to_date(ctx.db):

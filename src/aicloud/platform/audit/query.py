@@ -124,14 +124,14 @@ def iter_events(
     batch_size: int = 1000,
 ) -> Iterator[AuditEvent]:
     """Every matching event in recording order, fetched in batches, each in its own
-    transaction, so it can feed a streaming response after the request's transaction has
-    ended. Unsealed events come with seq, prev_hash and hash null (sealed ones follow the
-    chain's order, bar a commit the sealer saw late)."""
+    read-only transaction (on SQLite no write lock), so it can feed a streaming response
+    after the request's transaction has ended. Unsealed events come with seq, prev_hash and
+    hash null (sealed ones follow the chain's order, bar a commit the sealer saw late)."""
     table = E.__table__
     base = _filtered(select(table), allowed_scopes, filter or EventFilter())
     after = 0
     while True:
-        with db.transaction() as s:
+        with db.read_transaction() as s:
             rows = s.execute(base.where(table.c.position > after).order_by(table.c.position)
                              .limit(batch_size)).all()
         for row in rows:

@@ -76,6 +76,7 @@ from aicloud.platform.iam.invitations import (
     list_invitations,
     revoke_invitation,
 )
+from aicloud.platform.iam.last_used import CredentialUsage
 from aicloud.platform.iam.permissions import CATALOG, Permission, PermissionCatalog
 from aicloud.platform.iam.policy_version import has_uncommitted_policy_changes
 from aicloud.platform.iam.principals import (
@@ -131,6 +132,7 @@ __all__ = [
     "PLATFORM",
     "PLATFORM_ROLES",
     "BootstrapResult",
+    "CredentialUsage",
     "Decision",
     "DeletionGuard",
     "LiveResource",

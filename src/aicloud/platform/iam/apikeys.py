@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit
 from aicloud.platform.iam.authorize import Principal, policy_snapshot
 from aicloud.platform.iam.grants import require_holds_bindings_of
 from aicloud.platform.iam.hierarchy import scope_path
+from aicloud.platform.iam.last_used import CredentialUsage, is_due
 from aicloud.platform.iam.models import ApiKeyModel, ServiceAccountModel, UserModel
 from aicloud.platform.iam.permissions import CATALOG
 from aicloud.platform.iam.principals import (
@@ -144,26 +145,41 @@ def list_api_keys(session: Session, principal_ids: list[str], *, after: str | No
     return [key_model_to_key(m) for m in session.scalars(stmt)]
 
 
-def resolve_api_key(session: Session, secret: str, *, now: datetime) -> Principal:
+# One prepared statement (built once, compiled once): the key with its principal's state.
+_KEY_BY_DIGEST = (
+    select(ApiKeyModel.id, ApiKeyModel.principal_id, ApiKeyModel.principal_kind,
+           ApiKeyModel.scope_id, ApiKeyModel.permissions, ApiKeyModel.expires_at,
+           ApiKeyModel.revoked_at, ApiKeyModel.last_used_at, UserModel.email,
+           UserModel.disabled.label("user_disabled"),
+           ServiceAccountModel.disabled.label("sa_disabled"))
+    .outerjoin(UserModel, and_(ApiKeyModel.principal_kind == "user",
+                               UserModel.id == ApiKeyModel.principal_id))
+    .outerjoin(ServiceAccountModel, and_(ApiKeyModel.principal_kind == "service_account",
+                                         ServiceAccountModel.id == ApiKeyModel.principal_id))
+    .where(ApiKeyModel.key_hash == bindparam("digest")))
+
+
+def resolve_api_key(session: Session, secret: str, *, now: datetime,
+                    usage: CredentialUsage | None = None) -> Principal:
+    """The principal of an API key, in one indexed read. Its use is noted in ``usage``
+    (written later, off the request path) or, without one, set in ``session``'s own (write)
+    transaction."""
     # The digest is looked up by an index; comparing digests of high-entropy secrets leaks
     # nothing useful through timing.
-    m = session.scalar(select(ApiKeyModel).where(
-        ApiKeyModel.key_hash == security.token_digest(secret)))
-    if m is None or m.revoked_at is not None or (m.expires_at and m.expires_at <= now):
+    row = session.execute(_KEY_BY_DIGEST, {"digest": security.token_digest(secret)}).first()
+    if row is None or row.revoked_at is not None or (row.expires_at and row.expires_at <= now):
         raise Unauthenticated("the token is not valid or has expired")
-    email: str | None = None
-    if m.principal_kind == "user":
-        user = session.get(UserModel, m.principal_id)
-        if user is None or user.disabled:
-            raise Unauthenticated("the token is not valid or has expired")
-        email = user.email
-    else:
-        sa = session.get(ServiceAccountModel, m.principal_id)
-        if sa is None or sa.disabled:
-            raise Unauthenticated("the token is not valid or has expired")
-    m.last_used_at = now
+    disabled = row.user_disabled if row.principal_kind == "user" else row.sa_disabled
+    if disabled is None or disabled:  # None: the principal is gone
+        raise Unauthenticated("the token is not valid or has expired")
+    if usage is not None:
+        usage.note(ApiKeyModel, row.id, row.last_used_at, now)
+    elif is_due(row.last_used_at, now):
+        session.execute(update(ApiKeyModel).where(ApiKeyModel.id == row.id)
+                        .values(last_used_at=now))
     perms: frozenset[str] | None = None
-    if m.permissions is not None:
-        perms = frozenset().union(*(CATALOG.expand(p) for p in m.permissions))
-    return Principal(id=m.principal_id, kind=m.principal_kind, email=email, api_key_id=m.id,
-                     key_scope=m.scope_id, key_permissions=perms)
+    if row.permissions is not None:
+        perms = frozenset().union(*(CATALOG.expand(p) for p in row.permissions))
+    return Principal(id=row.principal_id, kind=row.principal_kind,
+                     email=row.email if row.principal_kind == "user" else None,
+                     api_key_id=row.id, key_scope=row.scope_id, key_permissions=perms)

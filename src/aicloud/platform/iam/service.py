@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -13,6 +13,7 @@ from aicloud.platform import audit
 from aicloud.platform.iam.apikeys import API_KEY_PREFIX, resolve_api_key
 from aicloud.platform.iam.authorize import Principal
 from aicloud.platform.iam.bindings import bind_platform_admin
+from aicloud.platform.iam.last_used import CredentialUsage, is_due
 from aicloud.platform.iam.models import AuthSessionModel, LoginThrottleModel, UserModel
 from aicloud.platform.iam.principals import user_model_to_user
 from aicloud.platform.iam.schemas import BootstrapResult, LoginResponse, User
@@ -250,23 +251,35 @@ def login(session: Session, *, email: str, password: str, ip: str | None = None,
     return result
 
 
-def resolve_token(session: Session, token: str, *, now: datetime | None = None) -> Principal:
-    """A session token or an API key, as the principal it acts for."""
+# One prepared statement (built once, compiled once): the session with its user's state.
+_SESSION_BY_DIGEST = (
+    select(AuthSessionModel.id, AuthSessionModel.user_id, AuthSessionModel.expires_at,
+           AuthSessionModel.revoked_at, AuthSessionModel.last_used_at, UserModel.email,
+           UserModel.disabled)
+    .join(UserModel, UserModel.id == AuthSessionModel.user_id)
+    .where(AuthSessionModel.token_hash == bindparam("digest")))
+
+
+def resolve_token(session: Session, token: str, *, usage: CredentialUsage | None = None,
+                  now: datetime | None = None) -> Principal:
+    """A session token or an API key, as the principal it acts for. Only reads when given
+    ``usage`` (the API's buffer of credential uses, see last_used.py); without it the use is
+    recorded in ``session``'s transaction, which must then be a write transaction."""
     now = now or utcnow()
     if token.startswith(API_KEY_PREFIX + "_"):
-        return resolve_api_key(session, token, now=now)
+        return resolve_api_key(session, token, now=now, usage=usage)
     if not token.startswith(SESSION_TOKEN_PREFIX + "_"):
         raise Unauthenticated("the token is not valid")
-    record = session.scalar(
-        select(AuthSessionModel).where(AuthSessionModel.token_hash == security.token_digest(token))
-    )
-    if record is None or record.revoked_at is not None or record.expires_at <= now:
+    row = session.execute(_SESSION_BY_DIGEST,
+                          {"digest": security.token_digest(token)}).first()
+    if row is None or row.revoked_at is not None or row.expires_at <= now or row.disabled:
         raise Unauthenticated("the token is not valid or has expired")
-    user = session.get(UserModel, record.user_id)
-    if user is None or user.disabled:
-        raise Unauthenticated("the token is not valid or has expired")
-    record.last_used_at = now
-    return Principal(id=user.id, kind="user", email=user.email, session_id=record.id)
+    if usage is not None:
+        usage.note(AuthSessionModel, row.id, row.last_used_at, now)
+    elif is_due(row.last_used_at, now):
+        session.execute(update(AuthSessionModel).where(AuthSessionModel.id == row.id)
+                        .values(last_used_at=now))
+    return Principal(id=row.user_id, kind="user", email=row.email, session_id=row.id)
 
 
 def logout(session: Session, principal: Principal) -> None:

@@ -201,7 +201,7 @@ class NodeAgent:
         and, once every leftover is dead, it is marked ready."""
         assert self.node_id is not None
         handles = self.provider.list_workloads()
-        with self.db.reading() as session:
+        with self.db.read_transaction() as session:
             node = session.get(NodeModel, self.node_id)
             was_down = node is not None and node.state == NodeState.DOWN.value
             rows = _rows_of(session, [h.ref for h in handles])
@@ -297,7 +297,7 @@ class NodeAgent:
 
     def _read_work(self) -> list[InstanceModel]:
         """The instances on this node that may need the agent, detached (a read only)."""
-        with self.db.reading() as session:
+        with self.db.read_transaction() as session:
             rows = list(session.scalars(select(InstanceModel).where(
                 InstanceModel.node_id == self.node_id,
                 InstanceModel.state.in_(_WORK_STATES)).order_by(InstanceModel.queue_order)))

@@ -1,4 +1,18 @@
-"""Engines, sessions and transactions: the only place in the code base that creates engines."""
+"""Engines, sessions and transactions: the only place in the code base that creates engines.
+
+Two kinds of transaction:
+
+- ``transaction()``: may write. On SQLite it begins ``BEGIN IMMEDIATE`` (the database's one
+  write lock, taken up front so concurrent writers queue on busy_timeout instead of failing).
+- ``read_transaction()``: reads only. On SQLite a deferred ``BEGIN`` (WAL readers never wait
+  for the writer) under ``PRAGMA query_only``; on PostgreSQL ``BEGIN READ ONLY``. A write in
+  it fails loudly: the ORM refuses to flush (``ReadOnlyViolation``) and the database refuses
+  any statement that writes.
+
+The pool is bounded (``pool_size`` connections, no overflow) and a caller that cannot get a
+connection within ``pool_timeout`` seconds gets ``sqlalchemy.exc.TimeoutError`` (the API
+answers 503), never a 30 s hang.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +26,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-_READING = "aicloud_reading"  # execution option: a transaction that only reads
+# Connections per process, and how long a caller waits for one before giving up.
+DEFAULT_POOL_SIZE = 24
+DEFAULT_POOL_TIMEOUT_SECONDS = 3.0
+# The execution option that marks a connection's transactions read-only.
+READ_ONLY = "aicloud_read_only"
+_QUERY_ONLY = "aicloud_sqlite_query_only"
+
+
+class ReadOnlyViolation(RuntimeError):
+    """Something tried to write inside a read-only transaction (a bug: a GET that writes)."""
 
 
 def normalize_url(url: str) -> str:
@@ -23,20 +46,25 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
+def make_engine(url: str, *, echo: bool = False, pool_size: int = DEFAULT_POOL_SIZE,
+                pool_timeout: float = DEFAULT_POOL_TIMEOUT_SECONDS) -> Engine:
     url = normalize_url(url)
+    # No overflow: pool_size is the process's real bound, which the API's request slots and
+    # thread pool are derived from (aicloud.api.server).
+    pool = {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": pool_timeout}
     if url.startswith("sqlite"):
-        return _make_sqlite_engine(url, echo=echo)
-    return create_engine(url, echo=echo, pool_pre_ping=True, future=True)
+        return _make_sqlite_engine(url, echo=echo, pool=pool)
+    return create_engine(url, echo=echo, pool_pre_ping=True, **pool)
 
 
-def _make_sqlite_engine(url: str, *, echo: bool) -> Engine:
+def _make_sqlite_engine(url: str, *, echo: bool, pool: dict[str, Any]) -> Engine:
     kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
     path = url.partition(":///")[2]
     if path in ("", ":memory:"):
         kwargs["poolclass"] = StaticPool
     else:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        kwargs.update(pool)
     engine = create_engine(url, echo=echo, **kwargs)
 
     @event.listens_for(engine, "connect")
@@ -52,26 +80,55 @@ def _make_sqlite_engine(url: str, *, echo: bool) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        # A deferred transaction that later writes can fail with SQLITE_BUSY without waiting;
-        # taking the write lock up front makes concurrent writers queue on busy_timeout.
-        # A transaction that only reads (Database.reading) needs no lock: a WAL reader
-        # neither waits for the writer nor holds it up.
-        reading = conn.get_execution_options().get(_READING, False)
-        conn.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
+        read_only = bool(conn.get_execution_options().get(READ_ONLY))
+        info = conn.connection.info  # lives as long as the DBAPI connection
+        if info.get(_QUERY_ONLY, False) != read_only:
+            # query_only makes SQLite refuse every write ("attempt to write a readonly
+            # database"); set only when it changes, it stays with the connection.
+            conn.exec_driver_sql(f"PRAGMA query_only={int(read_only)}")
+            info[_QUERY_ONLY] = read_only
+        if read_only:
+            # Deferred: in WAL mode a reader takes no lock and never waits for the writer.
+            conn.exec_driver_sql("BEGIN")
+        else:
+            # A deferred transaction that later writes can fail with SQLITE_BUSY without
+            # waiting; taking the write lock up front makes writers queue on busy_timeout.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _refuse_orm_writes(session: Session, _flush_context: Any, _instances: Any) -> None:
+    """before_flush of read-only sessions: name what was about to be written."""
+    changed = [*session.new, *session.deleted,
+               *(o for o in session.dirty if session.is_modified(o))]
+    if changed:
+        names = ", ".join(sorted({type(o).__name__ for o in changed}))
+        raise ReadOnlyViolation(f"a read-only transaction tried to write ({names}); "
+                                "writes belong in a write transaction (a non-GET request "
+                                "or Database.transaction())")
 
 
 class Database:
     """An engine plus a session factory. Create one per process (the composition root)."""
 
-    def __init__(self, url: str, *, echo: bool = False):
+    def __init__(self, url: str, *, echo: bool = False, pool_size: int = DEFAULT_POOL_SIZE,
+                 pool_timeout: float = DEFAULT_POOL_TIMEOUT_SECONDS):
         self.url = normalize_url(url)
-        self.engine = make_engine(self.url, echo=echo)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False, future=True)
-        self._reading_sessions = sessionmaker(
-            self.engine.execution_options(**{_READING: True}), expire_on_commit=False,
-            future=True)
+        self.engine = make_engine(self.url, echo=echo, pool_size=pool_size,
+                                  pool_timeout=pool_timeout)
+        # An in-memory SQLite database is one shared connection.
+        self.pool_size = 1 if isinstance(self.engine.pool, StaticPool) else pool_size
+        self.pool_timeout = pool_timeout
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # The same pool; its connections' transactions are read-only.
+        self.read_engine = read_engine = self.engine.execution_options(
+            **{READ_ONLY: True},
+            # BEGIN READ ONLY, in the same round trip as BEGIN (psycopg's read_only).
+            **({"postgresql_readonly": True} if self.engine.dialect.name == "postgresql"
+               else {}))
+        self._read_sessions = sessionmaker(read_engine, expire_on_commit=False)
+        event.listen(self._read_sessions, "before_flush", _refuse_orm_writes)
 
     @property
     def dialect(self) -> str:
@@ -88,23 +145,24 @@ class Database:
             session.close()
 
     @contextmanager
-    def reading(self) -> Iterator[Session]:
-        """A transaction for reads only (a poll that usually finds nothing to do). On SQLite it
-        begins deferred instead of taking the write lock; write in :meth:`transaction`."""
-        session = self._reading_sessions()
+    def read_transaction(self) -> Iterator[Session]:
+        """A session inside one read-only transaction (see the module docstring). It ends
+        with a commit, so a change left pending in the session is flushed and refused rather
+        than silently dropped."""
+        session = self._read_sessions()
         try:
             with session.begin():
                 yield session
         finally:
             session.close()
 
-    def session(self) -> Session:
+    def session(self, *, read_only: bool = False) -> Session:
         """A bare session; the caller owns its transactions (used by request handlers)."""
-        return self._sessions()
+        return self._read_sessions() if read_only else self._sessions()
 
     def ping(self) -> None:
-        with self.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        with self.read_transaction() as session:
+            session.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
         self.engine.dispose()

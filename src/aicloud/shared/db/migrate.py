@@ -54,7 +54,7 @@ def downgrade(db: Database, target: str = "base") -> None:
 
 
 def current_revisions(db: Database) -> list[str]:
-    with db.engine.connect() as conn:
+    with db.read_engine.connect() as conn:  # on SQLite: no write lock for /readyz
         return sorted(MigrationContext.configure(conn).get_current_heads())
 
 
