@@ -111,7 +111,10 @@ class Chaos:
         with self.w.db.transaction() as s:
             inst = gpuaas.get_instance_model(s, inst_id, for_update=True)
             nxt = {"scheduled": "provisioning", "provisioning": "running",
-                   "running": self.rnd.choice(("succeeded", "failed", "stopping"))}[inst.state]
+                   "running": self.rnd.choice(("succeeded", "failed", "stopping"))
+                   }.get(inst.state)
+            if nxt is None:  # another thread ended it between the listing and the lock
+                return f"agent (raced: {inst.state})"
             gpuaas.switch_instance_status(s, inst, gpuaas.InstanceState(nxt), reason="agent",
                                           actor=ADMIN, at=self.w.clock.now())
         return f"agent -> {nxt}"

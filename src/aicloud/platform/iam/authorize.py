@@ -494,15 +494,17 @@ class PolicyStore:
     """
 
     def __init__(self, max_staleness: float = MAX_STALENESS_SECONDS) -> None:
+        # Keyed by the engine's pool: one database per pool, and the read-only engine a
+        # request uses (Database.read_engine) shares its parent's pool.
         self._shared: weakref.WeakKeyDictionary[Any, _Shared] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self.max_staleness = max_staleness
 
     def _of(self, engine: Any) -> _Shared:
-        shared = self._shared.get(engine)
+        shared = self._shared.get(engine.pool)
         if shared is None:
             with self._lock:
-                shared = self._shared.setdefault(engine, _Shared())
+                shared = self._shared.setdefault(engine.pool, _Shared())
         return shared
 
     def snapshot(self, session: Session) -> Snapshot:
@@ -561,17 +563,17 @@ class PolicyStore:
 
     def forget(self, engine: Any) -> None:
         """Withdraw the proof: requests check the version row until the next refresh."""
-        shared = self._shared.get(engine)
+        shared = self._shared.get(engine.pool)
         if shared is not None:
             shared.current = (shared.current[0], float("-inf"))
 
     def builds(self, engine: Any) -> int:
         """How many times this process built the shared snapshot of ``engine``."""
-        shared = self._shared.get(engine)
+        shared = self._shared.get(engine.pool)
         return shared.builds if shared else 0
 
     def is_shared(self, engine: Any) -> bool:
-        shared = self._shared.get(engine)
+        shared = self._shared.get(engine.pool)
         return shared is not None and shared.current[0] is not None
 
 
