@@ -16,7 +16,7 @@ from aicloud.platform import audit, billing
 from aicloud.runtime import AppContext
 from aicloud.shared.db import Database
 from tests.platform.audit.helpers import APPEND_ONLY, anchored_context, attacker, published
-from tests.platform.billing.factories import ADMIN
+from tests.platform.billing.factories import ADMIN, ORG_A, ORG_B
 
 TRANSFERS = "billing_transfers"
 ALL = (*APPEND_ONLY, TRANSFERS)
@@ -41,17 +41,17 @@ def _top_up(db: Database, org: str, amount: int, key: str,
 
 def _ledger(actx: AppContext) -> dict[str, str]:
     """Five top-ups across two wallets, published in two checkpoints; the wallets' ids."""
-    _top_up(actx.db, "org_a", 1_000, "a1")
-    _top_up(actx.db, "org_b", 2_000, "b1")
+    _top_up(actx.db, ORG_A, 1_000, "a1")
+    _top_up(actx.db, ORG_B, 2_000, "b1")
     assert actx.audit_checkpoint() is not None
-    _top_up(actx.db, "org_a", 3_000, "a2")
-    _top_up(actx.db, "org_b", 4_000, "b2")
-    _top_up(actx.db, "org_a", 5_000, "a3")
+    _top_up(actx.db, ORG_A, 3_000, "a2")
+    _top_up(actx.db, ORG_B, 4_000, "b2")
+    _top_up(actx.db, ORG_A, 5_000, "a3")
     cp = actx.audit_checkpoint()
     assert cp is not None and cp.contributions is not None
     assert cp.contributions["ledger"]["transfers"] == 5
     with actx.db.transaction() as s:
-        return {org: billing.org_wallet(s, org, "USD").id for org in ("org_a", "org_b")}
+        return {org: billing.org_wallet(s, org, "USD").id for org in (ORG_A, ORG_B)}
 
 
 def _check(db: Database, sink_dir: Path | None = None) -> billing.LedgerCheck:
@@ -77,7 +77,7 @@ def _transfer(conn: sa.Connection, key: str) -> sa.Row:
 def test_a_clean_ledger_matches_every_published_digest(actx: AppContext,
                                                        sink_dir: Path) -> None:
     _ledger(actx)
-    _top_up(actx.db, "org_a", 7, "after")  # after the last publication: not covered yet
+    _top_up(actx.db, ORG_A, 7, "after")  # after the last publication: not covered yet
     result = _check(actx.db, sink_dir)
     assert result.ok, result.discrepancies
     assert (result.published_checked, result.transfers) == (2, 6)
@@ -104,7 +104,7 @@ def test_an_amount_edited_with_the_caches_fixed(actx: AppContext, sink_dir: Path
             conn.execute(sa.text(f"UPDATE billing_accounts SET {column} = {column} - 2970 "
                                  "WHERE id = :id"), {"id": account})
     d = _caught(actx.db, sink_dir, "ledger-digest-mismatch")
-    assert "after seq" in d.message and "edited" in d.message and wallets["org_a"]
+    assert "after seq" in d.message and "edited" in d.message and wallets[ORG_A]
 
 
 def test_a_forged_transfer_with_the_caches_fixed(actx: AppContext, sink_dir: Path) -> None:
@@ -117,7 +117,7 @@ def test_a_forged_transfer_with_the_caches_fixed(actx: AppContext, sink_dir: Pat
         conn.execute(sa.text(f"INSERT INTO {TRANSFERS} ({', '.join(forged)}) VALUES "
                              f"({', '.join(':' + k for k in forged)})"), forged)
         conn.execute(sa.text("UPDATE billing_accounts SET credits_posted = credits_posted + "
-                             "10000 WHERE id = :id"), {"id": wallets["org_a"]})
+                             "10000 WHERE id = :id"), {"id": wallets[ORG_A]})
         conn.execute(sa.text("UPDATE billing_accounts SET debits_posted = debits_posted + "
                              "10000 WHERE id = :id"), {"id": model["debit_account_id"]})
     d = _caught(actx.db, sink_dir, "ledger-digest-mismatch")
@@ -130,9 +130,9 @@ def test_a_transfer_moved_to_another_wallet(actx: AppContext, sink_dir: Path) ->
         t = _transfer(conn, "a3")
         conn.execute(sa.text(f"UPDATE {TRANSFERS} SET credit_account_id = :b, credit_key = :k "
                              "WHERE seq = :s"),
-                     {"b": wallets["org_b"], "k": billing.account_key(wallets["org_b"]),
+                     {"b": wallets[ORG_B], "k": billing.account_key(wallets[ORG_B]),
                       "s": t.seq})
-        for org, delta in (("org_a", -t.amount), ("org_b", t.amount)):
+        for org, delta in ((ORG_A, -t.amount), (ORG_B, t.amount)):
             conn.execute(sa.text("UPDATE billing_accounts SET credits_posted = credits_posted "
                                  "+ :d WHERE id = :id"), {"d": delta, "id": wallets[org]})
     d = _caught(actx.db, sink_dir, "ledger-digest-mismatch")
@@ -157,7 +157,7 @@ def test_a_transfer_after_the_last_publication_remains_undetectable(
         actx: AppContext, sink_dir: Path) -> None:
     """The documented limit: nothing published covers it yet."""
     _ledger(actx)
-    last = _top_up(actx.db, "org_a", 9, "late")
+    last = _top_up(actx.db, ORG_A, 9, "late")
     with attacker(actx.db, ALL) as conn:
         conn.execute(sa.text(f"UPDATE {TRANSFERS} SET amount = 8 WHERE id = :id"),
                      {"id": last.id})
@@ -175,13 +175,13 @@ def test_a_transfer_in_flight_is_waited_for_not_skipped(actx: AppContext,
     waits for transfers in flight (on SQLite the writers are serialized anyway)."""
     if actx.db.dialect != "postgresql":
         pytest.skip("SQLite serializes writers; nothing can be in flight")
-    _top_up(actx.db, "org_b", 1, "warm")
+    _top_up(actx.db, ORG_B, 1, "warm")
     slow = actx.db.session()
     slow.begin()
-    billing.top_up(slow, actor=ADMIN, org_id="org_a", amount=5, currency="USD",
+    billing.top_up(slow, actor=ADMIN, org_id=ORG_A, amount=5, currency="USD",
                    idempotency_key="slow")  # inserted (seq n), not committed
     # seq n + 1, committed first (in EUR: no account in common with the one in flight)
-    _top_up(actx.db, "org_b", 6, "fast", currency="EUR")
+    _top_up(actx.db, ORG_B, 6, "fast", currency="EUR")
     done = threading.Event()
 
     def checkpoint() -> None:
@@ -211,7 +211,7 @@ def test_the_signer_refuses_to_carry_the_digest_over_a_ledger_that_lost_its_end(
                               ("credits_posted", t.credit_account_id)):
             conn.execute(sa.text(f"UPDATE billing_accounts SET {side} = {side} - :a "
                                  "WHERE id = :id"), {"a": t.amount, "id": account})
-    _top_up(actx.db, "org_b", 1, "later")
+    _top_up(actx.db, ORG_B, 1, "later")
     before = sorted(p.name for p in sink_dir.iterdir())
     with pytest.raises(audit.AuditChainBroken, match=rf"transfer {t.seq} \({t.id}\) is gone"):
         actx.audit_checkpoint()

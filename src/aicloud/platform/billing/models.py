@@ -52,6 +52,32 @@ class AccountModel(Base):
     debits_posted: Mapped[int] = mapped_column(BigInteger, default=0)
     credits_posted: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The end of the account's last closed period (statements.close_periods): no transfer
+    # touching the account is posted before it, so a closed period never changes.
+    closed_through: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class PeriodClosingModel(Base):
+    """An account's balance at the end of a calendar month (UTC, by posting time), written
+    when the month is closed. Derived from the transfers like the balance cache and verified
+    by ``ledger check``; never edited by hand.
+
+    ``debits``/``credits``/``transfers`` are cumulative: every transfer of the account posted
+    before the month's end. ``last_seq`` is the highest seq among those; ``next_seq`` is at
+    most the lowest seq of the account's transfers posted at or after the month's end, so the
+    next months' transfers are found by an index range instead of the whole history.
+    """
+
+    __tablename__ = "billing_period_closings"
+
+    account_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    period: Mapped[str] = mapped_column(String(7), primary_key=True)  # YYYY-MM
+    debits: Mapped[int] = mapped_column(BigInteger)
+    credits: Mapped[int] = mapped_column(BigInteger)
+    transfers: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    next_seq: Mapped[int] = mapped_column(BigInteger)
+    closed_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class TransferModel(Base):
