@@ -146,6 +146,9 @@ def close_periods(session: Session, account_id: str, through: str, *,
     if end > now:
         raise ValidationFailed(f"period {through} has not ended yet", field="period")
     A = AccountModel
+    closed = session.execute(select(A.closed_through).where(A.id == account_id)).one_or_none()
+    if closed is not None and closed[0] is not None and closed[0] >= end:
+        return 0  # closed already: no lock (a statement must not hold up posting)
     # The lock every posting to this account takes: a transfer is either seen here or posted
     # after this commits, and then no earlier than ``end``.
     row = session.execute(select(A.id, A.scope_path, A.closed_through).where(A.id == account_id)

@@ -203,7 +203,13 @@ class UsageRecordModel(Base):
     __table_args__ = (
         CheckConstraint("quantity > 0", name="quantity_positive"),
         CheckConstraint("window_end > window_start", name="window_ordered"),
-        Index("ix_billing_usage_records_state_seq", "state", "seq"),
+        # What the rater claims (waiting) and what requeue_unpriced reads, in seq order:
+        # partial indexes, so rating a record deletes its entry and inserts none (a rated
+        # record, nearly every row, is in neither). Queries spell the state as a literal,
+        # which both databases need to match a partial index.
+        *(Index(f"ix_billing_usage_records_{name}_seq", "seq",
+                sqlite_where=text(f"state = {state}"), postgresql_where=text(f"state = {state}"))
+          for name, state in (("waiting", 0), ("unpriced", 2))),
         Index("ix_billing_usage_records_scope_path_window_start", "scope_path", "window_start"),
     )
 

@@ -1,5 +1,6 @@
 """Billing: closing balances per account and calendar month, and each account's closed-through
-instant (no transfer is posted into a closed month).
+instant (no transfer is posted into a closed month); usage records' (state, seq) index becomes
+partial indexes of waiting and unpriced records (rating a record then only deletes an entry).
 
 Revision ID: billing_0004
 Revises: billing_0003
@@ -33,9 +34,18 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("account_id", "period", name=op.f("pk_billing_period_closings")),
     )
     op.add_column("billing_accounts", sa.Column("closed_through", UTCDateTime(), nullable=True))
+    op.drop_index("ix_billing_usage_records_state_seq", table_name="billing_usage_records")
+    for name, state in (("waiting", 0), ("unpriced", 2)):
+        op.create_index(f"ix_billing_usage_records_{name}_seq", "billing_usage_records",
+                        ["seq"], unique=False, sqlite_where=sa.text(f"state = {state}"),
+                        postgresql_where=sa.text(f"state = {state}"))
 
 
 def downgrade() -> None:
+    for name in ("waiting", "unpriced"):
+        op.drop_index(f"ix_billing_usage_records_{name}_seq", table_name="billing_usage_records")
+    op.create_index("ix_billing_usage_records_state_seq", "billing_usage_records",
+                    ["state", "seq"], unique=False)
     with op.batch_alter_table("billing_accounts") as batch:
         batch.drop_column("closed_through")
     op.drop_table("billing_period_closings")
