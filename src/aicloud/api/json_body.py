@@ -23,11 +23,13 @@ class NotStrictJson(ValueError):
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise NotStrictJson(f"duplicate key {key!r} in a JSON object")
-        out[key] = value
+    # dict() in C, then a length comparison: a Python loop over every key of every object
+    # cost more than parsing a 1,000-record usage body.
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise NotStrictJson(f"duplicate key {key!r} in a JSON object")
     return out
 
 
@@ -40,7 +42,8 @@ def parse_strict_json(body: bytes) -> Any:
     return json.loads(body, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
 
 
-def _is_json(scope: Scope) -> bool:
+def is_json(scope: Scope) -> bool:
+    """The request declares a JSON body (only those are checked here)."""
     for name, value in scope.get("headers") or []:
         if name == b"content-type":
             media = value.split(b";", 1)[0].strip().lower()
@@ -56,7 +59,7 @@ class StrictJsonBodyMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _is_json(scope):
+        if scope["type"] != "http" or not is_json(scope):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []

@@ -44,13 +44,15 @@ def _iam_reads(db: Database) -> Iterator[list[str]]:
 
 
 def test_a_10000_record_batch_looks_each_distinct_path_up_once(db: Database) -> None:
+    """Each distinct path is checked once, and the projects a batch's paths end in are read
+    in one query (a look-up per path cost a tenth of ingesting a 1,000-record batch)."""
     setup_catalog(db)
     projects = (PRJ_A, PRJ_B, PRJ_C)
     records = [usage(f"k{i}", project=projects[i % 3], resource=f"inst_{i % 40}")
                for i in range(10_000)]
     with _iam_reads(db) as reads, db.transaction() as s:
         assert billing.ingest_usage(s, records, actor=ADMIN).accepted == 10_000
-    assert len(reads) == 3, reads
+    assert len(reads) == 1, reads
 
 
 @pytest.mark.parametrize("path, project", [

@@ -8,11 +8,14 @@ lets it read its contract, never write it. Usage comes from products and service
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from aicloud.api.authz import PLATFORM_SCOPE, Authenticated, Authorize, Caller, path_param
+from aicloud.api.json_body import is_json
 from aicloud.platform import billing, iam
 
 router = APIRouter(tags=["billing: catalog and usage"])
@@ -61,10 +64,46 @@ def create_org_price_list(
                                                                   **body.model_dump()))
 
 
-@router.post("/usage", response_model=billing.IngestResult)
-def ingest_usage(body: billing.UsageBatch,
-                 caller: Annotated[Caller, Authorize("billing.usage.write",
+def _inline_schema(model: type[billing.UsageBatch]) -> dict[str, Any]:
+    """The model's JSON schema with its $defs inlined (an operation's schema cannot carry
+    $defs: a $ref resolves against the whole OpenAPI document)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        return [inline(v) for v in node] if isinstance(node, list) else node
+    return inline(schema)  # type: ignore[no-any-return]
+
+
+async def usage_batch(request: Request) -> billing.UsageBatch:
+    """The body, parsed and validated from its bytes in one pass by pydantic-core. FastAPI's
+    own path parses it into Python objects and validates those, about three times the work
+    on a 1,000-record batch. Declared after the caller, so authorization runs first. The
+    strict-JSON middleware has refused duplicate keys and
+    NaN before this runs; a body not declared as JSON never reaches it, so it is refused."""
+    body = await request.body()
+    if not is_json(request.scope):
+        raise RequestValidationError([{"loc": ("body",), "type": "content_type",
+                                       "msg": "the body must be application/json"}])
+    try:
+        return billing.UsageBatch.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)],
+            body=body) from None
+
+
+@router.post("/usage", response_model=billing.IngestResult, openapi_extra={"requestBody": {
+    "content": {"application/json": {"schema": _inline_schema(billing.UsageBatch)}},
+    "required": True}})
+def ingest_usage(caller: Annotated[Caller, Authorize("billing.usage.write",
                                                      scope=PLATFORM_SCOPE)],
+                 body: Annotated[billing.UsageBatch, Depends(usage_batch)],
                  ) -> billing.IngestResult:
     """Store a batch of usage records (all or nothing). A key already stored with the same
     payload counts as a duplicate; with another payload the batch is a 409."""

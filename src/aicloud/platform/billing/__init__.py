@@ -29,7 +29,8 @@ from aicloud.platform.billing.catalog import (
     register_default_meters,
 )
 from aicloud.platform.billing.check import check_ledger
-from aicloud.platform.billing.controllers import controllers, rate_until_idle
+from aicloud.platform.billing.closings import close_periods, last_ended_period
+from aicloud.platform.billing.controllers import close_ended_periods, controllers, rate_until_idle
 from aicloud.platform.billing.credits import adjust, set_credit_limit, top_up
 from aicloud.platform.billing.digest import (
     LedgerDigest,
@@ -162,6 +163,8 @@ __all__ = [
     "build_statement",
     "check_ledger",
     "check_target",
+    "close_ended_periods",
+    "close_periods",
     "controllers",
     "cost_report",
     "cost_report_csv",
@@ -181,6 +184,7 @@ __all__ = [
     "get_org_hold",
     "get_price_list",
     "ingest_usage",
+    "last_ended_period",
     "launches_blocked",
     "ledger_digests_at",
     "list_alerts",

@@ -8,11 +8,19 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit
+from aicloud.platform.billing.closings import (
+    PeriodActivity,
+    next_period,
+    period_column,
+    period_of,
+    previous_period,
+)
 from aicloud.platform.billing.digest import LedgerDigest, ledger_digests_at
 from aicloud.platform.billing.ledger import account_key, normal_balance
 from aicloud.platform.billing.models import (
     AccountModel,
     HoldModel,
+    PeriodClosingModel,
     TransferModel,
     UsageRecordModel,
 )
@@ -115,12 +123,75 @@ def check_ledger(session: Session, *, published: audit.Published | None = None) 
     for uid in sorted(charged):
         bad("usage-charge-orphan", f"a transfer charges usage {uid}, which does not exist",
             uid)
+    found.extend(_check_closings(session, accounts))
     if published is not None:
         found.extend(_against(session, published))
     return LedgerCheck(ok=not found, accounts=len(accounts), transfers=int(transfer_count),
                        discrepancies=found,
                        published_sink=published.sink if published else None,
                        published_checked=len(published.checkpoints) if published else None)
+
+
+def _check_closings(session: Session, accounts: dict[str, AccountModel]) -> list[Discrepancy]:
+    """Every closing recomputed from the transfers: the cumulative totals at the month's
+    end, its seq bounds, and rows exactly from the account's first month to its last closed
+    one (a transfer posted into a closed month shows as a mismatch)."""
+    C, T = PeriodClosingModel, TransferModel
+    stored: dict[str, dict[str, PeriodClosingModel]] = defaultdict(dict)
+    for c in session.scalars(select(C)):
+        stored[c.account_id][c.period] = c
+    closed = {a.id: previous_period(period_of(a.closed_through))
+              for a in accounts.values() if a.closed_through is not None}
+    out: list[Discrepancy] = []
+    if not stored and not closed:
+        return out
+    month = period_column(session)
+    activity: dict[str, dict[str, PeriodActivity]] = defaultdict(dict)
+    for account_col, debit in ((T.debit_account_id, True), (T.credit_account_id, False)):
+        for account_id, period, total, n, lo, hi in session.execute(
+                select(account_col, month, func.sum(T.amount), func.count(), func.min(T.seq),
+                       func.max(T.seq)).group_by(account_col, month)):
+            if account_id in closed or account_id in stored:
+                total = int(total)
+                activity[account_id].setdefault(period, PeriodActivity()).add(
+                    total if debit else 0, 0 if debit else total, int(n), int(lo), int(hi))
+    for account_id in sorted(set(stored) | set(closed)):
+        rows, months = stored.get(account_id, {}), activity.get(account_id, {})
+        last = closed.get(account_id)
+        started = [p for p in months if last is not None and p <= last]
+        expected: list[str] = []
+        period = min(started) if started else None
+        while period is not None and last is not None and period <= last:
+            expected.append(period)
+            period = next_period(period)
+        for p in sorted(set(rows) - set(expected)):
+            out.append(Discrepancy(code="closing-orphan", subject=account_id, message=(
+                f"account {account_id} has a closing for {p}, outside its closed months "
+                f"({expected[0] + '..' + expected[-1] if expected else 'none'})")))
+        d = c_ = n = last_seq = 0
+        for p in expected:
+            a = months.get(p)
+            if a is not None:
+                d, c_, n, last_seq = d + a.debits, c_ + a.credits, n + a.transfers, max(
+                    last_seq, a.max_seq)
+            row = rows.get(p)
+            if row is None:
+                out.append(Discrepancy(code="closing-missing", subject=account_id, message=(
+                    f"account {account_id} is closed through {last} but has no closing "
+                    f"for {p}")))
+                continue
+            later = min((x.min_seq for q, x in months.items()
+                         if q > p and x.min_seq is not None), default=None)
+            # next_seq may be low (it only bounds a search), never above a later month's seq.
+            if ((row.debits, row.credits, row.transfers, row.last_seq) != (d, c_, n, last_seq)
+                    or (later is not None and row.next_seq > later)):
+                out.append(Discrepancy(code="closing-mismatch", subject=account_id, message=(
+                    f"account {account_id}, closing of {p}: stored debits/credits "
+                    f"{row.debits}/{row.credits} over {row.transfers} transfer(s), seqs "
+                    f"..{row.last_seq} next {row.next_seq}; recomputed from transfers "
+                    f"{d}/{c_} over {n}, seqs ..{last_seq} next "
+                    f"{'<= ' + str(later) if later is not None else 'any'}")))
+    return out
 
 
 def _against(session: Session, published: audit.Published) -> list[Discrepancy]:

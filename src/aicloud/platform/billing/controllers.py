@@ -6,6 +6,7 @@ import logging
 import time
 
 from aicloud.platform.billing.budgets import evaluate_budgets
+from aicloud.platform.billing.closings import accounts_to_close, close_periods, last_ended_period
 from aicloud.platform.billing.holds import expire_holds
 from aicloud.platform.billing.rating import count_waiting, rate_batch
 from aicloud.platform.billing.webhook_targets import WebhookPolicy
@@ -47,6 +48,20 @@ def rate_until_idle(db: Database, *, batch_size: int = 2000, max_batches: int = 
     return rated
 
 
+def close_ended_periods(db: Database, *, clock: Clock | None = None) -> int:
+    """Close every account through the last month that has ended, one account per
+    transaction (each holds only that account's row lock, briefly); the closings written."""
+    now = (clock or SystemClock()).now()
+    through = last_ended_period(now)
+    with db.transaction() as session:
+        accounts = accounts_to_close(session, through)
+    written = 0
+    for account_id in accounts:
+        with db.transaction() as session:
+            written += close_periods(session, account_id, through, now=now)
+    return written
+
+
 def controllers(db: Database, *, interval_seconds: float, clock: Clock | None = None,
                 webhook_secret: str = "",
                 webhook_policy: WebhookPolicy | None = None) -> list[Controller]:
@@ -68,6 +83,9 @@ def controllers(db: Database, *, interval_seconds: float, clock: Clock | None = 
         # A backstop: the rater evaluates budgets as it posts spend (see budgets.py).
         Controller(name="billing-budgets", interval_seconds=max(interval_seconds, 30.0),
                    run_once=_budgets),
+        # Statements close lazily too; this keeps the first statement of a month cheap.
+        Controller(name="billing-period-close", interval_seconds=max(interval_seconds, 300.0),
+                   run_once=lambda: close_ended_periods(db, clock=clock)),
         Controller(name="billing-webhooks", interval_seconds=max(interval_seconds, 5.0),
                    run_once=lambda: deliver_due(db, default_secret=webhook_secret,
                                                 clock=clock, policy=webhook_policy)),

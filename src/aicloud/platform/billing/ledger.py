@@ -278,7 +278,8 @@ def _account_states_statement() -> Select[Any]:
         H.account_id == A.id, H.status == "pending",
         H.expires_at > bindparam("now", type_=UTCDateTime())).correlate(A).scalar_subquery()
     return (select(A.id, A.type, A.currency, A.enforce_floor, A.credit_limit,
-                   A.strict_non_negative, A.debits_posted, A.credits_posted, held.label("held"))
+                   A.strict_non_negative, A.debits_posted, A.credits_posted, A.closed_through,
+                   held.label("held"))
             .where(bulk.in_values(A.id, "ids")).order_by(A.id).with_for_update(of=A))
 
 
@@ -317,6 +318,10 @@ def post_transfers(
     A spec whose idempotency key was already posted with the same payload is a replay and is
     returned as such; the same key with a different payload is a Conflict. A refused batch
     writes nothing.
+
+    The transfers are posted at ``now``, or at the end of the last closed period of an
+    account they touch if ``now`` is earlier (a caller whose clock lags, or a transaction
+    that started before the period closed): a closed period never receives a transfer.
     """
     if not specs:
         return []
@@ -325,6 +330,11 @@ def post_transfers(
     keys = columns["idempotency_key"]
     accounts = _lock_account_states(
         session, {*columns["debit_account_id"], *columns["credit_account_id"]}, now)
+    # Read under the accounts' locks, which closing a period also takes: a close either saw
+    # this batch or committed before it, and then its end is the earliest posting time.
+    closed = [a.closed_through for a in accounts.values() if a.closed_through is not None]
+    if closed and max(closed) > now:
+        now = max(closed)
     if check_replays:
         # Optimistic: batches are nearly always all new. Insert them in a savepoint; if no
         # unique key clashed there was no replay, and the look-up of 1,000 keys is saved.

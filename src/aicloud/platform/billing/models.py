@@ -52,6 +52,32 @@ class AccountModel(Base):
     debits_posted: Mapped[int] = mapped_column(BigInteger, default=0)
     credits_posted: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The end of the account's last closed period (statements.close_periods): no transfer
+    # touching the account is posted before it, so a closed period never changes.
+    closed_through: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class PeriodClosingModel(Base):
+    """An account's balance at the end of a calendar month (UTC, by posting time), written
+    when the month is closed. Derived from the transfers like the balance cache and verified
+    by ``ledger check``; never edited by hand.
+
+    ``debits``/``credits``/``transfers`` are cumulative: every transfer of the account posted
+    before the month's end. ``last_seq`` is the highest seq among those; ``next_seq`` is at
+    most the lowest seq of the account's transfers posted at or after the month's end, so the
+    next months' transfers are found by an index range instead of the whole history.
+    """
+
+    __tablename__ = "billing_period_closings"
+
+    account_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    period: Mapped[str] = mapped_column(String(7), primary_key=True)  # YYYY-MM
+    debits: Mapped[int] = mapped_column(BigInteger)
+    credits: Mapped[int] = mapped_column(BigInteger)
+    transfers: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    next_seq: Mapped[int] = mapped_column(BigInteger)
+    closed_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class TransferModel(Base):
@@ -177,7 +203,13 @@ class UsageRecordModel(Base):
     __table_args__ = (
         CheckConstraint("quantity > 0", name="quantity_positive"),
         CheckConstraint("window_end > window_start", name="window_ordered"),
-        Index("ix_billing_usage_records_state_seq", "state", "seq"),
+        # What the rater claims (waiting) and what requeue_unpriced reads, in seq order:
+        # partial indexes, so rating a record deletes its entry and inserts none (a rated
+        # record, nearly every row, is in neither). Queries spell the state as a literal,
+        # which both databases need to match a partial index.
+        *(Index(f"ix_billing_usage_records_{name}_seq", "seq",
+                sqlite_where=text(f"state = {state}"), postgresql_where=text(f"state = {state}"))
+          for name, state in (("waiting", 0), ("unpriced", 2))),
         Index("ix_billing_usage_records_scope_path_window_start", "scope_path", "window_start"),
     )
 

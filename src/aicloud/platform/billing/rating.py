@@ -16,7 +16,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import ColumnElement, func, literal_column, select, text, update
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit
@@ -54,11 +54,17 @@ def _advisory_key(resource_id: str) -> int:
     return int64_key(resource_id) ^ ADVISORY_NAMESPACE
 
 
+def _in_state(state: int) -> ColumnElement[bool]:
+    """``state = <literal>``: a bound parameter would not match the partial index of that
+    state (SQLite never, PostgreSQL not in a generic plan)."""
+    return UsageRecordModel.state == literal_column(str(int(state)))
+
+
 def _claim(session: Session, batch_size: int) -> list:  # type: ignore[type-arg]
     U = UsageRecordModel
     stmt = (select(U.seq, U.id, U.resource_id, U.org_id, U.scope_path, U.meter,
                    U.dimension_value, U.quantity, U.window_start)
-            .where(U.state == WAITING).order_by(U.seq).limit(batch_size))
+            .where(_in_state(WAITING)).order_by(U.seq).limit(batch_size))
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True, of=U)
     return list(session.connection().execute(stmt).all())
@@ -67,7 +73,7 @@ def _claim(session: Session, batch_size: int) -> list:  # type: ignore[type-arg]
 def count_waiting(session: Session) -> int:
     """Records not rated yet, including those another rater has claimed but not committed."""
     U = UsageRecordModel
-    return int(session.scalar(select(func.count()).select_from(U).where(U.state == WAITING))
+    return int(session.scalar(select(func.count()).select_from(U).where(_in_state(WAITING)))
                or 0)
 
 
@@ -192,7 +198,7 @@ def rate_batch(session: Session, *, batch_size: int = 2000,
 def requeue_unpriced(session: Session, *, actor: audit.Actor) -> int:
     """After adding the missing prices, put records that could not be priced back in line."""
     U = UsageRecordModel
-    n = session.execute(update(U).where(U.state == UNPRICED).values(state=WAITING)).rowcount
+    n = session.execute(update(U).where(_in_state(UNPRICED)).values(state=WAITING)).rowcount
     if n:
         audit.record(session, actor=actor, action="billing.usage.requeue",
                      target_type="usage_batch", target_id="unpriced", details={"count": n})

@@ -59,9 +59,21 @@ def resolve_scope(session: Session, scope_path: str, field: str = "scope_path") 
 
 def resolve_scopes(session: Session, scope_paths: Iterable[str],
                    field: str = "scope_path") -> None:
-    """resolve_scope for many paths (a usage batch): each distinct path is looked up once."""
-    for path in sorted(set(scope_paths)):
-        resolve_scope(session, path, field)
+    """resolve_scope for many paths (a usage batch): each distinct path is checked once, and
+    the projects they end in are read in one query (a batch's projects are its usual paths;
+    a look-up each cost a tenth of ingesting a 1,000-record batch)."""
+    paths = sorted(set(scope_paths))
+    by_project: dict[str, str] = {}
+    for path in paths:
+        parts = split_scope(path, field)
+        if len(parts) <= 3 and parts[-1].startswith("prj_"):
+            by_project.setdefault(parts[-1], path)
+    found = {p.id: p.scope_path for p in iam.list_projects(session, sorted(by_project))}
+    for path in paths:
+        project = path.rsplit("/", 1)[-1]
+        if by_project.get(project) == path and found.get(project) == path:
+            continue  # IAM has this project at exactly this path
+        resolve_scope(session, path, field)  # anything else: checked, and named, one by one
 
 
 def check_org(session: Session, org_id: str, field: str = "org_id") -> str:

@@ -5,19 +5,31 @@ exactly one line, so opening + lines = closing, and closing is the ledger balanc
 of the month. Usage lines are grouped by project, meter and price; the usage quantity shown
 is that of the charged records (records whose cumulative-rounded charge was 0 have no
 transfer and no line).
+
+The opening balance is the previous month's closing (closings.py), closed on the way when it
+has ended, and the month's transfers are read through the seq range the closings give: a
+statement costs what its month holds, not what the wallet's whole history holds.
 """
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import datetime
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
-from aicloud.platform.billing.budgets import month_bounds
-from aicloud.platform.billing.ledger import find_wallet, touches
+from aicloud.platform.billing.closings import (
+    ClosingMismatch,
+    close_periods,
+    get_closing,
+    last_ended_period,
+    latest_closing,
+    parse_period,
+    period_end,
+    previous_period,
+)
+from aicloud.platform.billing.ledger import account_key, find_wallet, normal_balance
 from aicloud.platform.billing.models import (
     PriceModel,
     RatingStreamModel,
@@ -26,18 +38,7 @@ from aicloud.platform.billing.models import (
 )
 from aicloud.platform.billing.money import check_currency
 from aicloud.platform.billing.schemas import Statement, StatementLine
-from aicloud.shared.errors import ValidationFailed
-
-# ASCII digits only: int() alone also took "2026-0_1", " 2026-01", "+2026-1" and non-ASCII
-# digits, and the period ends up in the CSV's file name.
-_PERIOD = re.compile(r"([1-9][0-9]{3})-(0[1-9]|1[0-2])")
-
-
-def _parse_period(period: str) -> datetime:
-    m = _PERIOD.fullmatch(period)
-    if m is None:
-        raise ValidationFailed("period must be YYYY-MM", field="period")
-    return datetime(int(m[1]), int(m[2]), 1, tzinfo=UTC)
+from aicloud.shared.clock import utcnow
 
 
 def _signed(wallet_id: str):  # type: ignore[no-untyped-def]
@@ -45,18 +46,48 @@ def _signed(wallet_id: str):  # type: ignore[no-untyped-def]
     return case((T.credit_account_id == wallet_id, T.amount), else_=-T.amount)
 
 
+def _touches_range(account_id: str, lo: int, hi: int | None) -> ColumnElement[bool]:
+    """ledger.touches with seq in [lo, hi], the range inside each branch so that each side
+    is one range of its (account key, seq) index."""
+    T, key = TransferModel, account_key(account_id)
+    bounds = [T.seq >= lo] + ([T.seq <= hi] if hi is not None else [])
+    return or_(and_(T.debit_key == key, T.debit_account_id == account_id, *bounds),
+               and_(T.credit_key == key, T.credit_account_id == account_id, *bounds))
+
+
 def build_statement(session: Session, *, org_id: str, period: str,
-                    currency: str = "USD") -> Statement:
+                    currency: str = "USD", now: datetime | None = None) -> Statement:
     check_currency(currency)
-    _, start, end = month_bounds(_parse_period(period))
-    # A read creates nothing: an org without a wallet yet has an empty statement.
+    start = parse_period(period)
+    end = period_end(period)
+    now = now or utcnow()
+    # A read creates no wallet: an org without one has an empty statement.
     found = find_wallet(session, org_id, currency)
-    wallet = found.id if found is not None else ""
+    empty = Statement(org_id=org_id, period=period, currency=currency, opening_balance=0,
+                      charges=0, credits=0, closing_balance=0, lines=[])
+    if found is None:
+        return empty
+    wallet = found.id
+    # Close what has ended, up to this month: its opening (and, once the month has ended,
+    # its closing) are then one row each.
+    close_periods(session, wallet, min(period, last_ended_period(now)), now=now)
     T, U, S, P = TransferModel, UsageRecordModel, RatingStreamModel, PriceModel
-    in_wallet = touches(wallet)
-    opening = int(session.scalar(select(func.coalesce(func.sum(_signed(wallet)), 0)).where(
-        in_wallet, T.posted_at < start)) or 0)
-    in_period = and_(in_wallet, T.posted_at >= start, T.posted_at < end)
+    before = latest_closing(session, wallet, before=period)
+    closing = get_closing(session, wallet, period)
+    if (before is None and closing is None and found.closed_through is not None
+            and found.closed_through >= end):
+        return empty  # closed, and closings start at the wallet's first transfer: none yet
+    lo = before.next_seq if before is not None else 0
+    opening = (normal_balance(found.type, before.debits, before.credits)
+               if before is not None else 0)
+    if before is None or before.period != previous_period(period):
+        # The months between the last closing and this one are not closed (this month is
+        # the current one, or later): add what was posted in them.
+        opening += int(session.scalar(select(func.coalesce(func.sum(_signed(wallet)), 0))
+                                      .where(_touches_range(wallet, lo, None),
+                                             T.posted_at < start)) or 0)
+    in_period = and_(_touches_range(wallet, lo, closing.last_seq if closing else None),
+                     T.posted_at >= start, T.posted_at < end)
 
     lines: list[StatementLine] = []
     usage_rows = session.execute(
@@ -84,6 +115,13 @@ def build_statement(session: Session, *, org_id: str, period: str,
         lines.append(StatementLine(kind=reason, amount=amount, transfers=n))  # type: ignore[arg-type]
     charges = -sum(line.amount for line in lines if line.amount < 0)
     credits = sum(line.amount for line in lines if line.amount > 0)
+    if closing is not None and (want := normal_balance(
+            found.type, closing.debits, closing.credits)) != opening + credits - charges:
+        # Closings are derived data: never trusted when the transfers say otherwise.
+        raise ClosingMismatch(
+            f"the closing balance of {period} for wallet {wallet} is {want}, but the "
+            f"previous closing and the month's transfers give {opening + credits - charges}; "
+            "run `aicloud ledger check`", account_id=wallet, period=period)
     return Statement(org_id=org_id, period=period, currency=currency, opening_balance=opening,
                      charges=charges, credits=credits,
                      closing_balance=opening + credits - charges, lines=lines)

@@ -29,14 +29,6 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 _KEY_CHUNK = 500
 
 
-def _fingerprint(r: UsageIn) -> str:
-    payload = "\x1f".join((
-        r.resource_id, r.project_id, r.scope_path, r.principal_id or "", r.meter,
-        r.dimension_value, str(r.quantity), r.window_start.isoformat(),
-        r.window_end.isoformat(), r.source))
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
 def _validate(r: UsageIn, meters: dict[str, str | None], i: int, latest: datetime) -> None:
     where = f"record {i} ({r.idempotency_key})"
     if r.meter not in meters:
@@ -104,6 +96,19 @@ def _validated_orgs(records: Sequence[UsageIn], columns: dict[str, list[Any]],
             for pair in zip(columns["scope_path"], columns["project_id"], strict=True)]
 
 
+def _fingerprints(columns: dict[str, list[Any]]) -> list[str]:
+    """Each record's payload fingerprint: SHA-256 of every field but the key, joined by
+    U+001F (datetimes in isoformat), computed column by column. The format must not change:
+    stored fingerprints are compared with new ones."""
+    payloads = map("\x1f".join, zip(
+        columns["resource_id"], columns["project_id"], columns["scope_path"],
+        [p or "" for p in columns["principal_id"]], columns["meter"],
+        columns["dimension_value"], map(str, columns["quantity"]),
+        map(datetime.isoformat, columns["window_start"]),
+        map(datetime.isoformat, columns["window_end"]), columns["source"], strict=True))
+    return [hashlib.sha256(p.encode()).hexdigest() for p in payloads]
+
+
 def ingest_usage(session: Session, records: Sequence[UsageIn], *, actor: audit.Actor,
                  now: datetime | None = None) -> IngestResult:
     """Store a batch of usage records. A key seen before with the same payload is a duplicate
@@ -119,7 +124,7 @@ def ingest_usage(session: Session, records: Sequence[UsageIn], *, actor: audit.A
     orgs = _validated_orgs(records, columns, meters, now + MAX_CLOCK_SKEW)
     # Well formed is not enough: each distinct path must be where IAM has its project.
     resolve_scopes(session, columns["scope_path"])
-    fingerprints = list(map(_fingerprint, records))
+    fingerprints = _fingerprints(columns)
     keys = columns["idempotency_key"]
     first: dict[str, int] = {}  # key -> index of its first record in the batch
     for i, key in enumerate(keys):
@@ -127,6 +132,15 @@ def ingest_usage(session: Session, records: Sequence[UsageIn], *, actor: audit.A
         if j != i and fingerprints[j] != fingerprints[i]:
             raise Conflict(f"usage key {key!r} appears twice with different payloads",
                            idempotency_key=key)
+    columns["fingerprint"], columns["org_id"] = fingerprints, orgs
+    if len(first) == len(keys):
+        # Optimistic, as the ledger posts: batches are nearly always all new. Insert them in
+        # a savepoint; if no key clashed there was no duplicate, and the look-up of every
+        # key is saved. Otherwise undo it and take the careful path below.
+        ids = _insert(session, columns, now, optimistic=True)
+        if ids is not None:
+            _audit(session, actor, ids, len(records))
+            return IngestResult(accepted=len(ids), duplicates=0, ids=ids)
     existing: dict[str, tuple[str, str]] = {}
     unique_keys = list(first)
     for j in range(0, len(unique_keys), _KEY_CHUNK):
@@ -138,23 +152,39 @@ def ingest_usage(session: Session, records: Sequence[UsageIn], *, actor: audit.A
             if existing.setdefault(key, (uid, fp))[1] != fingerprints[first[key]]:
                 raise Conflict(f"usage key {key!r} was already ingested with a different "
                                "payload", idempotency_key=key, usage_id=uid)
-    columns["fingerprint"], columns["org_id"] = fingerprints, orgs
     fresh = [i for i in first.values() if keys[i] not in existing]
     if len(fresh) != len(records):  # duplicates: keep each new key's first record only
         columns = {name: [values[i] for i in fresh] for name, values in columns.items()}
-    n = len(fresh)
-    ids = columns["id"] = new_ids("usage", n)
-    if n:
-        columns["received_at"], columns["state"] = [now] * n, [0] * n
-        try:
-            with session.begin_nested():
-                bulk.insert_columns(session.connection(), UsageRecordModel.__table__, columns)
-        except IntegrityError:
-            raise Conflict("another ingestion stored some of these keys at the same moment; "
-                           "retry the batch (duplicates will be recognised)") from None
-        audit.record(session, actor=actor, action="billing.usage.ingest",
-                     target_type="usage_batch", target_id=ids[0],
-                     details={"accepted": n, "duplicates": len(records) - n})
+    ids = _insert(session, columns, now, optimistic=False) or []
+    if ids:
+        _audit(session, actor, ids, len(records))
     stored = dict(zip(columns["idempotency_key"], ids, strict=True))
-    return IngestResult(accepted=n, duplicates=len(records) - n,
+    return IngestResult(accepted=len(ids), duplicates=len(records) - len(ids),
                         ids=[stored[k] if k in stored else existing[k][0] for k in keys])
+
+
+def _insert(session: Session, columns: dict[str, list[Any]], now: datetime, *,
+            optimistic: bool) -> list[str] | None:
+    """Insert the records (as columns) in a savepoint; their ids. On a unique clash: None
+    when ``optimistic`` (the caller looks the keys up), else a Conflict (another ingestion
+    stored some of the keys after the look-up)."""
+    n = len(columns["idempotency_key"])
+    if not n:
+        return []
+    ids = new_ids("usage", n)
+    row = {**columns, "id": ids, "received_at": [now] * n, "state": [0] * n}
+    try:
+        with session.begin_nested():
+            bulk.insert_columns(session.connection(), UsageRecordModel.__table__, row)
+    except IntegrityError:
+        if optimistic:
+            return None
+        raise Conflict("another ingestion stored some of these keys at the same moment; "
+                       "retry the batch (duplicates will be recognised)") from None
+    return ids
+
+
+def _audit(session: Session, actor: audit.Actor, ids: list[str], received: int) -> None:
+    audit.record(session, actor=actor, action="billing.usage.ingest",
+                 target_type="usage_batch", target_id=ids[0],
+                 details={"accepted": len(ids), "duplicates": received - len(ids)})
