@@ -74,18 +74,15 @@ def _scratch(db: Database, account_id: str, before: datetime) -> tuple[int, int,
 
 def _statements(db: Database, periods: list[str], now: datetime,
                 keep: bool = True) -> list[billing.Statement]:
-    session = db.session()
-    try:
-        session.begin()
-        out = [billing.build_statement(session, org_id=ORG_A, period=p, now=now)
-               for p in periods]
-        if keep:
-            session.commit()
-        return out
-    finally:
-        if session.in_transaction():
-            session.rollback()
-        session.close()
+    """The statements of ``periods``, built read-only as the API serves them; with ``keep``,
+    after closing what has ended by ``now`` as the billing-period-close controller does."""
+    if keep:
+        through = min(max(periods), billing.last_ended_period(now))
+        with db.transaction() as s:
+            for account in _accounts(db):
+                billing.close_periods(s, account, through, now=now)
+    with db.read_transaction() as s:
+        return [billing.build_statement(s, org_id=ORG_A, period=p) for p in periods]
 
 
 def _closings(db: Database, account_id: str) -> dict[str, PeriodClosingModel]:
@@ -127,7 +124,7 @@ def test_statements_with_closed_months_equal_statements_without(db: Database) ->
     # "now" before any transfer: nothing can be closed, every statement sums the history.
     unclosed = _statements(db, periods, now=_at("2025-01", 1), keep=False)
     assert _closings(db, _accounts(db)[0]) == {}
-    closed = _statements(db, periods, now=LATE)  # closes 2025-01..2025-08 on the way
+    closed = _statements(db, periods, now=LATE)  # after closing 2025-01..2025-08
     assert sorted(_closings(db, _accounts(db)[0]))[-1] == "2025-08"
     again = _statements(db, periods, now=LATE)  # from the stored closings alone
     assert closed == unclosed == again
@@ -142,8 +139,8 @@ def test_statements_with_closed_months_equal_statements_without(db: Database) ->
         assert by_period["2025-10"].closing_balance == billing.balance(
             s, billing.org_wallet(s, ORG_A, "USD").id).posted
         # An org without a wallet, and a month before the wallet's first transfer.
-        assert billing.build_statement(s, org_id=ORG_B, period="2025-02", now=LATE).lines == []
-        early = billing.build_statement(s, org_id=ORG_A, period="2024-06", now=LATE)
+        assert billing.build_statement(s, org_id=ORG_B, period="2025-02").lines == []
+        early = billing.build_statement(s, org_id=ORG_A, period="2024-06")
     assert (early.opening_balance, early.closing_balance, early.lines) == (0, 0, [])
 
 

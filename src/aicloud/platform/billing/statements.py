@@ -6,24 +6,23 @@ of the month. Usage lines are grouped by project, meter and price; the usage qua
 is that of the charged records (records whose cumulative-rounded charge was 0 have no
 transfer and no line).
 
-The opening balance is the previous month's closing (closings.py), closed on the way when it
-has ended, and the month's transfers are read through the seq range the closings give: a
-statement costs what its month holds, not what the wallet's whole history holds.
+The opening balance is the previous month's closing (closings.py, written by the
+billing-period-close controller) plus whatever was posted after the last closing, and the
+month's transfers are read through the seq range the closings give: once the controller has
+closed the ended months, a statement costs what its month holds, not what the wallet's whole
+history holds.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
 
 from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from aicloud.platform.billing.closings import (
     ClosingMismatch,
-    close_periods,
     get_closing,
-    last_ended_period,
     latest_closing,
     parse_period,
     period_end,
@@ -38,7 +37,6 @@ from aicloud.platform.billing.models import (
 )
 from aicloud.platform.billing.money import check_currency
 from aicloud.platform.billing.schemas import Statement, StatementLine
-from aicloud.shared.clock import utcnow
 
 
 def _signed(wallet_id: str):  # type: ignore[no-untyped-def]
@@ -56,11 +54,10 @@ def _touches_range(account_id: str, lo: int, hi: int | None) -> ColumnElement[bo
 
 
 def build_statement(session: Session, *, org_id: str, period: str,
-                    currency: str = "USD", now: datetime | None = None) -> Statement:
+                    currency: str = "USD") -> Statement:
     check_currency(currency)
     start = parse_period(period)
     end = period_end(period)
-    now = now or utcnow()
     # A read creates no wallet: an org without one has an empty statement.
     found = find_wallet(session, org_id, currency)
     empty = Statement(org_id=org_id, period=period, currency=currency, opening_balance=0,
@@ -68,9 +65,9 @@ def build_statement(session: Session, *, org_id: str, period: str,
     if found is None:
         return empty
     wallet = found.id
-    # Close what has ended, up to this month: its opening (and, once the month has ended,
-    # its closing) are then one row each.
-    close_periods(session, wallet, min(period, last_ended_period(now)), now=now)
+    # A statement only reads (it is served in a read-only transaction): the months the
+    # billing-period-close controller has closed are one row each, and what it has not
+    # closed yet is summed below from the last closing on.
     T, U, S, P = TransferModel, UsageRecordModel, RatingStreamModel, PriceModel
     before = latest_closing(session, wallet, before=period)
     closing = get_closing(session, wallet, period)
