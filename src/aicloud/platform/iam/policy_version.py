@@ -6,12 +6,12 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from sqlalchemy import create_engine, delete, event, func, select, update
+from sqlalchemy import delete, event, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, SessionTransaction
-from sqlalchemy.pool import NullPool
 
 from aicloud.platform.iam.models import PolicyChangeModel, PolicyVersionModel
+from aicloud.shared.db import snapshot_reader
 
 DIRTY = "aicloud.iam.policy_dirty"
 
@@ -90,29 +90,12 @@ def reader_engine(engine: Engine) -> Any:
     """Where the watcher reads the policy without waiting on (or blocking) writers.
 
     PostgreSQL: the same pool, in REPEATABLE READ so the version row and the tables it
-    versions are read from one snapshot. SQLite: every transaction of the application's
-    engine begins IMMEDIATE (takes the write lock), and a request holding it may be waiting
-    for the very rebuild the watcher does; a second engine on the same file with deferred
-    (read-only, WAL) transactions never waits for a writer. False for an in-memory database,
-    which no second connection can see.
+    versions are read from one snapshot. SQLite: every write transaction of the application's
+    engine begins IMMEDIATE, and a request holding the write lock may be waiting for the very
+    rebuild the watcher does, so the watcher reads on a separate, never-pooled engine of
+    deferred, query-only transactions (``shared.db.snapshot_reader``). False for an in-memory
+    database, which no second connection can see.
     """
     if engine.dialect.name != "sqlite":
         return engine.execution_options(isolation_level="REPEATABLE READ")
-    if engine.url.database in (None, "", ":memory:"):
-        return False
-    reader = create_engine(engine.url, poolclass=NullPool,
-                           connect_args={"check_same_thread": False})
-
-    @event.listens_for(reader, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # SQLAlchemy, not pysqlite, begins (below)
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA query_only=ON")
-        cur.execute("PRAGMA busy_timeout=5000")
-        cur.close()
-
-    @event.listens_for(reader, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")  # deferred: a read snapshot, no lock on writers
-
-    return reader
+    return snapshot_reader(engine) or False

@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import NullPool, StaticPool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Connections per process, and how long a caller waits for one before giving up.
@@ -107,6 +107,31 @@ def _refuse_orm_writes(session: Session, _flush_context: Any, _instances: Any) -
         raise ReadOnlyViolation(f"a read-only transaction tried to write ({names}); "
                                 "writes belong in a write transaction (a non-GET request "
                                 "or Database.transaction())")
+
+
+def snapshot_reader(engine: Engine) -> Engine | None:
+    """A second, never-pooled engine on the same SQLite file whose transactions only read:
+    deferred ``BEGIN`` under ``query_only``, so a reader never waits for the writer's lock
+    (WAL) and cannot be queued behind requests for a pooled connection. None for an
+    in-memory database, which no second connection can see."""
+    if engine.url.database in (None, "", ":memory:"):
+        return None
+    reader = create_engine(engine.url, poolclass=NullPool,
+                           connect_args={"check_same_thread": False})
+
+    @event.listens_for(reader, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # SQLAlchemy, not pysqlite, begins (below)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA query_only=ON")
+        cur.execute("PRAGMA busy_timeout=5000")  # a poller: give up sooner than writers
+        cur.close()
+
+    @event.listens_for(reader, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN")  # deferred: a read snapshot, no lock on writers
+
+    return reader
 
 
 class Database:
