@@ -205,7 +205,10 @@ class ComputeProvider(Protocol):
 
 @runtime_checkable
 class ExecSession(Protocol):
-    """An interactive process attached to a terminal: the web terminal relays its bytes."""
+    """An interactive process attached to a terminal: the web terminal relays its bytes.
+
+    One thread reads; others may write, resize and close it meanwhile (a close ends a write
+    in progress, which then raises OSError)."""
 
     def read(self, size: int = 65536, timeout: float | None = None) -> bytes | None:
         """Output bytes; b"" once the process closed its terminal; None if nothing arrived

@@ -61,6 +61,20 @@ def group_members(pgid: int, not_before_ticks: int) -> list[int]:
     return members
 
 
+def session_members(sid: int, not_before_ticks: int) -> list[int]:
+    """Live processes of session ``sid`` (every process group a terminal's shell made for
+    its jobs) that started no earlier than the session's leader."""
+    members = []
+    for entry in os.scandir(PROC):
+        if not entry.name.isdigit():
+            continue
+        stat = read_stat(int(entry.name))
+        if (stat is not None and stat.sid == sid and not stat.zombie
+                and stat.start_ticks >= not_before_ticks):
+            members.append(stat.pid)
+    return members
+
+
 def pid_levels(pid: int) -> list[int]:
     """The pids ``pid`` has, from the host's PID namespace inward (empty when it is gone)."""
     try:

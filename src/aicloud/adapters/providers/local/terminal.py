@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import pty
@@ -12,8 +13,12 @@ import struct
 import subprocess
 import sys
 import termios
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+from aicloud.adapters.providers.local import procfs
 
 # The child makes the terminal its controlling tty in a session of its own, then becomes the
 # command. Done in a fresh interpreter rather than preexec_fn, which is unsafe in a threaded
@@ -42,7 +47,13 @@ class PtySession:
         finally:
             # Only the child may hold the terminal's slave end, or reads never see EOF.
             os.close(slave)
+        # Non-blocking, so a write to a terminal whose program reads nothing can notice a
+        # close from another thread instead of blocking it forever.
+        os.set_blocking(master, False)
         self._master = master
+        self._io = threading.Lock()  # the descriptor: never closed under a write or resize
+        stat = procfs.read_stat(self._proc.pid)  # our unreaped child: readable even if ended
+        self._start_ticks = stat.start_ticks if stat is not None else None
         self._on_close = on_close
         self._closed = False
 
@@ -58,17 +69,31 @@ class PtySession:
             return None
         try:
             return os.read(self._master, size)
+        except BlockingIOError:  # taken by another reader between select and read
+            return None
         except OSError:  # EIO: every process holding the terminal has gone
             return b""
 
     def write(self, data: bytes) -> None:
+        """Blocks while the terminal's input is full; a close from another thread ends the
+        wait (OSError EIO)."""
         view = memoryview(data)
-        while view:
-            n = os.write(self._master, view)
-            view = view[n:]
+        with self._io:
+            while view:
+                if self._closed:
+                    raise OSError(errno.EIO, "the terminal is closed")
+                try:
+                    n = os.write(self._master, view)
+                except BlockingIOError:
+                    select.select([], [self._master], [], 0.05)
+                    continue
+                view = view[n:]
 
     def resize(self, cols: int, rows: int) -> None:
-        _set_winsize(self._master, cols, rows)
+        with self._io:
+            if self._closed:
+                raise OSError(errno.EIO, "the terminal is closed")
+            _set_winsize(self._master, cols, rows)
 
     def wait(self, timeout: float | None = None) -> int | None:
         try:
@@ -79,20 +104,41 @@ class PtySession:
     def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
-        if self._proc.poll() is None:
-            # The session id is the child's pid (login_tty made it a session leader).
-            for signum, grace in ((signal.SIGHUP, 1.0), (signal.SIGKILL, 5.0)):
-                try:
-                    os.killpg(self._proc.pid, signum)
-                except ProcessLookupError:  # not yet its own session: signal it alone
-                    with contextlib.suppress(ProcessLookupError):
-                        self._proc.send_signal(signum)
-                if self.wait(grace) is not None:
-                    break
-        os.close(self._master)
+        self._closed = True  # a write waiting on a full terminal gives up within 50 ms
+        self._end_session()
+        with self._io:
+            os.close(self._master)
         if self._on_close is not None:
             self._on_close(self._proc.pid)
+
+    def _members(self) -> list[int]:
+        """The processes to end: the child and its whole terminal session. A job-control
+        shell gives each job a process group of its own, so the child's group alone misses
+        every background job. (A process that made a session of its own has left the
+        terminal, like ``nohup`` on any host: it lives as long as the workload.)"""
+        members = set()
+        if self._start_ticks is not None:
+            members.update(procfs.session_members(self._proc.pid, self._start_ticks))
+        if self._proc.poll() is None:  # not yet its own session leader, or ticks unknown
+            members.add(self._proc.pid)
+        return sorted(members)
+
+    def _end_session(self) -> None:
+        # SIGHUP is what a hung-up terminal means (shells pass it to their jobs); SIGCONT
+        # wakes a stopped job so it sees it; SIGKILL ends whatever ignored it.
+        for signals, grace in (((signal.SIGHUP, signal.SIGCONT), 1.0), ((signal.SIGKILL,), 5.0)):
+            members = self._members()
+            if not members:
+                return
+            for pid in members:
+                for signum in signals:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signum)
+            deadline = time.monotonic() + grace
+            while self._members():
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.02)
 
     def __enter__(self) -> PtySession:
         return self
