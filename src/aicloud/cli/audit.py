@@ -3,6 +3,7 @@ directly, so it works with the API down)."""
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -13,13 +14,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from aicloud.cli.common import ProfileOption, context_or_exit
 from aicloud.cli.output import OutputFormat, OutputOption, console, emit, err_console, fail
-from aicloud.platform import audit
+from aicloud.platform import access, audit
 from aicloud.runtime import AppContext
 from aicloud.shared.config import ConfigError
 from aicloud.shared.db import migrate
 from aicloud.shared.errors import ValidationFailed
 
-app = typer.Typer(help="The hash-chained audit log: verify, seal, checkpoint, export.",
+app = typer.Typer(help="The hash-chained audit log: verify, seal, checkpoint, export; "
+                  "replay terminal recordings.",
                   no_args_is_help=True)
 
 # Below this many events a progress bar would only flicker.
@@ -232,3 +234,54 @@ def export(
     if to_stdout:
         return
     emit({"file": str(output_file), "events": count}, output)
+
+
+@app.command("replay")
+def replay_recording(
+    recording: Annotated[Path, typer.Argument(
+        metavar="RECORDING", help="A terminal session's asciicast v2 file (<session>.cast).")],
+    sha256: Annotated[str | None, typer.Option(
+        "--sha256", metavar="HEX",
+        help="The digest recorded when the session ended (from its audit event). Without "
+             "it, the .sha256 file beside the recording is used, which only shows the file "
+             "is whole, not that nobody rewrote both.")] = None,
+    speed: Annotated[float, typer.Option(min=0.01, help="Replay this many times faster.")] = 1.0,
+    max_wait: Annotated[float, typer.Option(
+        "--max-wait", min=0, metavar="SECONDS",
+        help="Cap every pause at this (an idle hour replays in seconds).")] = 2.0,
+    plain: Annotated[bool, typer.Option(
+        "--plain", help="Print all the output at once, without the timing.")] = False,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Check a terminal recording against its digest and replay it (exit 1 when the file
+    was altered, truncated or is not asciicast v2). Works on the file alone: no database."""
+    expected = sha256 or access.sidecar_digest(recording)
+    if expected is None:
+        raise fail(f"no digest for {recording}: pass --sha256 (from the session's audit "
+                   "event); without one nothing can tell an altered recording", 2)
+    if sha256 is None:
+        err_console.print("[yellow]note:[/yellow] checked against the digest file beside the "
+                          "recording; pass --sha256 from the audit event to prove it unaltered")
+    try:
+        rec = access.read_recording(recording, sha256=expected)
+    except access.RecordingInvalid as exc:
+        raise fail(str(exc)) from None
+    if output == OutputFormat.json:
+        emit({"file": str(recording), "sha256": rec.digest.sha256, "size": rec.digest.size,
+              "verified_against": "--sha256" if sha256 else "digest file",
+              "width": rec.width, "height": rec.height,
+              "timestamp": rec.header.get("timestamp"), "title": rec.header.get("title"),
+              "duration_seconds": rec.duration,
+              "events": {code: sum(1 for e in rec.events if e.code == code)
+                         for code in ("o", "i", "r")},
+              "output": rec.output()}, output)
+        return
+    out = sys.stdout
+    if plain:
+        out.write(rec.output())
+    else:
+        access.replay(rec, lambda text: (out.write(text), out.flush()), speed=speed,
+                      max_wait=max_wait)
+    out.flush()
+    err_console.print(f"[green]ok[/green]: {recording} matches sha256 {rec.digest.sha256[:16]}…, "
+                      f"{rec.width}x{rec.height}, {rec.duration:.1f}s")
