@@ -90,6 +90,32 @@ class ProvidersConfig(BaseModel):
         return str(Path(value).resolve()) if value else value
 
 
+class TerminalConfig(BaseModel):
+    """Terminal sessions on a node (platform/access/terminal_keeper.py): how long a shell
+    lives, what its recording holds, how long recordings are kept."""
+
+    # Closed after this long without input, resize or output (0: never).
+    idle_timeout_seconds: float = Field(default=3600.0, ge=0)
+    # A detached session (its client's connection dropped) is closed after this long.
+    reattach_window_seconds: float = Field(default=900.0, ge=0)
+    # An attached client that sends no keepalive for this long is detached (0: not checked).
+    keepalive_timeout_seconds: float = Field(default=0.0, ge=0)
+    # Output kept per session for a client that reattaches from where it stopped.
+    ring_buffer_bytes: int = Field(default=1 << 20, ge=4096, le=64 << 20)
+    max_sessions_per_workload: int = Field(default=16, ge=1, le=256)
+    # Record what users type too (passwords typed at a prompt included), not only output.
+    record_input: bool = False
+    # Where the node writes asciicast recordings; a relative path resolves when loading.
+    recordings_dir: str = Field(default="var/terminal-recordings", validate_default=True)
+    # Recordings last written longer ago than this are deleted.
+    recording_retention_days: float = Field(default=90.0, gt=0)
+
+    @field_validator("recordings_dir")
+    @classmethod
+    def _absolute_dir(cls, value: str) -> str:
+        return str(Path(value).resolve()) if value else value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="AICLOUD_",
@@ -155,6 +181,7 @@ class Settings(BaseSettings):
 
     required_evidence: list[str] = Field(default_factory=list)
     providers: ProvidersConfig = Field(default_factory=ProvidersConfig)
+    terminal: TerminalConfig = Field(default_factory=TerminalConfig)
 
     # GPUaaS: `serve` also runs a node agent for this machine (kind, dev); a node whose agent
     # is silent this long is down; running instances report usage this often.

@@ -40,6 +40,7 @@ from aicloud.platform.access import (
     TooManySessions,
     read_recording,
 )
+from aicloud.shared.config import load_settings
 from aicloud.shared.errors import ValidationFailed
 
 
@@ -409,3 +410,16 @@ def test_bad_calls_are_refused_clearly(
         keeper.open(handle)
     assert keeper.ended("s-fixed") is not None
     assert keeper.ended("s-fixed").reason is EndReason.SHUTDOWN  # type: ignore[union-attr]
+
+
+def test_the_policy_comes_from_the_profiles_terminal_settings(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AICLOUD_TERMINAL__RECORD_INPUT", "true")
+    monkeypatch.setenv("AICLOUD_TERMINAL__IDLE_TIMEOUT_SECONDS", "0")
+    monkeypatch.setenv("AICLOUD_TERMINAL__REATTACH_WINDOW_SECONDS", "120")
+    settings = load_settings("dev")
+    policy = TerminalPolicy.from_config(settings.terminal)
+    assert (policy.record_input, policy.idle_timeout, policy.reattach_window) == (
+        True, None, 120.0)
+    assert policy.keepalive_timeout is None and policy.ring_buffer_bytes == 1 << 20
+    assert Path(settings.terminal.recordings_dir).is_absolute()

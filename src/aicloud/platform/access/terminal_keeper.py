@@ -55,6 +55,7 @@ from aicloud.platform.access.terminal_recording import (
     RecordingWriter,
     purge_recordings,
 )
+from aicloud.shared.config import TerminalConfig
 from aicloud.shared.errors import Conflict, NotFound, ValidationFailed
 from aicloud.shared.ids import new_id
 
@@ -90,6 +91,16 @@ class TerminalPolicy:
                 raise ValueError(f"{name} must be positive (or None for no limit)")
         if self.reattach_window < 0:
             raise ValueError("reattach_window cannot be negative")
+
+    @classmethod
+    def from_config(cls, config: TerminalConfig) -> TerminalPolicy:
+        """The profile's ``terminal`` settings (0 there means no limit)."""
+        return cls(ring_buffer_bytes=config.ring_buffer_bytes,
+                   idle_timeout=config.idle_timeout_seconds or None,
+                   reattach_window=config.reattach_window_seconds,
+                   keepalive_timeout=config.keepalive_timeout_seconds or None,
+                   record_input=config.record_input,
+                   max_sessions_per_workload=config.max_sessions_per_workload)
 
 
 class SessionState(StrEnum):
