@@ -20,6 +20,7 @@ import pytest
 
 from aicloud.adapters.providers.base import (
     GpuAssignment,
+    WorkloadConflict,
     WorkloadHandle,
     WorkloadKind,
     WorkloadSpec,
@@ -423,3 +424,30 @@ def test_the_policy_comes_from_the_profiles_terminal_settings(
         True, None, 120.0)
     assert policy.keepalive_timeout is None and policy.ring_buffer_bytes == 1 << 20
     assert Path(settings.terminal.recordings_dir).is_absolute()
+
+
+def test_stopping_the_workload_ends_its_sessions_with_complete_recordings(
+        tmp_path: Path) -> None:
+    provider = LocalProvider(tmp_path / "workloads")
+    handle = provider.create(WorkloadSpec("term2", WorkloadKind.SHELL))
+    provider.start(handle)
+    ended: list[SessionEnd] = []
+    keeper = TerminalKeeper(provider, tmp_path / "recordings", on_end=ended.append)
+    try:
+        sink = QueueSink()
+        attachment = keeper.open_attached(handle, sink)
+        attachment.write(b"echo $((7*11))-before-stop\n")
+        reader = Reader(sink)
+        reader.until(b"77-before-stop\r\n")
+        provider.stop(handle, grace_seconds=1)  # hangs up every terminal on it
+        end = reader.until_end()
+        assert end.reason is EndReason.EXITED and ended == [end]
+        assert end.recording is not None
+        recording = read_recording(end.recording.path, sha256=end.recording.sha256)
+        assert recording.output().encode() == bytes(reader.data)
+        with pytest.raises(WorkloadConflict):
+            keeper.open(handle, session_id="after-stop")
+        assert not (tmp_path / "recordings" / "after-stop.cast").exists()
+        assert keeper.purge_recordings(older_than_days=0) == [end.recording.path]
+    finally:
+        keeper.shutdown()
