@@ -6,6 +6,7 @@ terminal's echo of the typed line never counts as the output looked for.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -28,9 +30,11 @@ from aicloud.adapters.providers.base import (
 from aicloud.adapters.providers.local import LocalProvider
 from aicloud.adapters.providers.local.procfs import is_same_process
 from aicloud.platform.access import (
+    AsyncQueueSink,
     DetachReason,
     EndReason,
     QueueSink,
+    RecordingWriter,
     SessionEnd,
     SessionGone,
     SessionNotFound,
@@ -450,4 +454,50 @@ def test_stopping_the_workload_ends_its_sessions_with_complete_recordings(
         assert not (tmp_path / "recordings" / "after-stop.cast").exists()
         assert keeper.purge_recordings(older_than_days=0) == [end.recording.path]
     finally:
+        keeper.shutdown()
+
+
+def test_an_asyncio_client_gets_its_output_on_its_loop(
+    workload: tuple[LocalProvider, WorkloadHandle], keeper_for: type[TerminalKeeper],
+) -> None:
+    _, handle = workload
+    keeper = keeper_for()
+
+    async def client() -> tuple[bytes, SessionEnd]:
+        sink = AsyncQueueSink()
+        attachment = await asyncio.to_thread(keeper.open_attached, handle, sink,
+                                             command=["sh", "-c", "read x; echo got-$x; exit 4"])
+        attachment.write(b"abc\n")
+        data, offset = b"", 0
+        while True:
+            event = await asyncio.wait_for(sink.get(), 10)
+            if event.end is not None:
+                return data, event.end
+            assert event.offset == offset
+            data += event.data
+            offset += len(event.data)
+
+    data, end = asyncio.run(client())
+    assert data == b"abc\r\ngot-abc\r\n"
+    assert (end.reason, end.exit_code) == (EndReason.EXITED, 4)
+
+
+def test_a_new_keeper_finishes_the_recordings_a_dead_one_left(
+    workload: tuple[LocalProvider, WorkloadHandle], tmp_path: Path,
+) -> None:
+    provider, _ = workload
+    recordings = tmp_path / "recordings"
+    recordings.mkdir()
+    # What a keeper killed mid-session leaves: a recording written up to its last event.
+    writer = RecordingWriter(recordings / "lost.cast", width=80, height=24,
+                             started_at=datetime.now(UTC), env={"TERM": "xterm-256color"})
+    writer.output(b"half a session\r\n")
+    keeper = TerminalKeeper(provider, recordings)
+    try:
+        [digest] = keeper.recovered
+        assert digest.path == recordings / "lost.cast"
+        assert read_recording(digest.path, sha256=digest.sha256).output() == "half a session\r\n"
+        assert TerminalKeeper(provider, recordings).recovered == []  # only once
+    finally:
+        writer.close()
         keeper.shutdown()

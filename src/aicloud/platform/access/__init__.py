@@ -15,6 +15,7 @@ Public surface (terminals):
 """
 
 from aicloud.platform.access.terminal_keeper import (
+    AsyncQueueSink,
     Attachment,
     DetachReason,
     EndReason,
@@ -47,6 +48,7 @@ from aicloud.platform.access.terminal_recording import (
 )
 
 __all__ = [
+    "AsyncQueueSink",
     "Attachment",
     "DetachReason",
     "EndReason",

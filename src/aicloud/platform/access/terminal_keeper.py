@@ -24,7 +24,10 @@ on a full terminal and nothing it prints is lost to the recording:
   ``keepalive_timeout`` set a client that stops sending them is detached;
 - closing hangs up the terminal and ends the shell and every process of its terminal session;
 - each session is recorded in asciicast v2 (output always, input when asked) on this node, so
-  output produced while nobody was attached is in the recording too.
+  output produced while nobody was attached is in the recording too. A session whose
+  recording cannot be written (disk full) is ended: no terminal runs unrecorded. Sessions do
+  not survive the keeper's process (the terminal's master end goes with it); the next keeper
+  finishes the recordings they left (:attr:`TerminalKeeper.recovered`).
 
 Sinks are called on the session's thread (the backlog on the attaching thread, before
 ``attach`` returns, so it always precedes live output) while the session's lock is held:
@@ -34,6 +37,7 @@ back into the keeper from the callback.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import queue
@@ -53,6 +57,7 @@ from aicloud.platform.access.terminal_recording import (
     SUFFIX,
     RecordingDigest,
     RecordingWriter,
+    file_digest,
     purge_recordings,
 )
 from aicloud.shared.config import TerminalConfig
@@ -343,7 +348,9 @@ class TerminalKeeper:
                  on_end: Callable[[SessionEnd], None] | None = None,
                  clock: Callable[[], float] = time.monotonic):
         """``on_end`` is called once per session when it has ended and its recording is
-        complete (on the session's thread): where the agent reports the digest upstream."""
+        complete (on the session's thread): where the agent reports the digest upstream.
+        One keeper per ``recordings_dir``: a new one finishes every unfinished recording in
+        it as left by a dead predecessor."""
         self.provider = provider
         self.recordings_dir = Path(recordings_dir)
         self.recordings_dir.mkdir(parents=True, exist_ok=True)
@@ -355,6 +362,24 @@ class TerminalKeeper:
         self._sessions: dict[str, _Session] = {}
         self._ended: OrderedDict[str, SessionEnd] = OrderedDict()
         self._stopping = False
+        self.recovered = self._finish_abandoned_recordings()
+
+    def _finish_abandoned_recordings(self) -> list[RecordingDigest]:
+        """Recordings a previous keeper never finished (its process died with its sessions):
+        their digest, written beside them, for the agent to report upstream. A line cut off
+        by the crash stays as it is (the file is evidence; ``read_recording`` names it)."""
+        found = []
+        for path in sorted(self.recordings_dir.glob(f"*{SUFFIX}")):
+            digest_file = path.with_name(path.name + ".sha256")
+            if path.is_symlink() or not path.is_file() or digest_file.exists():
+                continue
+            digest = file_digest(path)
+            digest_file.write_text(f"{digest.sha256}  {path.name}\n")
+            found.append(digest)
+        if found:
+            log.warning("finished %d terminal recording(s) left by a previous keeper",
+                        len(found))
+        return found
 
     # --- opening -----------------------------------------------------------------------------
 
@@ -700,3 +725,30 @@ class QueueSink:
         except queue.Empty:
             return None
 
+
+
+class AsyncQueueSink:
+    """A sink for asyncio code (a WebSocket handler, the agent's link): what it receives
+    lands in an ``asyncio.Queue`` on ``loop``. The keeper's own calls block (a close waits
+    for the shell to end, an exec for its command), so call them through
+    ``asyncio.to_thread``; ``write``, ``resize`` and ``keepalive`` return at once unless the
+    program has stopped reading its input."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None):
+        self.loop = loop or asyncio.get_running_loop()
+        self.events: asyncio.Queue[SinkEvent] = asyncio.Queue()
+
+    def _put(self, event: SinkEvent) -> None:
+        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+    def output(self, offset: int, data: bytes) -> None:
+        self._put(SinkEvent(offset=offset, data=data))
+
+    def detached(self, reason: DetachReason) -> None:
+        self._put(SinkEvent(detached=reason))
+
+    def ended(self, end: SessionEnd) -> None:
+        self._put(SinkEvent(end=end))
+
+    async def get(self) -> SinkEvent:
+        return await self.events.get()
