@@ -13,6 +13,7 @@ import re
 import secrets
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -501,3 +502,28 @@ def test_a_new_keeper_finishes_the_recordings_a_dead_one_left(
     finally:
         writer.close()
         keeper.shutdown()
+
+
+def test_concurrent_opens_respect_the_session_limit(
+    workload: tuple[LocalProvider, WorkloadHandle], keeper_for: type[TerminalKeeper],
+) -> None:
+    _, handle = workload
+    keeper = keeper_for(max_sessions_per_workload=2)
+    results: list[object] = []
+    lock = threading.Lock()
+
+    def open_one() -> None:
+        try:
+            info: object = keeper.open(handle)
+        except TooManySessions as exc:
+            info = exc
+        with lock:
+            results.append(info)
+
+    threads = [threading.Thread(target=open_one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(isinstance(r, TooManySessions) for r in results) == 4
+    assert len(keeper.sessions(handle)) == 2

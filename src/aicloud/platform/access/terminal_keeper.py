@@ -360,6 +360,7 @@ class TerminalKeeper:
         self._on_end = on_end
         self._lock = threading.Lock()
         self._sessions: dict[str, _Session] = {}
+        self._opening: dict[str, WorkloadHandle] = {}  # session id -> workload, starting
         self._ended: OrderedDict[str, SessionEnd] = OrderedDict()
         self._stopping = False
         self.recovered = self._finish_abandoned_recordings()
@@ -416,9 +417,11 @@ class TerminalKeeper:
         with self._lock:
             if self._stopping:
                 raise SessionGone("the terminal keeper is shutting down")
-            if session_id in self._sessions or session_id in self._ended or path.exists():
+            if (session_id in self._sessions or session_id in self._opening
+                    or session_id in self._ended or path.exists()):
                 raise Conflict(f"terminal session {session_id} exists already")
-            live = sum(1 for s in self._sessions.values() if s.workload == workload)
+            live = (sum(1 for s in self._sessions.values() if s.workload == workload)
+                    + sum(1 for w in self._opening.values() if w == workload))
             if live >= self.policy.max_sessions_per_workload:
                 raise TooManySessions(f"workload {workload.ref} has {live} terminal sessions "
                                       f"open, the most allowed")
@@ -429,9 +432,12 @@ class TerminalKeeper:
                 path, width=cols, height=rows, started_at=opened_at,
                 env={"TERM": self.policy.term}, title=f"{session_id} on {workload.ref}",
                 command=" ".join(argv) if argv else None, clock=self.clock)
+            self._opening[session_id] = workload  # counts against the limit meanwhile
         try:
             exec_session = self.provider.exec(workload, argv, cols=cols, rows=rows)
         except BaseException:
+            with self._lock:
+                del self._opening[session_id]
             recorder.close()
             path.unlink(missing_ok=True)
             path.with_name(path.name + ".sha256").unlink(missing_ok=True)
@@ -444,7 +450,10 @@ class TerminalKeeper:
             detached_since=None if sink else now, sink=sink, attach_epoch=1 if sink else 0,
             last_keepalive=now)
         with self._lock:
+            del self._opening[session_id]
             self._sessions[session_id] = s
+            if self._stopping:  # shut down while it started: it ends at once
+                s.close_reason = EndReason.SHUTDOWN
         s.thread = threading.Thread(target=self._pump, args=(s,), daemon=True,
                                     name=f"terminal-{session_id}")
         s.thread.start()
