@@ -114,8 +114,9 @@ class PtySession:
     def _members(self) -> list[int]:
         """The processes to end: the child and its whole terminal session. A job-control
         shell gives each job a process group of its own, so the child's group alone misses
-        every background job. (A process that made a session of its own has left the
-        terminal, like ``nohup`` on any host: it lives as long as the workload.)"""
+        every background job (``nohup`` ones too: SIGKILL follows). A process that made a
+        session of its own (``setsid``) has left the terminal: it lives as long as the
+        workload."""
         members = set()
         if self._start_ticks is not None:
             members.update(procfs.session_members(self._proc.pid, self._start_ticks))
