@@ -173,7 +173,8 @@ class IdleRun:
         avgs = [m[1] for m in self.minutes]
         return {"metric": IDLE_METRIC, "threshold_pct": self.threshold_pct,
                 "from": self.since.isoformat(), "to": self.until.isoformat(),
-                "minutes": len(self.minutes), "source": source,
+                "idle_minutes": int(self.length.total_seconds() // 60),
+                "buckets": len(self.minutes), "source": source,
                 "max_avg_pct": round(max(avgs), 2),
                 "mean_pct": round(sum(avgs) / len(avgs), 2),
                 "peak_pct": round(max(m[2] for m in self.minutes), 2),
