@@ -60,91 +60,92 @@ def test_idle_instance_is_warned_then_stopped_and_later_deleted(db: Database,
         iam.create_binding(s, w.project_id, iam.RoleBindingCreate(
             principal_id=bob.id, role_id="project-member"), actor=ADMIN, grantor=None)
     provider = LocalProvider(tmp_path / "workloads")
-    report = gpuaas.NodeReport(name="n1", inventory_source="static", simulated=True,
-                               gpus=h100s(8))
-    agent = gpuaas.NodeAgent(db=db, provider=provider, report=lambda: report, clock=w.clock,
-                             stop_grace_seconds=1)
-    node_id = agent.heartbeat()
-    idle = w.launch("idle")  # the shell template: waits for a terminal, computes nothing
-    w.user_id = bob.id
-    spared = w.launch("spared")
-    _exempt_user(w, spared.id)
-    w.schedule()
-    agent.reconcile_once()
-    assert {w.get(idle.id).state, w.get(spared.id).state} == {"running"}
-    rule = _set_policy(w)
-    collector = MetricsCollector(
-        SimulatedGpuMetrics([SimulatedGpu(g.index, "H100", 80, g.uuid) for g in h100s(8)]),
-        provider, monotonic=lambda: w.clock.now().timestamp(), wall=w.clock.now)
-    enforcer = gpuaas.IdlePolicyEnforcer(db, clock=w.clock)
-    warned_at = stopped_at = None
-    for minute in range(1, 40):
-        w.clock.advance(60)
-        with db.read_transaction() as s:
-            rows = list(s.scalars(select(InstanceModel).where(
-                InstanceModel.node_id == node_id, InstanceModel.state == "running")))
-        samples = json.loads(json.dumps(collector.collect(
-            gpuaas.metrics_workloads(rows, provider.name))))
-        with db.transaction() as s:
-            assert gpuaas.record_node_metrics(s, node_id, samples,
-                                              now=w.clock.now()).dropped == 0
-        enforcer.run_once()
-        agent.reconcile_once()
-        with db.read_transaction() as s:
-            kinds = [e.kind for e in gpuaas.instance_events(s, idle.id)]
-        if warned_at is None and "idle_warning" in kinds:
-            warned_at = minute
-        if stopped_at is None and "idle_stop" in kinds:
-            stopped_at = minute
-    # The first report came a minute after the start: idle for 25 minutes at minute 26,
-    # warned then; stopped 5 minutes later, idle 30 minutes.
-    assert (warned_at, stopped_at) == (26, 31)
-    got = w.get(idle.id)
-    assert got.state == "stopped"
-    assert got.state_reason.startswith(f"idle policy {rule.id} of /{w.org_id}: GPU "
-                                       "utilization below 5% for 30 min"), got.state_reason
-    with db.read_transaction() as s:
-        evs = gpuaas.instance_events(s, idle.id)
-    assert [e.kind for e in evs] == ["idle_warning", "idle_stop"]
-    evidence = evs[1].details["evidence"]
-    assert isinstance(evidence, dict)
-    assert evidence["source"] == "simulated" and evidence["idle_minutes"] == 30
-    # One-minute buckets from the first report (minute 1) to the last (minute 31).
-    assert evidence["max_avg_pct"] < 5 and len(evidence["series"]) == evidence["buckets"] == 31
-    # The audit log has the warning and the stop with the same window.
-    stop_audit = _audit(db, "gpuaas.instance.idle_stop", idle.id)
-    assert len(stop_audit) == 1 and stop_audit[0]["evidence"] == evidence
-    assert len(_audit(db, "gpuaas.instance.idle_warning", idle.id)) == 1
-    # The warning went out as an outbox event (notifications, webhooks), before the stop.
-    with db.read_transaction() as s:
-        published = events.read(s, "test", topics=[gpuaas.IDLE_WARNING_TOPIC])
-    assert [(e.payload["instance_id"], e.payload["action"]) for e in published] == [
-        (idle.id, "stop")]
-    # The exempt instance idled just as long and is untouched.
-    assert w.get(spared.id).state == "running"
-    with db.read_transaction() as s:
-        assert gpuaas.instance_events(s, spared.id) == []
-
-    # Stopped for a day: warned, then deleted 5 minutes later; its node forgets the workload.
-    w.clock.advance(days=1)
-    assert enforcer.run_once() == 1
-    assert enforcer.run_once() == 0  # warned already; the notice runs
-    with db.read_transaction() as s:
-        assert [e.kind for e in gpuaas.instance_events(s, idle.id)][-1] == \
-            "idle_delete_warning"
-    w.clock.advance(minutes=5)
-    assert enforcer.run_once() == 1
     try:
-        w.get(idle.id)
-        raise AssertionError("the instance should be deleted")
-    except NotFound:
-        pass
-    assert len(_audit(db, "gpuaas.instance.delete", idle.id)) == 1
-    agent.heartbeat()  # kills and removes the leftovers of rows that are gone
-    assert idle.id not in {h.ref for h in provider.list_workloads()}
-    w.stop(spared.id)
-    agent.reconcile_once()
+        report = gpuaas.NodeReport(name="n1", inventory_source="static", simulated=True,
+                                   gpus=h100s(8))
+        agent = gpuaas.NodeAgent(db=db, provider=provider, report=lambda: report, clock=w.clock,
+                                 stop_grace_seconds=1)
+        node_id = agent.heartbeat()
+        idle = w.launch("idle")  # the shell template: waits for a terminal, computes nothing
+        w.user_id = bob.id
+        spared = w.launch("spared")
+        _exempt_user(w, spared.id)
+        w.schedule()
+        agent.reconcile_once()
+        assert {w.get(idle.id).state, w.get(spared.id).state} == {"running"}
+        rule = _set_policy(w)
+        collector = MetricsCollector(
+            SimulatedGpuMetrics([SimulatedGpu(g.index, "H100", 80, g.uuid) for g in h100s(8)]),
+            provider, monotonic=lambda: w.clock.now().timestamp(), wall=w.clock.now)
+        enforcer = gpuaas.IdlePolicyEnforcer(db, clock=w.clock)
+        warned_at = stopped_at = None
+        for minute in range(1, 40):
+            w.clock.advance(60)
+            with db.read_transaction() as s:
+                rows = list(s.scalars(select(InstanceModel).where(
+                    InstanceModel.node_id == node_id, InstanceModel.state == "running")))
+            samples = json.loads(json.dumps(collector.collect(
+                gpuaas.metrics_workloads(rows, provider.name))))
+            with db.transaction() as s:
+                assert gpuaas.record_node_metrics(s, node_id, samples,
+                                                  now=w.clock.now()).dropped == 0
+            enforcer.run_once()
+            agent.reconcile_once()
+            with db.read_transaction() as s:
+                kinds = [e.kind for e in gpuaas.instance_events(s, idle.id)]
+            if warned_at is None and "idle_warning" in kinds:
+                warned_at = minute
+            if stopped_at is None and "idle_stop" in kinds:
+                stopped_at = minute
+        # The first report came a minute after the start: idle for 25 minutes at minute 26,
+        # warned then; stopped 5 minutes later, idle 30 minutes.
+        assert (warned_at, stopped_at) == (26, 31)
+        got = w.get(idle.id)
+        assert got.state == "stopped"
+        assert got.state_reason.startswith(f"idle policy {rule.id} of /{w.org_id}: GPU "
+                                           "utilization below 5% for 30 min"), got.state_reason
+        with db.read_transaction() as s:
+            evs = gpuaas.instance_events(s, idle.id)
+        assert [e.kind for e in evs] == ["idle_warning", "idle_stop"]
+        evidence = evs[1].details["evidence"]
+        assert isinstance(evidence, dict)
+        assert evidence["source"] == "simulated" and evidence["idle_minutes"] == 30
+        # One-minute buckets from the first report (minute 1) to the last (minute 31).
+        assert evidence["max_avg_pct"] < 5 and len(evidence["series"]) == evidence["buckets"] == 31
+        # The audit log has the warning and the stop with the same window.
+        stop_audit = _audit(db, "gpuaas.instance.idle_stop", idle.id)
+        assert len(stop_audit) == 1 and stop_audit[0]["evidence"] == evidence
+        assert len(_audit(db, "gpuaas.instance.idle_warning", idle.id)) == 1
+        # The warning went out as an outbox event (notifications, webhooks), before the stop.
+        with db.read_transaction() as s:
+            published = events.read(s, "test", topics=[gpuaas.IDLE_WARNING_TOPIC])
+        assert [(e.payload["instance_id"], e.payload["action"]) for e in published] == [
+            (idle.id, "stop")]
+        # The exempt instance idled just as long and is untouched.
+        assert w.get(spared.id).state == "running"
+        with db.read_transaction() as s:
+            assert gpuaas.instance_events(s, spared.id) == []
 
+        # Stopped for a day: warned, then deleted 5 minutes later; its node forgets the workload.
+        w.clock.advance(days=1)
+        assert enforcer.run_once() == 1
+        assert enforcer.run_once() == 0  # warned already; the notice runs
+        with db.read_transaction() as s:
+            assert [e.kind for e in gpuaas.instance_events(s, idle.id)][-1] == \
+                "idle_delete_warning"
+        w.clock.advance(minutes=5)
+        assert enforcer.run_once() == 1
+        try:
+            w.get(idle.id)
+            raise AssertionError("the instance should be deleted")
+        except NotFound:
+            pass
+        assert len(_audit(db, "gpuaas.instance.delete", idle.id)) == 1
+        agent.heartbeat()  # kills and removes the leftovers of rows that are gone
+        assert idle.id not in {h.ref for h in provider.list_workloads()}
+    finally:  # never leave processes behind, even when an assertion failed
+        for handle in provider.list_workloads():
+            provider.stop(handle, grace_seconds=0.5)
 
 def _running_without_workload(w: World, name: str) -> str:
     """An instance in ``running`` on a registered node (no agent: the test reports for it)."""
