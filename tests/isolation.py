@@ -238,6 +238,16 @@ def _quota_key(t: Tenant) -> str:
                         headers={"Authorization": f"Bearer {t.token}"})
     assert resp.status_code == 200, resp.text
     return "gpu:H100"
+@id_factory("instance_type")
+def _idle_policy(t: Tenant) -> str:
+    """An idle policy for every type that the tenant's owner sets on its project."""
+    resp = t.client.put(f"/scopes/{t.get('project_id')}/idle-policies/*",
+                        json={"threshold_pct": 5, "idle_minutes": 30},
+                        headers={"Authorization": f"Bearer {t.token}"})
+    assert resp.status_code == 200, resp.text
+    return "*"
+
+
 # --- billing's parameters --------------------------------------------------------------------
 
 

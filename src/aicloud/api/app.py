@@ -18,6 +18,7 @@ from aicloud.api.authz import check_route_declarations
 from aicloud.api.json_body import StrictJsonBodyMiddleware
 from aicloud.api.middleware import RequestContextMiddleware, RequestMetrics
 from aicloud.api.problems import install_problem_handlers
+from aicloud.api.prometheus_gpus import GpuGauges
 from aicloud.api.routes import (
     audit,
     auth,
@@ -26,11 +27,13 @@ from aicloud.api.routes import (
     billing_holds,
     billing_wallet,
     gpuaas_instances,
+    gpuaas_metrics,
     gpuaas_nodes,
     health,
     iam_access,
     iam_hierarchy,
     iam_principals,
+    policy_idle,
     policy_quotas,
 )
 from aicloud.api.server import RequestSlots, concurrency, set_thread_limit
@@ -84,6 +87,7 @@ def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
     app.state.controller_runner = runner
     app.state.serving_runner = watchers
     app.state.metrics_registry = CollectorRegistry()
+    app.state.metrics_registry.register(GpuGauges(ctx.db, ctx.clock.now))
     app.add_middleware(StrictJsonBodyMiddleware)  # inside: its 422 carries the request id
     app.state.request_slots = RequestSlots(limits.request_slots, limits.slot_wait_seconds)
     # Added before the request-id middleware, so it runs inside it: a refused request has an id.
@@ -100,8 +104,10 @@ def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
     app.include_router(iam_access.router)
     app.include_router(audit.router)
     app.include_router(gpuaas_instances.router)
+    app.include_router(gpuaas_metrics.router)
     app.include_router(gpuaas_nodes.router)
     app.include_router(policy_quotas.router)
+    app.include_router(policy_idle.router)
     app.include_router(billing_wallet.router)
     app.include_router(billing_budgets.router)
     app.include_router(billing_catalog.router)

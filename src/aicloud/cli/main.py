@@ -17,6 +17,7 @@ from aicloud.cli import audit as audit_cmd
 from aicloud.cli import billing as billing_cmd
 from aicloud.cli import gpuaas as gpuaas_cmds
 from aicloud.cli import iam as iam_cmds
+from aicloud.cli import idle as idle_cmds
 from aicloud.cli import inventory as inventory_cmd
 from aicloud.cli import ledger as ledger_cmd
 from aicloud.cli import policy as policy_cmds
@@ -62,7 +63,7 @@ for _name, _sub in iam_cmds.COMMANDS:
     app.add_typer(_sub, name=_name, rich_help_panel="Tenant (via the API)")
 for _name, _sub in gpuaas_cmds.COMMANDS:
     app.add_typer(_sub, name=_name, rich_help_panel="Tenant (via the API)")
-for _name, _sub in policy_cmds.COMMANDS:
+for _name, _sub in (*policy_cmds.COMMANDS, *idle_cmds.COMMANDS):
     app.add_typer(_sub, name=_name, rich_help_panel="Tenant (via the API)")
 
 

@@ -9,6 +9,7 @@ from datetime import timedelta
 from aicloud.platform import audit, billing, iam
 from aicloud.products import gpuaas
 from aicloud.runtime import gpuaas as gpuaas_runtime
+from aicloud.runtime import metrics as metrics_runtime
 from aicloud.shared import idempotency
 from aicloud.shared.clock import Clock, SystemClock
 from aicloud.shared.config import Settings
@@ -72,6 +73,7 @@ class AppContext:
                 webhook_policy=self.webhook_policy),
             *gpuaas_runtime.controllers(self.settings, self.db, self.clock,
                                         agent=self.embedded_agent),
+            *metrics_runtime.controllers(self.settings, self.db, self.clock),
         ]
 
     def serving_controllers(self) -> list[Controller]:

@@ -7,6 +7,7 @@ Add a domain's models module here when the domain gets tables.
 import aicloud.platform.audit.models
 import aicloud.platform.billing.models
 import aicloud.platform.iam.models
+import aicloud.platform.metrics.models
 import aicloud.platform.policy.models
 import aicloud.products.gpuaas.models
 import aicloud.shared.events

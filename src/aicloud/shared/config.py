@@ -188,6 +188,8 @@ class Settings(BaseSettings):
     agent_embedded: bool = False
     node_heartbeat_timeout_seconds: float = Field(default=30.0, gt=0)
     usage_report_interval_seconds: float = Field(default=30.0, gt=0, le=60)
+    # Workload metrics kept by the control plane: one-minute buckets, this many days.
+    metrics_retention_days: float = Field(default=7.0, gt=0, le=400)
     # Seed a default price list (gpu_seconds:H100...) when none exists (kind, dev, demo).
     seed_default_prices: bool = False
     # Budget webhooks go to public addresses only (https only in strict profiles); these

@@ -82,7 +82,8 @@ def exited(provider: LocalProvider, handle: WorkloadHandle) -> bool:
 
 def test_it_meets_the_contract_and_its_capabilities(provider: LocalProvider) -> None:
     assert isinstance(provider, ComputeProvider)
-    assert capabilities(provider) == {Capability.EXEC, Capability.ENDPOINTS}
+    assert capabilities(provider) == {Capability.EXEC, Capability.ENDPOINTS,
+                                     Capability.USAGE}
     assert provider.supported_kinds == set(WorkloadKind)
 
 

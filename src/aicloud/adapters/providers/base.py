@@ -133,6 +133,22 @@ class Endpoint:
         return f"{self.scheme}://{self.host}:{self.port}"
 
 
+@dataclass(frozen=True)
+class WorkloadUsage:
+    """What a running workload's processes use, as its host sees them (not its limits)."""
+
+    # CPU time its processes have consumed so far (user + system, reaped children included):
+    # the difference between two readings over the time between them is the cores it used.
+    cpu_seconds: float
+    # Resident memory of its processes, summed (shared pages count once per process).
+    memory_bytes: int
+    processes: int
+    # CPU time its live processes spent running or runnable waiting for a CPU, when the
+    # host can tell: how busy it wants to be, whatever else competes for the cores (a busy
+    # loop on a loaded host gets a fraction of a core but wants all of one).
+    cpu_demand_seconds: float | None = None
+
+
 # --- errors -------------------------------------------------------------------------------
 
 
@@ -250,14 +266,25 @@ class SupportsEndpoints(Protocol):
         ...
 
 
+@runtime_checkable
+class SupportsUsage(Protocol):
+    def usage(self, handles: Sequence[WorkloadHandle]) -> Mapping[str, WorkloadUsage]:
+        """CPU and memory of these workloads now, by ``handle.ref``; a workload that is not
+        running (or unknown) is left out. One call for many: a host reads its process table
+        once."""
+        ...
+
+
 class Capability(StrEnum):
     EXEC = "exec"
     ENDPOINTS = "endpoints"
+    USAGE = "usage"
 
 
 _CAPABILITY_PROTOCOLS: dict[Capability, type] = {
     Capability.EXEC: SupportsExec,
     Capability.ENDPOINTS: SupportsEndpoints,
+    Capability.USAGE: SupportsUsage,
 }
 
 

@@ -2,7 +2,8 @@
 
 Public surface (other layers import only from here): the lifecycle state machine and the
 placement engine (pure logic); launch/admission, the status mutator, the scheduler pass,
-nodes, the node agent, metering and the budget-stop consumer (built on the platform's public
+nodes, the node agent, metering, metrics attribution, the budget-stop consumer and the
+idle-policy enforcer (built on the platform's public
 modules: IAM (the org tree lock, scope paths), billing, policy, audit).
 """
 
@@ -17,6 +18,13 @@ from aicloud.products.gpuaas.admission import (
 )
 from aicloud.products.gpuaas.agent import NodeAgent
 from aicloud.products.gpuaas.budget_stop import BudgetStopConsumer
+from aicloud.products.gpuaas.idle_stop import (
+    WARNING_TOPIC as IDLE_WARNING_TOPIC,
+)
+from aicloud.products.gpuaas.idle_stop import (
+    IdlePolicyEnforcer,
+    launcher_is_exempt,
+)
 from aicloud.products.gpuaas.instances import (
     get_instance,
     get_instance_model,
@@ -69,6 +77,7 @@ from aicloud.products.gpuaas.scheduler import build_engine, schedule_pass
 from aicloud.products.gpuaas.schemas import (
     Gpu,
     Instance,
+    InstanceEvent,
     InstanceLaunch,
     InstanceStop,
     InstanceTransition,
@@ -77,11 +86,18 @@ from aicloud.products.gpuaas.schemas import (
     Node,
     NodeStateChange,
 )
+from aicloud.products.gpuaas.telemetry import (
+    instance_events,
+    instance_metrics,
+    metrics_workloads,
+    record_node_metrics,
+)
 from aicloud.products.gpuaas.types import DEFAULT_TYPES, ensure_default_types, list_types
 
 __all__ = [
     "DEFAULT_TYPES",
     "GPU_HOLDING_STATES",
+    "IDLE_WARNING_TOPIC",
     "MANIFEST",
     "MIN_BILLABLE_SECONDS",
     "ON_NODE_STATES",
@@ -93,8 +109,10 @@ __all__ = [
     "Gpu",
     "GpuReport",
     "GpuSlot",
+    "IdlePolicyEnforcer",
     "IllegalTransition",
     "Instance",
+    "InstanceEvent",
     "InstanceLaunch",
     "InstanceState",
     "InstanceStop",
@@ -125,17 +143,22 @@ __all__ = [
     "get_instance",
     "get_instance_model",
     "get_node_model",
+    "instance_events",
+    "instance_metrics",
     "instance_view",
     "is_terminal",
     "launch",
+    "launcher_is_exempt",
     "list_instances",
     "list_nodes",
     "list_types",
     "live_instances",
     "mark_silent_nodes_down",
     "meter_instance",
+    "metrics_workloads",
     "node_view",
     "queue_position",
+    "record_node_metrics",
     "register_node",
     "request_stop",
     "schedule_pass",

@@ -177,3 +177,21 @@ class TransitionModel(Base):
     to_state: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(String(512))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class InstanceEventModel(Base):
+    """Something that happened to an instance besides a state change (those are transitions):
+    an idle warning, an idle stop or deletion with its evidence. What the user reads with the
+    instance's history."""
+
+    __tablename__ = "gpuaas_instance_events"
+    __table_args__ = (Index("ix_gpuaas_instance_events_instance_at", "instance_id", "kind",
+                            "at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    instance_id: Mapped[str] = mapped_column(
+        ForeignKey("gpuaas_instances.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))  # idle_warning | idle_stop | ...
+    message: Mapped[str] = mapped_column(String(512))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)

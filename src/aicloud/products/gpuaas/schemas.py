@@ -109,3 +109,12 @@ class LogOutput(BaseModel):
     offset: int
     next_offset: int
     complete: bool
+
+
+class InstanceEvent(BaseModel):
+    id: str
+    kind: str = Field(description="idle_warning, idle_stop, idle_delete_warning")
+    message: str
+    details: dict[str, object] = Field(description="For idle events: the policy and the "
+                                                   "metric window that showed the idleness")
+    at: datetime

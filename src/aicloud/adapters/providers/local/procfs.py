@@ -37,6 +37,65 @@ def read_stat(pid: int) -> ProcStat | None:
     return ProcStat(pid, fields[0], int(fields[2]), int(fields[3]), int(fields[19]))
 
 
+@dataclass(frozen=True)
+class ProcUsage:
+    pid: int
+    ppid: int
+    # utime + stime of the process and of its children it has reaped (cutime + cstime), in
+    # clock ticks: a reaped child's time stays counted, a live child's is counted once (its
+    # own).
+    cpu_ticks: int
+    rss_pages: int
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def scan_usage() -> dict[int, ProcUsage]:
+    """Every live process's parent, CPU time and resident memory, in one pass over /proc."""
+    found: dict[int, ProcUsage] = {}
+    for entry in os.scandir(PROC):
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (PROC / entry.name / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        f = raw[raw.rindex(")") + 2 :].split()
+        if f[0] in ("Z", "X"):
+            continue
+        # proc(5) fields 4 (ppid), 14-17 (utime, stime, cutime, cstime), 24 (rss).
+        found[int(entry.name)] = ProcUsage(int(entry.name), int(f[1]),
+                                           int(f[11]) + int(f[12]) + int(f[13]) + int(f[14]),
+                                           int(f[21]))
+    return found
+
+
+def cpu_demand_ns(pid: int) -> int | None:
+    """Nanoseconds ``pid`` has spent on a CPU or runnable waiting for one (schedstat): what
+    it asked for, which on a loaded host is more than the CPU time it got. None when the
+    kernel does not keep it or the process is gone."""
+    try:
+        fields = (PROC / str(pid) / "schedstat").read_text().split()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return int(fields[0]) + int(fields[1]) if len(fields) >= 2 else None
+
+
+def descendants(root: int, table: dict[int, ProcUsage]) -> list[int]:
+    """The live processes below ``root`` (not ``root`` itself), from a :func:`scan_usage`."""
+    kids: dict[int, list[int]] = {}
+    for usage in table.values():
+        kids.setdefault(usage.ppid, []).append(usage.pid)
+    out, todo = [], list(kids.get(root, ()))
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(kids.get(pid, ()))
+    return out
+
+
 def boot_id() -> str:
     return (PROC / "sys" / "kernel" / "random" / "boot_id").read_text().strip()
 

@@ -62,6 +62,7 @@ from aicloud.adapters.providers.base import (
     WorkloadPhase,
     WorkloadSpec,
     WorkloadStatus,
+    WorkloadUsage,
 )
 from aicloud.adapters.providers.local import procfs
 from aicloud.adapters.providers.local.sandbox import (
@@ -539,6 +540,40 @@ class LocalProvider:
         return start + cut + 1
 
     # --- capabilities ---------------------------------------------------------------------
+
+    def usage(self, handles: Sequence[WorkloadHandle]) -> dict[str, WorkloadUsage]:
+        """The processes of each running workload are everything below its supervisor (the
+        sandbox chain included: pasta forwards the workload's traffic); the supervisor itself
+        is ours, not the workload's. No cgroups yet, so a process that escaped the tree (a
+        double fork re-parented to init) is not counted."""
+        roots: dict[str, int] = {}
+        boot = procfs.boot_id()
+        for handle in handles:
+            try:
+                path = self._dir(handle)
+                state = _read_json(path / "state.json")
+            except (WorkloadNotFound, ValueError, OSError):
+                continue
+            if (state is None or (path / "exit.json").exists()
+                    or state.get("boot_id") != boot
+                    or not procfs.is_same_process(int(state["pid"]),
+                                                  int(state["start_ticks"]))):
+                continue
+            roots[handle.ref] = int(state["pid"])
+        if not roots:
+            return {}
+        table = procfs.scan_usage()
+        found = {}
+        for ref, root in roots.items():
+            pids = procfs.descendants(root, table)
+            demand = [procfs.cpu_demand_ns(p) for p in pids]
+            found[ref] = WorkloadUsage(
+                cpu_seconds=sum(table[p].cpu_ticks for p in pids) / procfs.CLOCK_TICKS,
+                memory_bytes=sum(table[p].rss_pages for p in pids) * procfs.PAGE_SIZE,
+                processes=len(pids),
+                cpu_demand_seconds=None if None in demand else sum(
+                    d for d in demand if d is not None) / 1e9)
+        return found
 
     def endpoint(self, handle: WorkloadHandle) -> Endpoint:
         meta = self._meta(self._dir(handle))
