@@ -256,7 +256,7 @@ async def forward_websocket(runtime: access.AccessRuntime, target: access.Access
         while True:
             data = await upstream.receive()
             if data is None:
-                code = upstream.proto.close_code or 1000
+                code = upstream.close_code
                 await send({"type": "websocket.close",
                             "code": code if code in (1000, 1001, 1008, 1011) else 1000})
                 return

@@ -22,6 +22,7 @@ import h11
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response as WsResponse
+from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from aicloud.platform.access.upstream import (
@@ -273,8 +274,6 @@ class UpstreamPool:
 
 
 def _handshake_done(proto: ClientProtocol) -> bool:
-    from websockets.protocol import State
-
     return proto.state is not State.CONNECTING
 
 
@@ -288,6 +287,11 @@ class UpstreamWebSocket:
         self._parts: list[bytes] = []
         self._opcode: Opcode | None = None
         self._queue: list[Frame] = []
+
+    @property
+    def close_code(self) -> int:
+        rcvd = self.proto.close_rcvd
+        return rcvd.code if rcvd is not None else 1000
 
     async def flush(self) -> None:
         for data in self.proto.data_to_send():
@@ -334,7 +338,7 @@ class UpstreamWebSocket:
                 return None
             self.proto.receive_data(data)
             self._queue.extend(e for e in self.proto.events_received() if isinstance(e, Frame))
-            if self.proto.close_exc is not None and not self._queue:
+            if self.proto.state is State.CLOSED and not self._queue:
                 await self.flush()
                 return None
 

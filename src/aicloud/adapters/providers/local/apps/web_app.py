@@ -82,6 +82,11 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(size))
+        # Closing the connection after a large body: pasta (the sandbox's network) was seen
+        # to hold the last segment of a long transfer on a kept-alive connection until the
+        # next event; the FIN flushes it.
+        self.send_header("Connection", "close")
+        self.close_connection = True
         self.end_headers()
         block = bytes(range(256)) * (CHUNK // 256)
         sent = 0
