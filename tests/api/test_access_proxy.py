@@ -5,9 +5,15 @@ built-in web-app and api-app templates), real HTTP and WebSocket clients.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +26,7 @@ from websockets.sync.client import connect as ws_connect
 from aicloud.platform import audit, billing, iam
 from aicloud.runtime import build_context
 from aicloud.shared.db import Database
-from tests.conftest import LiveServer, make_settings
+from tests.conftest import LiveServer, free_port, make_settings
 
 PASSWORD = "correct horse battery staple"
 STATIC_8_H100 = {"source": "static", "simulated": True, "static_gpus": [
@@ -299,3 +305,65 @@ def test_api_endpoint_keys_limits_and_billing(db: Database, world: World) -> Non
     assert actions == ["access.endpoint.publish", "access.endpoint_key.create",
                        "access.endpoint_key.create", "access.endpoint_key.revoke",
                        "access.endpoint_key.create", "access.endpoint.unpublish"]
+
+
+@contextmanager
+def _api_process(db: Database, workdir: Path, name: str) -> Iterator[str]:
+    """``aicloud api`` in its own process, as an API replica runs."""
+    port = free_port()
+    env = {**os.environ, "AICLOUD_DATABASE_URL": db.url, "AICLOUD_AUDIT_ANCHOR_SINK": "",
+           "AICLOUD_BOOTSTRAP_ADMIN_ENABLED": "false", "AICLOUD_LOG_LEVEL": "WARNING",
+           "AICLOUD_ACCESS__METER_FLUSH_SECONDS": "0.5",
+           "AICLOUD_PROVIDERS__LOCAL_ROOT": str(workdir / "unused")}
+    log = (workdir / f"{name}.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "aicloud.cli", "api", "--profile", "dev",
+                             "--host", "127.0.0.1", "--port", str(port)], cwd=workdir,
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (workdir / f"{name}.log").read_text()
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "aicloud api did not start"
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)  # a clean stop bills what it served
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_two_api_processes_share_a_key_rate_limit(db: Database, world: World,
+                                                  tmp_path: Path) -> None:
+    """Two `aicloud api` processes on one database: a key's limit holds across both
+    (leases of the shared bucket), and each process bills exactly what it served."""
+    api = world.launch("api-app")
+    ep = _ok(world.http.post(f"/projects/{world.project_id}/endpoints",
+                             json={"name": "shared", "resource_id": api["id"]}))
+    key = _ok(world.http.post(f"/api-endpoints/{ep['id']}/keys", json={
+        "name": "shared", "rate_limit_requests": 20, "rate_limit_window_seconds": 3600}))
+    auth = {"Authorization": f"Bearer {key['secret']}"}
+    # The workload's server is up (checked without spending the key's tokens).
+    _until_serving(httpx.Client(timeout=10), api["endpoint_url"] + "/healthz")
+    with _api_process(db, tmp_path, "a") as a, _api_process(db, tmp_path, "b") as b:
+        def call(i: int) -> int:
+            url = (a if i % 2 else b) + "/endpoints/shared/v1/info"
+            return httpx.get(url, headers=auth, timeout=20).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(call, range(60)))
+    assert codes.count(200) == 20 and codes.count(429) == 40, codes
+    with db.engine.connect() as c:
+        billed = c.scalar(sa.text(
+            "SELECT coalesce(sum(quantity), 0) FROM billing_usage_records WHERE "
+            "meter = 'endpoint_requests' AND resource_id = :ep"), {"ep": ep["id"]})
+    assert billed == 20
