@@ -57,12 +57,14 @@ class World:
 
 
 @pytest.fixture
-def world(db: Database, tmp_path: Path) -> Iterator[World]:
+def world(db: Database, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
+    marker = request.node.get_closest_marker("access_settings")
     settings = make_settings(db, controller_interval_seconds=0.2,
                              providers={"compute": "local", "inventory": STATIC_8_H100,
                                         "local_root": str(tmp_path / "workloads")},
                              access={"upstream_timeout_seconds": 2.0,
-                                     "meter_flush_seconds": 0.5})
+                                     "meter_flush_seconds": 0.5,
+                                     **(marker.kwargs if marker else {})})
     ctx = build_context(settings, db)
     ctx.run_agent = True
     with db.transaction() as s:
@@ -367,3 +369,40 @@ def test_two_api_processes_share_a_key_rate_limit(db: Database, world: World,
             "SELECT coalesce(sum(quantity), 0) FROM billing_usage_records WHERE "
             "meter = 'endpoint_requests' AND resource_id = :ep"), {"ep": ep["id"]})
     assert billed == 20
+
+
+@pytest.mark.access_settings(apps_host_suffix="apps.test")
+def test_subdomain_mode(world: World) -> None:
+    """Each app on its own origin: the API host hands over with a ticket, the app host
+    sets its own cookie, and serves the app (never the API) at /."""
+    inst = world.launch("web-app")
+    iid = inst["id"]
+    port = world.live.url.rsplit(":", 1)[1]
+    app_host = f"{iid.lower()}.apps.test:{port}"
+    with httpx.Client(base_url=world.live.url, timeout=20) as c:
+        entry = c.get(f"/apps/{iid}/landing",
+                      headers={"Cookie": f"aicloud_session={world.token}"})
+        assert entry.status_code == 303, entry.text
+        ticket_url = httpx.URL(entry.headers["location"])
+        assert ticket_url.host == f"{iid.lower()}.apps.test" and \
+            ticket_url.path == "/_aicloud/auth"
+        on_app = {"Host": app_host}
+        # Without the app's cookie the app host serves nothing, and never the API.
+        assert c.get("/", headers=on_app).status_code == 401
+        assert c.get("/projects", headers=on_app).status_code == 401
+        assert c.get(f"{ticket_url.path}?ticket=forged", headers=on_app).status_code == 401
+        traded = c.get(f"{ticket_url.path}?{ticket_url.query.decode()}", headers=on_app)
+        assert traded.status_code == 303 and traded.headers["location"] == "/landing"
+        cookie = traded.headers["set-cookie"]
+        assert cookie.startswith("aicloud_app=") and "HttpOnly" in cookie
+        app_cookie = cookie.split(";", 1)[0].split("=", 1)[1]
+        with_cookie = {**on_app, "Cookie": f"aicloud_app={app_cookie}"}
+        page = _until_serving(c, "/", headers=with_cookie)
+        assert page.status_code == 200 and iid in page.text
+        assert "content-security-policy" not in page.headers  # its own origin: no sandbox
+        assert c.get("/redirect", headers=with_cookie).headers["location"] == "/landing"
+        # The cookie is for this app's host only.
+        other = world.launch("web-app")
+        other_host = {"Host": f"{other['id'].lower()}.apps.test:{port}"}
+        assert c.get("/", headers={**other_host, "Cookie": f"aicloud_app={app_cookie}"}
+                     ).status_code == 401
