@@ -228,6 +228,23 @@ def _instance(t: Tenant) -> str:
                   {"name": "iso", "instance_type": "gpu.h100.1x"})["id"]
 
 
+# --- access's parameters ------------------------------------------------------------------------
+
+
+@id_factory("endpoint_id")
+def _endpoint(t: Tenant) -> str:
+    t.get("instance_id")  # a node, and a funded wallet
+    api = t.post(f"/projects/{t.get('project_id')}/instances",
+                 {"name": "api", "instance_type": "gpu.h100.1x", "template": "api-app"})
+    return t.post(f"/projects/{t.get('project_id')}/endpoints",
+                  {"name": f"iso-{t.name}", "resource_id": api["id"]})["id"]
+
+
+@id_factory("endpoint_key_id")
+def _endpoint_key(t: Tenant) -> str:
+    return t.post(f"/api-endpoints/{t.get('endpoint_id')}/keys", {"name": "iso"})["id"]
+
+
 # --- policy's parameters -------------------------------------------------------------------------
 
 

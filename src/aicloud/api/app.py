@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from aicloud import __version__
 from aicloud.api import (
+    access_scopes,  # noqa: F401  (registers access's scope resolvers)
     gpuaas_scopes,  # noqa: F401  (registers GPUaaS's scope resolvers)
     iam_scopes,  # noqa: F401  (registers IAM's scope resolvers)
 )
@@ -20,6 +21,7 @@ from aicloud.api.middleware import RequestContextMiddleware, RequestMetrics
 from aicloud.api.problems import install_problem_handlers
 from aicloud.api.prometheus_gpus import GpuGauges
 from aicloud.api.routes import (
+    access_endpoints,
     audit,
     auth,
     billing_budgets,
@@ -35,6 +37,13 @@ from aicloud.api.routes import (
     iam_principals,
     policy_idle,
     policy_quotas,
+)
+from aicloud.api.routes.access_proxy import (
+    APPS_PREFIX,
+    ENDPOINTS_PREFIX,
+    AppHostMiddleware,
+    AppProxy,
+    EndpointProxy,
 )
 from aicloud.api.server import RequestSlots, concurrency, set_thread_limit
 from aicloud.api.transport import TransportSecurityMiddleware
@@ -69,6 +78,11 @@ def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
                 ctx.credential_usage.flush(ctx.db)
             except Exception:
                 log.exception("could not write the last credential uses")
+            try:  # nor an endpoint request served (billed = served)
+                ctx.access.meter.flush(ctx.db)
+            except Exception:
+                log.exception("could not bill the last endpoint requests")
+            await ctx.access.aclose()
 
     settings = ctx.settings
     app = FastAPI(
@@ -88,15 +102,26 @@ def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
     app.state.serving_runner = watchers
     app.state.metrics_registry = CollectorRegistry()
     app.state.metrics_registry.register(GpuGauges(ctx.db, ctx.clock.now))
-    app.add_middleware(StrictJsonBodyMiddleware)  # inside: its 422 carries the request id
-    app.state.request_slots = RequestSlots(limits.request_slots, limits.slot_wait_seconds)
+    # Inside: its 422 carries the request id. The proxies' bodies are the workloads' own.
+    app.add_middleware(StrictJsonBodyMiddleware,
+                       passthrough=(APPS_PREFIX + "/", ENDPOINTS_PREFIX + "/"))
+    app.state.request_slots = slots = RequestSlots(limits.request_slots,
+                                                   limits.slot_wait_seconds)
+    # Subdomain mode: requests to an app's own host go to the app, never to the API.
+    app.add_middleware(AppHostMiddleware, ctx=ctx, slots=slots)
     # Added before the request-id middleware, so it runs inside it: a refused request has an id.
+    suffix = settings.access.apps_host_suffix
     app.add_middleware(TransportSecurityMiddleware, trusted_proxies=settings.trusted_proxies,
                        tls_required=settings.tls_required,
                        hsts_max_age_seconds=settings.hsts_max_age_seconds,
-                       allowed_hosts=settings.allowed_hosts)
+                       allowed_hosts=settings.allowed_hosts,
+                       allowed_host_suffixes=[suffix] if suffix else [])
     app.add_middleware(RequestContextMiddleware, metrics=RequestMetrics(app.state.metrics_registry))
     install_problem_handlers(app)
+    # First in the route table: the router tries routes in order, and proxied requests are
+    # the many small ones (matching them after ~70 routes cost a third of their CPU).
+    app.mount(APPS_PREFIX, AppProxy(ctx, slots))
+    app.mount(ENDPOINTS_PREFIX, EndpointProxy(ctx, slots))
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(iam_hierarchy.router)
@@ -112,6 +137,7 @@ def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
     app.include_router(billing_budgets.router)
     app.include_router(billing_catalog.router)
     app.include_router(billing_holds.router)
+    app.include_router(access_endpoints.router)
     # Refuse to build an app with a route that does not declare who may call it.
     app.state.route_access = check_route_declarations(app)
     return app

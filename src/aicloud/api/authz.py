@@ -22,7 +22,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy.orm import Session
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from aicloud.api.deps import DbSession, request_actor
 from aicloud.platform import audit, iam
@@ -242,6 +242,10 @@ def check_route_declarations(app: FastAPI) -> dict[str, str]:
                     table[key] = access.describe()
         elif isinstance(original, Route) and context.path in framework:
             table[f"GET {context.path}"] = "public"
+        elif isinstance(original, Mount) and isinstance(
+                getattr(original.app, "access", None), RouteAccess):
+            # A mounted ASGI app (the proxies) declares its access as a whole.
+            table[f"* {original.path}/..."] = original.app.access.describe()
         else:
             missing.append(str(context.path or repr(original)))
     if missing:

@@ -55,11 +55,14 @@ class StrictJsonBodyMiddleware:
     """Refuse JSON request bodies with duplicate keys (pure ASGI: the body is read once,
     checked, and replayed to the application)."""
 
-    def __init__(self, app: ASGIApp):
+    def __init__(self, app: ASGIApp, *, passthrough: tuple[str, ...] = ()):
         self.app = app
+        # Path prefixes whose bodies are not the API's (the proxies stream them to workloads).
+        self.passthrough = passthrough
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_json(scope):
+        if scope["type"] != "http" or not is_json(scope) or (
+                self.passthrough and scope["path"].startswith(self.passthrough)):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []

@@ -47,9 +47,12 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 class TransportSecurityMiddleware:
     def __init__(self, app: ASGIApp, *, trusted_proxies: Iterable[str], tls_required: bool,
-                 hsts_max_age_seconds: int, allowed_hosts: Iterable[str] = ()):
+                 hsts_max_age_seconds: int, allowed_hosts: Iterable[str] = (),
+                 allowed_host_suffixes: Iterable[str] = ()):
         self.app = app
         self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
+        # Subdomains served too (the per-app hosts of access.apps_host_suffix).
+        self.allowed_suffixes = tuple("." + s.lower().strip(".") for s in allowed_host_suffixes)
         self.trusted: list[_Network] = [ipaddress.ip_network(n, strict=False)
                                         for n in trusted_proxies]
         self.tls_required = tls_required
@@ -83,7 +86,8 @@ class TransportSecurityMiddleware:
             return True
         host = Headers(scope=scope).get("host", "").lower()
         host = host.rsplit("]", 1)[0] + "]" if host.startswith("[") else host.split(":")[0]
-        return host in self.allowed_hosts
+        return host in self.allowed_hosts or (
+            bool(self.allowed_suffixes) and host.endswith(self.allowed_suffixes))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import typer
 
 from aicloud import __version__
+from aicloud.cli import access as access_cmds
 from aicloud.cli import admin, arch, auth, config_cmd, db, serve
 from aicloud.cli import agent as agent_cmd
 from aicloud.cli import audit as audit_cmd
@@ -64,6 +65,8 @@ for _name, _sub in iam_cmds.COMMANDS:
 for _name, _sub in gpuaas_cmds.COMMANDS:
     app.add_typer(_sub, name=_name, rich_help_panel="Tenant (via the API)")
 for _name, _sub in (*policy_cmds.COMMANDS, *idle_cmds.COMMANDS):
+    app.add_typer(_sub, name=_name, rich_help_panel="Tenant (via the API)")
+for _name, _sub in access_cmds.COMMANDS:
     app.add_typer(_sub, name=_name, rich_help_panel="Tenant (via the API)")
 
 

@@ -6,8 +6,9 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from aicloud.platform import audit, billing, iam
+from aicloud.platform import access, audit, billing, iam
 from aicloud.products import gpuaas
+from aicloud.runtime import access as access_runtime
 from aicloud.runtime import gpuaas as gpuaas_runtime
 from aicloud.runtime import metrics as metrics_runtime
 from aicloud.shared import idempotency
@@ -30,6 +31,7 @@ class AppContext:
     credential_usage: iam.CredentialUsage = field(default_factory=iam.CredentialUsage)
     _audit_key: audit.SigningKey | None = field(default=None, init=False, repr=False)
     _agent: gpuaas.NodeAgent | None = field(default=None, init=False, repr=False)
+    _access: access.AccessRuntime | None = field(default=None, init=False, repr=False)
 
     @property
     def audit_signing_key(self) -> audit.SigningKey:
@@ -80,7 +82,16 @@ class AppContext:
         """What every API process runs beside its requests, controllers or not: the IAM
         policy watcher that keeps the shared snapshot current off the request path, and the
         writer of the credential uses its requests noted (last_used_at)."""
-        return [iam.policy_watcher(self.db.engine), self.last_used_flusher()]
+        return [iam.policy_watcher(self.db.engine), self.last_used_flusher(),
+                access_runtime.meter_flusher(self.settings, self.db, self.access)]
+
+    @property
+    def access(self) -> access.AccessRuntime:
+        """This process's proxy state: upstream connections, rate leases, request counts."""
+        if self._access is None:
+            self._access = access_runtime.build_runtime(self.settings, self.db,
+                                                        self.credential_usage)
+        return self._access
 
     def last_used_flusher(self) -> Controller:
         """Writes the credential uses this process noted (runs in every API process)."""
@@ -96,6 +107,7 @@ class AppContext:
             log.warning("database schema is not at head: product data not prepared")
             return
         gpuaas_runtime.prepare(self.settings, self.db)
+        access_runtime.prepare(self.settings, self.db)
         if self.embedded_agent is not None:
             # Registered before the server answers: once /readyz says ready, this host's
             # node is listed (its controllers would otherwise add it a tick later).

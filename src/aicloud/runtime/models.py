@@ -4,6 +4,7 @@ Used to compare the migrations with the models (a test) and for autogenerating a
 Add a domain's models module here when the domain gets tables.
 """
 
+import aicloud.platform.access.models
 import aicloud.platform.audit.models
 import aicloud.platform.billing.models
 import aicloud.platform.iam.models

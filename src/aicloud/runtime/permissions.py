@@ -7,7 +7,7 @@ theirs in their manifest (runtime/products.py applies it).
 
 from __future__ import annotations
 
-from aicloud.platform import audit, billing, iam, policy
+from aicloud.platform import access, audit, billing, iam, policy
 
 # What only makes sense at the platform scope: money in and out of wallets, prices, holds
 # and usage reports (products' service accounts), audit checkpoints. No organization's custom
@@ -18,7 +18,8 @@ PLATFORM_ONLY = ("billing.topups.create", "billing.prices.write", "billing.adjus
 
 
 def declare_permissions(catalog: iam.PermissionCatalog = iam.CATALOG) -> None:
-    for permissions in (audit.PERMISSIONS, billing.PERMISSIONS, policy.PERMISSIONS):
+    for permissions in (access.PERMISSIONS, audit.PERMISSIONS, billing.PERMISSIONS,
+                        policy.PERMISSIONS):
         catalog.declare_many(permissions)
     catalog.declare_platform_only(PLATFORM_ONLY)
 

@@ -116,6 +116,32 @@ class TerminalConfig(BaseModel):
         return str(Path(value).resolve()) if value else value
 
 
+class AccessSettings(BaseModel):
+    """Reaching workloads through the platform (platform/access, docs/access.md)."""
+
+    # Per-app subdomain mode: apps are served at {resource_id}.{apps_host_suffix}, each its
+    # own origin (e.g. "apps.example.org" with a wildcard DNS record and certificate). Unset:
+    # path mode only (/apps/{resource_id}/ on the API's host).
+    apps_host_suffix: str | None = None
+    # Path mode: app pages get `Content-Security-Policy: sandbox ...` (an opaque origin), so
+    # their scripts cannot use the user's platform session. Off only for trusted apps.
+    apps_path_sandbox: bool = True
+    upstream_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    upstream_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # How often each API process bills the endpoint requests it served.
+    meter_flush_seconds: float = Field(default=2.0, gt=0, le=60)
+
+    @field_validator("apps_host_suffix")
+    @classmethod
+    def _check_suffix(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        value = value.strip().lower().strip(".")
+        if not _HOST_NAME.fullmatch(value) or "." not in value:
+            raise ValueError(f"access.apps_host_suffix: {value!r} is not a host name")
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="AICLOUD_",
@@ -182,6 +208,7 @@ class Settings(BaseSettings):
     required_evidence: list[str] = Field(default_factory=list)
     providers: ProvidersConfig = Field(default_factory=ProvidersConfig)
     terminal: TerminalConfig = Field(default_factory=TerminalConfig)
+    access: AccessSettings = Field(default_factory=AccessSettings)
 
     # GPUaaS: `serve` also runs a node agent for this machine (kind, dev); a node whose agent
     # is silent this long is down; running instances report usage this often.

@@ -86,7 +86,8 @@ def usage(key: str, *, resource: str = "inst_1", org: str = ORG_A, dep: str | No
     dep, project = dep or default_dep, project or default_project
     return billing.UsageIn(
         resource_id=resource, project_id=project, scope_path=f"/{org}/{dep}/{project}",
-        principal_id=principal, meter=meter, dimension_value=dim if meter == "gpu_seconds" else "",
+        principal_id=principal, meter=meter,
+        dimension_value={"gpu_seconds": dim, "endpoint_requests": "2xx"}.get(meter, ""),
         quantity=quantity, window_start=start,
         window_end=start + timedelta(seconds=seconds or quantity), idempotency_key=key,
         source="test")

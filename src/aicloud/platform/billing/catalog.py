@@ -31,8 +31,8 @@ DEFAULT_METERS = (
           description="Memory reserved over time"),
     Meter(name="storage_gib_hours", unit="GiB-hour", product="gpuaas",
           description="Persistent storage over time"),
-    Meter(name="endpoint_requests", unit="request", product="gpuaas",
-          description="Requests served by an API endpoint"),
+    Meter(name="endpoint_requests", unit="request", dimension="status_class", product="access",
+          description="Requests served by an API endpoint, by status class (2xx, 4xx, 5xx)"),
 )
 
 

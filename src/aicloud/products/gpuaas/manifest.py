@@ -12,6 +12,8 @@ MANIFEST = ProductManifest(
         PermissionDecl("gpuaas.instances.read", "see GPU instances and their logs"),
         PermissionDecl("gpuaas.instances.stop", "stop GPU instances"),
         PermissionDecl("gpuaas.instances.delete", "delete GPU instances"),
+        PermissionDecl("gpuaas.instances.open_app", "open an instance's browser app "
+                       "(/apps/{instance_id}/)"),
         PermissionDecl("gpuaas.nodes.read", "see GPU nodes"),
         PermissionDecl("gpuaas.nodes.write", "add, cordon, drain and remove GPU nodes"),
     ),
