@@ -87,7 +87,8 @@ def world(db: Database, tmp_path: Path, request: pytest.FixtureRequest) -> Itera
             for iid in w.launched:
                 http.post(f"/instances/{iid}/stop", json={"reason": "test over"})
             for iid in w.launched:
-                _wait(http, iid, {"stopped", "failed", "succeeded", "lost"})
+                if http.get(f"/instances/{iid}").status_code != 404:  # its project may be gone
+                    _wait(http, iid, {"stopped", "failed", "succeeded", "lost"})
 
 
 def _ok(resp: httpx.Response) -> Any:
@@ -296,6 +297,15 @@ def test_api_endpoint_keys_limits_and_billing(db: Database, world: World) -> Non
                                     "billing_usage_records WHERE meter = 'endpoint_requests'"))
     assert charged == 100 * (served["2xx"] + served["4xx"])  # the seeded default prices
 
+    # A published endpoint keeps its project: with every instance ended, deleting (or moving)
+    # the project is still refused, naming the endpoint, until it is unpublished.
+    for inst in (api, web):
+        _ok(http.post(f"/instances/{inst['id']}/stop", json={"reason": "done"}))
+        _wait(http, inst["id"], {"stopped"})
+    refused_delete = http.delete(f"/projects/{prj}")
+    assert refused_delete.status_code == 409, refused_delete.text
+    assert [r["id"] for r in refused_delete.json()["live_resources"]] == [ep["id"]]
+
     # Unpublish: gone, and the name is free again.
     assert http.delete(f"/api-endpoints/{ep['id']}").status_code == 204
     assert httpx.get(world.live.url + "/endpoints/echo/v1/info", headers={
@@ -307,6 +317,7 @@ def test_api_endpoint_keys_limits_and_billing(db: Database, world: World) -> Non
     assert actions == ["access.endpoint.publish", "access.endpoint_key.create",
                        "access.endpoint_key.create", "access.endpoint_key.revoke",
                        "access.endpoint_key.create", "access.endpoint.unpublish"]
+    assert http.delete(f"/projects/{prj}").status_code == 204
 
 
 @contextmanager

@@ -35,6 +35,12 @@ def _instance(session: Session, instance_id: str) -> access.AccessTarget:
 
 def register_resources() -> None:
     access.register_resource("inst", "instance", _instance, publishable=("api-app",))
+    # A published endpoint keeps its project (and the org above it) from being deleted or
+    # moved: its keys and meter would otherwise bill a scope that no longer exists.
+    iam.register_deletion_guard("access.endpoints", lambda session, path: [
+        iam.LiveResource(kind="access.endpoint", id=m.id, state="published",
+                         scope_path=m.scope_path)
+        for m in access.endpoints_under(session, path)])
 
 
 def endpoint_scope(session: Session, endpoint_id: str) -> iam.Target:

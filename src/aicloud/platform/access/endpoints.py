@@ -12,7 +12,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from aicloud.platform import audit
+from aicloud.platform import audit, iam
 from aicloud.platform.access.models import EndpointKeyModel, EndpointModel, RateBucketModel
 from aicloud.platform.access.resources import resolve_resource, resource_kind
 from aicloud.platform.access.schemas import (
@@ -65,6 +65,11 @@ def publish(session: Session, project_id: str, body: EndpointCreate, *,
     """Publish a resource of ``project_id``: one of another project is not found; only the
     kinds its product allows (GPUaaS: api-app) may be published; names are unique."""
     target = resolve_resource(session, body.resource_id)
+    # Publishing creates something inside the org: ordered with project deletes and moves by
+    # the org tree lock, so a delete never leaves a published endpoint behind (see
+    # endpoints_under, the deletion guard).
+    iam.lock_org_tree(session, target.org_id)
+    target = resolve_resource(session, body.resource_id)  # read again under the lock
     if target.project_id != project_id:
         raise NotFound(f"resource {body.resource_id} not found in project {project_id}")
     allowed = resource_kind(body.resource_id).publishable
@@ -103,6 +108,15 @@ def unpublish(session: Session, endpoint_id: str, *, actor: audit.Actor) -> None
                  target_type="endpoint", target_id=m.id, scope_path=m.scope_path,
                  changes=audit.diff({"name": m.name, "resource_id": m.resource_id,
                                      "keys": len(key_ids)}, None))
+
+
+def endpoints_under(session: Session, scope_path: str) -> list[EndpointModel]:
+    """The endpoints published at or below ``scope_path``: IAM's deletion guard for access
+    (a scope is not deleted or moved while it publishes something; unpublish first)."""
+    prefix = scope_path.rstrip("/") + "/"
+    return list(session.scalars(select(EndpointModel).where(
+        (EndpointModel.scope_path == scope_path) | EndpointModel.scope_path.startswith(prefix))
+        .order_by(EndpointModel.id)))
 
 
 def list_endpoints(session: Session, project_id: str, *, after: str | None,

@@ -80,8 +80,8 @@ def refuse_if_live(session: Session, scope_path: str, what: str, *,
     named = ", ".join(f"{r.kind} {r.id} ({r.state})" for r in live[:_NAMED])
     more = f" and {len(live) - _NAMED} more" if len(live) > _NAMED else ""
     raise ScopeNotEmpty(
-        f"{what} still has {len(live)} live resource(s): {named}{more}; stop them and {retry} "
-        "again once they have ended",
+        f"{what} still has {len(live)} live resource(s): {named}{more}; stop (or unpublish) "
+        f"them and {retry} again once they have ended",
         live_resources=[{"kind": r.kind, "id": r.id, "state": r.state,
                          "scope_path": r.scope_path} for r in live[:LISTED]])
 
