@@ -72,7 +72,7 @@ def build_agent(settings: Settings, db: Database, clock: Clock,
     timeout = settings.node_heartbeat_timeout_seconds
     meter = settings.usage_report_interval_seconds
     return gpuaas.NodeAgent(
-        db=db, provider=provider or compute_provider(settings),
+        store=gpuaas.DbNodeStore(db, clock=clock), provider=provider or compute_provider(settings),
         report=lambda: node_report(settings, node_name), clock=clock,
         meter_interval=timedelta(seconds=meter),
         heartbeat_interval=timedelta(seconds=min(max(1.0, timeout / 3), meter)),

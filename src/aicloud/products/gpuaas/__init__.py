@@ -43,6 +43,7 @@ from aicloud.products.gpuaas.lifecycle import (
 )
 from aicloud.products.gpuaas.manifest import MANIFEST
 from aicloud.products.gpuaas.metering import meter_instance
+from aicloud.products.gpuaas.node_store import DbNodeStore, NodeStore
 from aicloud.products.gpuaas.nodes import (
     GpuReport,
     NodeReport,
@@ -90,6 +91,7 @@ __all__ = [
     "BudgetBlocked",
     "BudgetStopConsumer",
     "CannotPlace",
+    "DbNodeStore",
     "Gpu",
     "GpuReport",
     "GpuSlot",
@@ -109,6 +111,7 @@ __all__ = [
     "NodeReport",
     "NodeState",
     "NodeStateChange",
+    "NodeStore",
     "Placement",
     "PlacementEngine",
     "PlacementRequest",

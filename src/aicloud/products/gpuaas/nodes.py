@@ -62,12 +62,19 @@ def get_node_model(session: Session, node_id: str) -> NodeModel:
 
 
 def register_node(session: Session, report: NodeReport, *, actor: audit.Actor,
-                  now: datetime) -> NodeModel:
+                  now: datetime, node_id: str | None = None) -> NodeModel:
     """Create the node or refresh it from a new report (agent start or heartbeat). A node
     that was down stays down until :func:`node_reconciled`; GPU health changes are applied at
-    once."""
-    node = session.scalar(select(NodeModel).where(NodeModel.name == report.name)
-                          .with_for_update())
+    once. With ``node_id`` (an agent that joined: its credential names its node) that node is
+    refreshed, whatever name the report gives; it must exist."""
+    if node_id is not None:
+        node = session.scalar(select(NodeModel).where(NodeModel.id == node_id)
+                              .with_for_update())
+        if node is None:
+            raise NotFound(f"node {node_id} not found")
+    else:
+        node = session.scalar(select(NodeModel).where(NodeModel.name == report.name)
+                              .with_for_update())
     if node is None:
         node = NodeModel(id=new_id("node"), name=report.name, state=NodeState.READY.value,
                          labels=dict(report.labels), inventory_source=report.inventory_source,
