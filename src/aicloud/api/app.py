@@ -19,6 +19,7 @@ from aicloud.api.json_body import StrictJsonBodyMiddleware
 from aicloud.api.middleware import RequestContextMiddleware, RequestMetrics
 from aicloud.api.problems import install_problem_handlers
 from aicloud.api.routes import (
+    agent_link,
     audit,
     auth,
     billing_budgets,
@@ -101,6 +102,7 @@ def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(gpuaas_instances.router)
     app.include_router(gpuaas_nodes.router)
+    app.include_router(agent_link.router)
     app.include_router(policy_quotas.router)
     app.include_router(billing_wallet.router)
     app.include_router(billing_budgets.router)
