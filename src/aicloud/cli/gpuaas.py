@@ -173,7 +173,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def parse_duration(text: str) -> int:
     """``90s``, ``30m``, ``1h``, ``7d`` (or plain seconds) -> seconds."""
     value = text.strip().lower()
-    unit = _UNITS.get(value[-1:], None)
+    unit = _UNITS.get(value[-1:])
     number = value[:-1] if unit else value
     if not number.isdigit() or int(number) <= 0:
         raise typer.BadParameter(f"{text!r}: use a positive duration such as 30m, 1h or 7d")
