@@ -9,6 +9,7 @@ from datetime import timedelta
 from aicloud.platform import audit, billing, iam
 from aicloud.products import gpuaas
 from aicloud.runtime import gpuaas as gpuaas_runtime
+from aicloud.runtime.node_links import NodeLinkHub
 from aicloud.shared import idempotency
 from aicloud.shared.clock import Clock, SystemClock
 from aicloud.shared.config import Settings
@@ -29,6 +30,14 @@ class AppContext:
     credential_usage: iam.CredentialUsage = field(default_factory=iam.CredentialUsage)
     _audit_key: audit.SigningKey | None = field(default=None, init=False, repr=False)
     _agent: gpuaas.NodeAgent | None = field(default=None, init=False, repr=False)
+    _node_links: NodeLinkHub | None = field(default=None, init=False, repr=False)
+
+    @property
+    def node_links(self) -> NodeLinkHub:
+        """The node agents' links this API process holds (built on first use)."""
+        if self._node_links is None:
+            self._node_links = NodeLinkHub(self.db, self.clock)
+        return self._node_links
 
     @property
     def audit_signing_key(self) -> audit.SigningKey:

@@ -43,6 +43,8 @@ from aicloud.products.gpuaas.lifecycle import (
 )
 from aicloud.products.gpuaas.manifest import MANIFEST
 from aicloud.products.gpuaas.metering import meter_instance
+from aicloud.products.gpuaas.node_gateway import BadRequest as GatewayBadRequest
+from aicloud.products.gpuaas.node_gateway import NodeGateway, work_versions
 from aicloud.products.gpuaas.node_identity import (
     Joined,
     NodeIdentity,
@@ -55,8 +57,9 @@ from aicloud.products.gpuaas.node_identity import (
     revoked_among,
     rotate_credential,
 )
+from aicloud.products.gpuaas.node_link_store import LinkNodeStore
 from aicloud.products.gpuaas.node_store import DbNodeStore, NodeStore
-from aicloud.products.gpuaas.node_wire import report_of
+from aicloud.products.gpuaas.node_wire import report_of, report_out
 from aicloud.products.gpuaas.nodes import (
     GpuReport,
     NodeReport,
@@ -112,6 +115,7 @@ __all__ = [
     "BudgetStopConsumer",
     "CannotPlace",
     "DbNodeStore",
+    "GatewayBadRequest",
     "Gpu",
     "GpuReport",
     "GpuSlot",
@@ -128,10 +132,12 @@ __all__ = [
     "JoinTokenCreated",
     "Joined",
     "Lifecycle",
+    "LinkNodeStore",
     "LogOutput",
     "Node",
     "NodeAgent",
     "NodeCapacity",
+    "NodeGateway",
     "NodeIdentity",
     "NodeInventory",
     "NodeJoin",
@@ -174,6 +180,7 @@ __all__ = [
     "queue_position",
     "register_node",
     "report_of",
+    "report_out",
     "request_stop",
     "revoke_join_token",
     "revoke_node",
@@ -184,4 +191,5 @@ __all__ = [
     "switch_instance_status",
     "transition",
     "usage_per_second",
+    "work_versions",
 ]

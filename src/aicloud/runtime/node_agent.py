@@ -1,0 +1,173 @@
+"""A node agent that talks only to the API: join once, then one link.
+
+``aicloud agent --url URL --token T`` joins the pool (``POST /agent/v1/join``) and keeps the
+node credential it receives in ``<state dir>/node.json`` (mode 0600, written atomically). A
+restart finds it there and needs no token. The agent then holds one WebSocket
+(``/agent/v1/link``): its node operations are RPCs (``LinkNodeStore``), the API asks it for
+a workload's logs over the same link (``logs.read``), and the gateway tells it when its work
+changed (``work.changed``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from aicloud.adapters.providers.base import ComputeProvider, WorkloadHandle, WorkloadNotFound
+from aicloud.products import gpuaas
+from aicloud.runtime import gpuaas as gpuaas_runtime
+from aicloud.shared.clock import Clock
+from aicloud.shared.config import Settings
+from aicloud.shared.link import LinkClient
+from aicloud.shared.link.rpc import OpError
+
+log = logging.getLogger(__name__)
+STATE_FILE = "node.json"
+MAX_LOG_CHUNK = 256 * 1024
+
+
+class JoinFailed(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class NodeCredentials:
+    url: str
+    node_id: str
+    node_name: str
+    credential_id: str
+    credential: str
+
+
+def state_path(state_dir: Path) -> Path:
+    return state_dir / STATE_FILE
+
+
+def load_credentials(state_dir: Path) -> NodeCredentials | None:
+    path = state_path(state_dir)
+    if not path.exists():
+        return None
+    if path.stat().st_mode & 0o077:
+        raise JoinFailed(f"{path} is readable by others; it holds the node's secret: "
+                         "chmod 600 it (or remove it and join again)")
+    data = json.loads(path.read_text())
+    return NodeCredentials(**{k: data[k] for k in NodeCredentials.__dataclass_fields__})
+
+
+def save_credentials(state_dir: Path, creds: NodeCredentials) -> Path:
+    """Atomically, readable by this user only."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = state_path(state_dir)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(asdict(creds), fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return path
+
+
+def join(url: str, token: str, report: gpuaas.NodeReport, *,
+         transport: httpx.BaseTransport | None = None, timeout: float = 30.0) -> NodeCredentials:
+    base = url.rstrip("/")
+    with httpx.Client(base_url=base, timeout=timeout, transport=transport) as http:
+        resp = http.post("/agent/v1/join", json={"token": token,
+                                                 "node": gpuaas.report_out(report)})
+    if resp.status_code != 201:
+        try:
+            detail = resp.json().get("detail", resp.text)
+        except ValueError:
+            detail = resp.text
+        raise JoinFailed(f"joining {base} failed (HTTP {resp.status_code}): {detail}")
+    body = resp.json()
+    return NodeCredentials(url=base, node_id=body["node_id"], node_name=body["node_name"],
+                           credential_id=body["credential_id"], credential=body["credential"])
+
+
+def credentials_for(url: str, token: str | None, state_dir: Path,
+                    report: gpuaas.NodeReport) -> tuple[NodeCredentials, bool]:
+    """The node's credential from its state dir, or a new one by joining with ``token``;
+    (credentials, joined now)."""
+    base = url.rstrip("/")
+    found = load_credentials(state_dir)
+    if found is not None and found.url == base:
+        return found, False
+    if token is None:
+        where = state_path(state_dir)
+        raise JoinFailed(f"no node credential for {base} in {where}: pass --token (make one "
+                         "with `aicloud nodes join-token`)")
+    creds = join(base, token, report)
+    save_credentials(state_dir, creds)
+    return creds, True
+
+
+def link_url(url: str) -> str:
+    base = url.rstrip("/")
+    if base.startswith("https://"):
+        return "wss://" + base[len("https://"):] + "/agent/v1/link"
+    if base.startswith("http://"):
+        return "ws://" + base[len("http://"):] + "/agent/v1/link"
+    raise JoinFailed(f"--url must start with http:// or https:// (got {url!r})")
+
+
+def _read_logs(provider: ComputeProvider, args: dict[str, Any]) -> dict[str, Any]:
+    ref, name = args.get("ref"), args.get("provider")
+    offset, tail = args.get("offset", 0), args.get("tail_lines")
+    if (not isinstance(ref, str) or not isinstance(name, str) or not isinstance(offset, int)
+            or offset < 0 or not (tail is None or (isinstance(tail, int) and tail > 0))):
+        raise OpError("bad-request", "logs.read needs provider, ref, offset >= 0, tail_lines")
+    try:
+        chunk = provider.logs(WorkloadHandle(name, ref), offset=offset,
+                              limit=MAX_LOG_CHUNK, tail_lines=tail)
+    except WorkloadNotFound:
+        return {"data": "", "offset": offset, "next_offset": offset, "complete": True}
+    return {"data": base64.b64encode(chunk.data).decode(), "offset": chunk.offset,
+            "next_offset": chunk.next_offset, "complete": chunk.complete}
+
+
+@dataclass
+class LinkedAgent:
+    agent: gpuaas.NodeAgent
+    link: LinkClient
+    store: gpuaas.LinkNodeStore
+    credentials: NodeCredentials
+
+
+def build_linked_agent(settings: Settings, creds: NodeCredentials, clock: Clock, *,
+                       provider: ComputeProvider | None = None,
+                       node_name: str | None = None) -> LinkedAgent:
+    """This host's agent over its link (not started: ``link.start()`` then the agent's
+    controllers)."""
+    import anyio.to_thread
+
+    provider = provider or gpuaas_runtime.compute_provider(settings)
+    holder: dict[str, LinkClient] = {}
+    store = gpuaas.LinkNodeStore(lambda op, args: holder["link"].call(op, args))
+
+    async def handle(op: str, args: dict[str, Any]) -> Any:
+        if op == "logs.read":
+            return await anyio.to_thread.run_sync(_read_logs, provider, args)
+        raise OpError("unknown-op", f"the agent has no op {op!r}")
+
+    async def on_push(name: str, args: dict[str, Any]) -> None:
+        if name == "work.changed":
+            store.work_changed()
+
+    async def on_connect() -> None:
+        store.work_changed()  # whatever changed while it was away
+
+    link = LinkClient(link_url(creds.url), lambda: creds.credential, handler=handle,
+                      on_push=on_push, on_connect=on_connect, name=f"link of {creds.node_id}")
+    holder["link"] = link
+    agent = gpuaas_runtime.agent_over(settings, store, clock, provider=provider,
+                                      node_name=node_name or creds.node_name)
+    return LinkedAgent(agent=agent, link=link, store=store, credentials=creds)
