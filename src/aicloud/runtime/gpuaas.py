@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -99,12 +100,20 @@ def agent_controllers(settings: Settings, agent: gpuaas.NodeAgent) -> list[Contr
     look silent); a failing pass backs off. The reconcile loop hands the agent's leases back
     when the runner stops."""
     beat = agent.heartbeat_interval.total_seconds()
+    connected = getattr(agent.store, "connected", lambda: True)
+
+    def when_connected(fn: Callable[[], object]) -> Callable[[], object]:
+        # An agent on a link that is down skips its passes quietly (its client reconnects
+        # with backoff and logs that); a pass failing mid-way still fails loudly.
+        return lambda: fn() if connected() else 0
+
     return [
         Controller(name="gpuaas-agent-heartbeat", interval_seconds=beat,
-                   run_once=agent.heartbeat, max_backoff_seconds=beat),
+                   run_once=when_connected(agent.heartbeat), max_backoff_seconds=beat),
         Controller(name="gpuaas-agent",
                    interval_seconds=min(settings.controller_interval_seconds, 0.5),
-                   run_once=agent.reconcile_once, on_stop=agent.release_leases),
+                   run_once=when_connected(agent.reconcile_once),
+                   on_stop=when_connected(agent.release_leases)),
     ]
 
 

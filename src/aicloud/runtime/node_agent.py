@@ -14,17 +14,22 @@ import base64
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from aicloud.adapters.providers.base import ComputeProvider, WorkloadHandle, WorkloadNotFound
+from aicloud.platform import audit
 from aicloud.products import gpuaas
 from aicloud.runtime import gpuaas as gpuaas_runtime
 from aicloud.shared.clock import Clock
 from aicloud.shared.config import Settings
+from aicloud.shared.db import Database
+from aicloud.shared.errors import Unauthenticated
 from aicloud.shared.link import LinkClient
 from aicloud.shared.link.rpc import OpError
 
@@ -139,7 +144,7 @@ class LinkedAgent:
     agent: gpuaas.NodeAgent
     link: LinkClient
     store: gpuaas.LinkNodeStore
-    credentials: NodeCredentials
+    credentials: NodeCredentials | None
 
 
 def build_linked_agent(settings: Settings, creds: NodeCredentials, clock: Clock, *,
@@ -147,11 +152,20 @@ def build_linked_agent(settings: Settings, creds: NodeCredentials, clock: Clock,
                        node_name: str | None = None) -> LinkedAgent:
     """This host's agent over its link (not started: ``link.start()`` then the agent's
     controllers)."""
+    return _linked(settings, lambda: link_url(creds.url), lambda: creds.credential, clock,
+                   provider=provider, node_name=node_name or creds.node_name,
+                   label=creds.node_id, creds=creds)
+
+
+def _linked(settings: Settings, url: Callable[[], str], credential: Callable[[], str],
+            clock: Clock, *, provider: ComputeProvider | None, node_name: str | None,
+            label: str, creds: NodeCredentials | None) -> LinkedAgent:
     import anyio.to_thread
 
     provider = provider or gpuaas_runtime.compute_provider(settings)
     holder: dict[str, LinkClient] = {}
-    store = gpuaas.LinkNodeStore(lambda op, args: holder["link"].call(op, args))
+    store = gpuaas.LinkNodeStore(lambda op, args: holder["link"].call(op, args),
+                                 connected=lambda: holder["link"].is_connected())
 
     async def handle(op: str, args: dict[str, Any]) -> Any:
         if op == "logs.read":
@@ -165,9 +179,78 @@ def build_linked_agent(settings: Settings, creds: NodeCredentials, clock: Clock,
     async def on_connect() -> None:
         store.work_changed()  # whatever changed while it was away
 
-    link = LinkClient(link_url(creds.url), lambda: creds.credential, handler=handle,
-                      on_push=on_push, on_connect=on_connect, name=f"link of {creds.node_id}")
+    link = LinkClient(url, credential, handler=handle, on_push=on_push, on_connect=on_connect,
+                      name=f"link of {label}")
     holder["link"] = link
     agent = gpuaas_runtime.agent_over(settings, store, clock, provider=provider,
-                                      node_name=node_name or creds.node_name)
+                                      node_name=node_name)
     return LinkedAgent(agent=agent, link=link, store=store, credentials=creds)
+
+
+def default_state_dir(settings: Settings) -> Path:
+    return Path(settings.providers.local_root).resolve().parent / "agent"
+
+
+SERVE = audit.Actor.system("serve")
+
+
+def embedded_agent(settings: Settings, db: Database, clock: Clock,
+                   url: Callable[[], str | None]) -> LinkedAgent:
+    """The node agent ``aicloud serve`` runs for its own host, through the same join and
+    link as any other host's, over loopback. The server mints its own one-use join token
+    (it is the control plane); the credential is kept in the state dir like ``aicloud
+    agent``'s. The join happens on the link's first connection (the API must listen)."""
+    state_dir = default_state_dir(settings)
+    report = gpuaas_runtime.node_report(settings)
+    current: dict[str, NodeCredentials] = {}
+
+    def base() -> str:
+        found = url()
+        if found is None:
+            raise JoinFailed("the API is not listening yet")
+        return found.rstrip("/")
+
+    def credential() -> str:
+        creds = current.get("creds") or load_credentials(state_dir)
+        # Any URL: the same control plane on another port still knows the credential.
+        if creds is None or not _known(db, creds.credential):
+            creds = _bootstrap_join(db, clock, base(), report)
+            save_credentials(state_dir, creds)
+        current["creds"] = creds
+        return creds.credential
+
+    return _linked(settings, lambda: link_url(base()), credential, clock, provider=None,
+                   node_name=report.name, label=f"{report.name} (embedded)", creds=None)
+
+
+def _known(db: Database, credential: str) -> bool:
+    """False only when the database does not know it (reset): a revoked one is kept, so an
+    operator's revocation is not undone by a restart."""
+    with db.read_transaction() as session:
+        try:
+            gpuaas.authenticate_node(session, credential)
+        except Unauthenticated as e:
+            return "unknown" not in e.detail
+    return True
+
+
+def _bootstrap_join(db: Database, clock: Clock, base: str,
+                    report: gpuaas.NodeReport) -> NodeCredentials:
+    def token() -> str:
+        with db.transaction() as session:
+            return gpuaas.create_join_token(
+                session, expires_in=timedelta(minutes=5), max_uses=1, actor=SERVE,
+                description=f"embedded agent of {report.name}", now=clock.now()).token
+
+    try:
+        return join(base, token(), report)
+    except JoinFailed as e:
+        if "HTTP 409" not in str(e):
+            raise
+    # This host's node holds a credential whose copy was lost (state dir removed): retire it.
+    with db.transaction() as session:
+        node = gpuaas.node_by_name(session, report.name)
+        if node is not None:
+            gpuaas.revoke_node(session, node.id, actor=SERVE, now=clock.now(),
+                               reason="its embedded agent lost the credential; re-joined")
+    return join(base, token(), report)

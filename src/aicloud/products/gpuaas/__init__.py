@@ -68,6 +68,7 @@ from aicloud.products.gpuaas.nodes import (
     get_node_model,
     list_nodes,
     mark_silent_nodes_down,
+    node_by_name,
     node_view,
     register_node,
 )
@@ -176,6 +177,7 @@ __all__ = [
     "live_instances",
     "mark_silent_nodes_down",
     "meter_instance",
+    "node_by_name",
     "node_view",
     "queue_position",
     "register_node",

@@ -30,8 +30,12 @@ Call = Callable[..., Any]
 
 
 class LinkNodeStore:
-    def __init__(self, call: Call, *, max_age: float = 10.0):
+    def __init__(self, call: Call, *, connected: Callable[[], bool] = lambda: True,
+                 max_age: float = 10.0):
         self._call = call
+        # Whether the link is up now: the agent's loops skip their pass while it is not,
+        # instead of failing it (the link reconnects by itself).
+        self.connected = connected
         self.max_age = max_age
         self._lock = threading.Lock()
         self._work: list[WorkItem] | None = None

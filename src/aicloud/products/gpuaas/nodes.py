@@ -62,6 +62,10 @@ def get_node_model(session: Session, node_id: str) -> NodeModel:
     return m
 
 
+def node_by_name(session: Session, name: str) -> NodeModel | None:
+    return session.scalar(select(NodeModel).where(NodeModel.name == name))
+
+
 def register_node(session: Session, report: NodeReport, *, actor: audit.Actor,
                   now: datetime, node_id: str | None = None) -> NodeModel:
     """Create the node or refresh it from a new report (agent start or heartbeat). A node

@@ -76,12 +76,14 @@ class _WsTransport:
 
 
 class LinkClient:
-    def __init__(self, url: str, token: Callable[[], str], *, handler: Handler | None = None,
+    def __init__(self, url: str | Callable[[], str], token: Callable[[], str], *,
+                 handler: Handler | None = None,
                  on_push: PushHandler | None = None, on_channel: ChannelHandler | None = None,
                  on_connect: Callable[[], Awaitable[None]] | None = None,
                  backoff: Backoff | None = None, rng: random.Random | None = None,
                  name: str = "link"):
-        self.url, self.token = url, token
+        self._url = url if callable(url) else (lambda: url)
+        self.token = token
         self.handler, self.on_push, self.on_channel = handler, on_push, on_channel
         self.on_connect = on_connect
         self.backoff = backoff or Backoff(base=0.5, cap=30.0)
@@ -94,13 +96,28 @@ class LinkClient:
         self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
         self._connected = threading.Event()
         self._stopping = False
+        self._started = False
         self._main: Future[None] | None = None
+
+    @property
+    def url(self) -> str:
+        try:
+            return self._url()
+        except Exception as e:  # not known yet (e.g. the embedding server is starting)
+            return f"<{e}>"
 
     # --- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
         self._thread.start()
         self._main = asyncio.run_coroutine_threadsafe(self._keep_connected(), self._loop)
+
+    def is_connected(self) -> bool:
+        peer = self.peer
+        return peer is not None and not peer.closed
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
@@ -121,7 +138,7 @@ class LinkClient:
         failures = 0
         while not self._stopping and self.refused is None:
             try:
-                async with connect(self.url, additional_headers={
+                async with connect(self._url(), additional_headers={
                         "Authorization": f"Bearer {self.token()}"},
                         max_size=max(MAX_TEXT_FRAME, MAX_BINARY_FRAME),
                         open_timeout=10, ping_interval=10, ping_timeout=20) as ws:
