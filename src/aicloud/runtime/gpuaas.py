@@ -154,9 +154,14 @@ def controllers(settings: Settings, db: Database, clock: Clock, *,
         with db.transaction() as session:
             return len(gpuaas.schedule_pass(session, now=clock.now()))
 
+    started = clock.now()
+
     def monitor() -> int:
         with db.transaction() as session:
-            down = gpuaas.mark_silent_nodes_down(session, now=clock.now(), timeout=timeout)
+            # A control plane that was down itself gives the agents one timeout to come
+            # back over their links before it takes their nodes for silent.
+            down = 0 if clock.now() - started < timeout else gpuaas.mark_silent_nodes_down(
+                session, now=clock.now(), timeout=timeout)
             return down + gpuaas.enforce_drains(session, now=clock.now())
 
     found = [
