@@ -14,7 +14,7 @@ import base64
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -30,7 +30,7 @@ from aicloud.shared.clock import Clock
 from aicloud.shared.config import Settings
 from aicloud.shared.db import Database
 from aicloud.shared.errors import Unauthenticated
-from aicloud.shared.link import LinkClient
+from aicloud.shared.link import Channel, LinkClient
 from aicloud.shared.link.rpc import OpError
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,34 @@ def _read_logs(provider: ComputeProvider, args: dict[str, Any]) -> dict[str, Any
             "next_offset": chunk.next_offset, "complete": chunk.complete}
 
 
+async def _stream_logs(provider: ComputeProvider, channel: Channel,
+                       args: dict[str, Any]) -> None:
+    """A workload's output from ``offset``, followed until it has ended and all was sent
+    (the channel's credit window paces it to its reader)."""
+    import anyio
+
+    offset = args.get("offset", 0)
+    if not isinstance(offset, int) or offset < 0:
+        raise OpError("bad-request", "offset must be an integer >= 0")
+    while True:
+        out = await anyio.to_thread.run_sync(_read_logs, provider, {**args, "offset": offset,
+                                                                    "tail_lines": None})
+        data = base64.b64decode(out["data"])
+        if data:
+            await channel.write(data)
+        offset = out["next_offset"]
+        if out["complete"]:
+            return
+        if not data:
+            await anyio.sleep(0.2)
+
+
+StreamHandler = Callable[[ComputeProvider, Channel, dict[str, Any]], Awaitable[None]]
+# The byte streams an agent opens for the API, by kind (the terminal and the app proxy plug
+# in here).
+STREAMS: dict[str, StreamHandler] = {"logs": _stream_logs}
+
+
 @dataclass
 class LinkedAgent:
     agent: gpuaas.NodeAgent
@@ -179,8 +207,14 @@ def _linked(settings: Settings, url: Callable[[], str], credential: Callable[[],
     async def on_connect() -> None:
         store.work_changed()  # whatever changed while it was away
 
+    async def on_channel(channel: Channel, kind: str, args: dict[str, Any]) -> None:
+        stream = STREAMS.get(kind)
+        if stream is None:
+            raise OpError("unknown-stream", f"the agent opens no {kind!r} streams")
+        await stream(provider, channel, args)
+
     link = LinkClient(url, credential, handler=handle, on_push=on_push, on_connect=on_connect,
-                      name=f"link of {label}")
+                      on_channel=on_channel, name=f"link of {label}")
     holder["link"] = link
     agent = gpuaas_runtime.agent_over(settings, store, clock, provider=provider,
                                       node_name=node_name)

@@ -30,7 +30,7 @@ from aicloud.products import gpuaas
 from aicloud.shared.clock import Clock
 from aicloud.shared.db import Database
 from aicloud.shared.errors import AppError, ServiceUnavailable
-from aicloud.shared.link import CLOSE_REFUSED, CLOSE_REPLACED, Peer, Transport
+from aicloud.shared.link import CLOSE_REFUSED, CLOSE_REPLACED, Channel, Peer, Transport
 from aicloud.shared.link.rpc import OpError
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,14 @@ class NodeLinkHub:
             revoked = gpuaas.revoked_among(
                 session, [link.identity.credential_id for link in links.values()])
             return revoked, gpuaas.work_versions(session, list(links))
+
+    async def open_stream(self, node_id: str, kind: str, args: dict[str, Any]) -> Channel:
+        """A byte stream from (and to) a node's agent, e.g. ``logs`` of a workload; on the
+        loop of this process's links. 503 when this process has no link to the node."""
+        link = self.links.get(node_id)
+        if link is None or link.peer.closed:
+            raise ServiceUnavailable(f"node {node_id} is not connected to this API process")
+        return await link.peer.open_channel(kind, args)
 
     def linked(self, node_id: str) -> bool:
         link = self.links.get(node_id)

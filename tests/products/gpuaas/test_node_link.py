@@ -17,6 +17,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from aicloud.adapters.providers.base import WorkloadHandle
 from aicloud.adapters.providers.local.provider import LocalProvider
 from aicloud.platform import audit
 from aicloud.products import gpuaas
@@ -29,6 +30,10 @@ from tests.isolation import admin_client
 from tests.products.gpuaas.world import World, h100s, make_world
 
 ADMIN = audit.Actor.system("test")
+
+
+def gpuaas_handle(ref: str) -> WorkloadHandle:
+    return WorkloadHandle("local", ref)
 
 
 def _token(ctx: AppContext, uses: int = 1) -> str:
@@ -105,6 +110,61 @@ def test_an_instance_runs_and_stops_through_the_link_only(world, tmp_path: Path)
         w.stop(inst.id)  # the gateway notices the change and tells the agent
         _until(lambda: a.agent.reconcile_once() >= 0 and w.get(inst.id).state == "stopped")
     finally:
+        a.linked.link.stop()
+
+
+def test_logs_come_from_the_node_over_its_link(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The API process has none of the node's files: GET .../logs (offsets, tail) and a
+    followed stream (a channel, paced by its credit window) read them from the agent."""
+    w, ctx, server = world
+    a = _join(ctx, server, tmp_path, "node-a")
+    assert Path(ctx.settings.providers.local_root) != a.root
+    from aicloud.platform import iam
+
+    with ctx.db.transaction() as s:
+        iam.bootstrap_admin(s, email="root@example.org", password="correct horse battery")
+    http = httpx.Client(base_url=server.url, timeout=10)
+    token = http.post("/auth/login", json={"email": "root@example.org",
+                                           "password": "correct horse battery"}).json()["token"]
+    http.headers["Authorization"] = f"Bearer {token}"
+    try:
+        a.agent.heartbeat()
+        lines = 40_000  # ~290 KB: more than one credit window and one read
+        inst = w.launch("out", template="batch", command=[
+            "python3", "-c", f"import sys\nfor i in range({lines}): print('line', i)"])
+        w.schedule()
+        _until(lambda: a.agent.reconcile_once() >= 0 and w.get(inst.id).state == "succeeded",
+               timeout=60)
+        # The workload's output, then what the provider adds (how it ended): the whole file.
+        expected = LocalProvider(a.root).logs(gpuaas_handle(inst.id), offset=0,
+                                              limit=1 << 30).data
+        assert expected.startswith("".join(f"line {i}\n" for i in range(lines)).encode())
+        got, offset = b"", 0
+        while True:
+            resp = http.get(f"/instances/{inst.id}/logs", params={"offset": offset})
+            assert resp.status_code == 200, resp.text
+            chunk = resp.json()
+            assert chunk["offset"] == offset
+            got += chunk["data"].encode()
+            offset = chunk["next_offset"]
+            if chunk["complete"]:
+                break
+        assert got == expected
+        tail = http.get(f"/instances/{inst.id}/logs", params={"tail_lines": 2}).json()
+        assert tail["data"].encode() == b"\n".join(expected.split(b"\n")[-3:])
+
+        async def follow() -> bytes:
+            channel = await ctx.node_links.open_stream(
+                a.linked.credentials.node_id, "logs", {"provider": "local", "ref": inst.id,
+                                                       "offset": 0})
+            out = bytearray()
+            while chunk := await channel.read():
+                out += chunk
+            return bytes(out)
+        streamed = asyncio.run_coroutine_threadsafe(follow(), ctx.node_links.loop).result(30)
+        assert streamed == expected
+    finally:
+        http.close()
         a.linked.link.stop()
 
 
