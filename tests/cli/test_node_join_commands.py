@@ -57,8 +57,8 @@ def test_join_token_then_join_then_revoke(sqlite_db: Database, tmp_path: Path,
 
         # The agent's side: join (as `aicloud agent --url --token` does), keep it 0600.
         state = tmp_path / "state"
-        report = gpuaas.NodeReport(name="gpu-a", inventory_source="static",
-                                              simulated=True, gpus=())
+        report = gpuaas.NodeReport(name="gpu-a", inventory_source="static", simulated=True,
+                                   gpus=())
         creds, joined = node_agent.credentials_for(server.url, made["token"], state, report)
         assert joined and stat.S_IMODE(node_agent.state_path(state).stat().st_mode) == 0o600
         again, joined = node_agent.credentials_for(server.url, None, state, report)

@@ -57,6 +57,8 @@ def _run_http(ctx: AppContext, host: str | None, port: int | None, *, controller
     # network.
     loopback = "127.0.0.1" if config.host in ("0.0.0.0", "", "localhost") else config.host
     ctx.agent_url = base_url(settings, loopback, config.port)
+    # Where the other API processes relay a node's requests when this one holds its link.
+    ctx.node_links.internal_url = settings.internal_url or ctx.agent_url
     docs = "docs: /docs" if settings.docs_enabled else "docs off"
     limits = concurrency(ctx.db)
     console.print(f"AI Cloud API on {base_url(settings, config.host, config.port)}  ({docs}, "

@@ -44,7 +44,9 @@ class AppContext:
     def node_links(self) -> NodeLinkHub:
         """The node agents' links this API process holds (built on first use)."""
         if self._node_links is None:
-            self._node_links = NodeLinkHub(self.db, self.clock)
+            self._node_links = NodeLinkHub(
+                self.db, self.clock, secret=self.settings.secret_key.get_secret_value(),
+                internal_url=self.settings.internal_url)
         return self._node_links
 
     @property

@@ -181,12 +181,13 @@ def instance_logs(settings: Settings, provider_name: str | None, ref: str | None
                   offset: int, tail_lines: int | None, ended: bool,
                   node_id: str | None = None,
                   links: NodeLinkHub | None = None) -> gpuaas.LogOutput:
-    """A workload's output. Asked of its node's agent over the node's link when this API
-    process holds it; otherwise read through this host's provider (a node whose agent runs
-    in this process's database mode: tests, or an agent started without --url)."""
+    """A workload's output, asked of its node's agent over the node's link (relayed to the
+    API process holding it if need be). A node without a link (its agent works on the
+    database: tests, or `aicloud agent` without --url) is read through this host's
+    provider."""
     if provider_name is None or ref is None:  # not started (yet)
         return gpuaas.LogOutput(data="", offset=offset, next_offset=offset, complete=ended)
-    if links is not None and node_id is not None and links.linked(node_id):
+    if links is not None and node_id is not None and links.has_link(node_id):
         out = links.call(node_id, "logs.read", {"provider": provider_name, "ref": ref,
                                                 "offset": offset, "tail_lines": tail_lines})
         return gpuaas.LogOutput(

@@ -8,14 +8,18 @@ node identity, and every error is a problem document saying what to do.
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio.to_thread
 from fastapi import APIRouter, Request, WebSocket
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.websockets import WebSocketDisconnect
 
 from aicloud.api.authz import PUBLIC
 from aicloud.api.deps import Context, DbSession, bearer_token
 from aicloud.products import gpuaas
 from aicloud.runtime import AppContext
+from aicloud.runtime.node_links import RELAY_HEADER
 from aicloud.shared.errors import Unauthenticated
 from aicloud.shared.link import (
     CLOSE_REFUSED,
@@ -55,6 +59,24 @@ def rotate(request: Request, session: DbSession, ctx: Context) -> gpuaas.NodeJoi
     joined = gpuaas.rotate_credential(session, who, now=ctx.clock.now())
     return gpuaas.NodeJoined(node_id=joined.node_id, node_name=joined.node_name,
                              credential_id=joined.credential_id, credential=joined.credential)
+
+
+class RelayRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    node_id: str = Field(min_length=1, max_length=64)
+    op: str = Field(min_length=1, max_length=64)
+    args: dict[str, Any]
+
+
+@router.post("/relay", dependencies=[PUBLIC], include_in_schema=False)
+def relay(body: RelayRequest, request: Request, ctx: Context) -> dict[str, Any]:
+    """Another API process asks this one to ask a node whose link it holds (internal:
+    authenticated by an HMAC of the platform's secret key, relayable ops only)."""
+    hub = ctx.node_links
+    if not hub.verify_relay(request.headers.get(RELAY_HEADER, ""), body.node_id, body.op):
+        raise Unauthenticated("not a valid relay request")
+    return {"result": hub.call(body.node_id, body.op, body.args, relay=False)}
 
 
 class _StarletteTransport:

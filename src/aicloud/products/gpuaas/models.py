@@ -211,3 +211,18 @@ class NodeCredentialModel(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_reason: Mapped[str] = mapped_column(String(256), default="")
+
+
+class NodeLinkModel(Base):
+    """Which API process holds a node's link now. ``epoch`` grows with every new link of
+    the node: a process whose link's epoch is no longer the row's closes it (one link per
+    node across processes)."""
+
+    __tablename__ = "gpuaas_node_links"
+
+    node_id: Mapped[str] = mapped_column(
+        ForeignKey("gpuaas_nodes.id", ondelete="CASCADE"), primary_key=True)
+    replica_id: Mapped[str] = mapped_column(String(64))
+    internal_url: Mapped[str] = mapped_column(String(512))
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    connected_at: Mapped[datetime] = mapped_column(UTCDateTime)

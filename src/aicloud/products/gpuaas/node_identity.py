@@ -17,12 +17,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit
 from aicloud.products.gpuaas import capacity
-from aicloud.products.gpuaas.models import NodeCredentialModel, NodeJoinTokenModel, NodeModel
+from aicloud.products.gpuaas.models import (
+    NodeCredentialModel,
+    NodeJoinTokenModel,
+    NodeLinkModel,
+    NodeModel,
+)
 from aicloud.products.gpuaas.nodes import NodeReport, register_node, set_node_state
 from aicloud.products.gpuaas.placement import NodeState
 from aicloud.products.gpuaas.scheduler import lock_placements
@@ -221,3 +226,44 @@ def revoked_among(session: Session, credential_ids: list[str]) -> set[str]:
         NodeCredentialModel.id.in_(credential_ids),
         NodeCredentialModel.revoked_at.is_(None))))
     return set(credential_ids) - valid
+
+
+# --- which API process holds a node's link ----------------------------------------------
+
+@dataclass(frozen=True)
+class LinkHolder:
+    replica_id: str
+    internal_url: str
+    epoch: int
+
+
+def hold_link(session: Session, node_id: str, *, replica_id: str, internal_url: str,
+              now: datetime) -> int:
+    """This process now holds the node's link: its epoch (one more than any before)."""
+    row = session.scalar(select(NodeLinkModel).where(NodeLinkModel.node_id == node_id)
+                         .with_for_update())
+    if row is None:
+        row = NodeLinkModel(node_id=node_id, replica_id=replica_id, internal_url=internal_url,
+                            epoch=1, connected_at=now)
+        session.add(row)
+    else:
+        row.replica_id, row.internal_url = replica_id, internal_url
+        row.epoch, row.connected_at = row.epoch + 1, now
+    session.flush()
+    return row.epoch
+
+
+def drop_link(session: Session, node_id: str, *, replica_id: str, epoch: int) -> None:
+    """The link of that epoch ended (a newer one, elsewhere, keeps its row)."""
+    session.execute(delete(NodeLinkModel).where(
+        NodeLinkModel.node_id == node_id, NodeLinkModel.replica_id == replica_id,
+        NodeLinkModel.epoch == epoch))
+
+
+def link_holders(session: Session, node_ids: list[str]) -> dict[str, LinkHolder]:
+    out: dict[str, LinkHolder] = {}
+    for i in range(0, len(node_ids), 500):
+        for row in session.scalars(select(NodeLinkModel).where(
+                NodeLinkModel.node_id.in_(node_ids[i:i + 500]))):
+            out[row.node_id] = LinkHolder(row.replica_id, row.internal_url, row.epoch)
+    return out

@@ -1,6 +1,7 @@
-"""GPUaaS: node join tokens and node credentials (nodes join over the API).
+"""GPUaaS: node join tokens and node credentials (nodes join over the API), and which API
+process holds each node's link.
 
-Both store only the SHA-256 digest of their secret.
+Tokens and credentials store only the SHA-256 digest of their secret.
 
 Revision ID: gpuaas_0003
 Revises: gpuaas_0002
@@ -54,9 +55,22 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_gpuaas_node_credentials_node_id"), "gpuaas_node_credentials",
                     ["node_id"], unique=False)
+    op.create_table(
+        "gpuaas_node_links",
+        sa.Column("node_id", sa.String(length=40), nullable=False),
+        sa.Column("replica_id", sa.String(length=64), nullable=False),
+        sa.Column("internal_url", sa.String(length=512), nullable=False),
+        sa.Column("epoch", sa.BigInteger(), nullable=False),
+        sa.Column("connected_at", UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["node_id"], ["gpuaas_nodes.id"],
+                                name=op.f("fk_gpuaas_node_links_node_id_gpuaas_nodes"),
+                                ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("node_id", name=op.f("pk_gpuaas_node_links")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("gpuaas_node_links")
     op.drop_index(op.f("ix_gpuaas_node_credentials_node_id"),
                   table_name="gpuaas_node_credentials")
     op.drop_table("gpuaas_node_credentials")
