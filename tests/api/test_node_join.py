@@ -182,11 +182,11 @@ def test_tenants_cannot_make_join_tokens_or_revoke_nodes(sqlite_ctx: AppContext)
         admin = {"Authorization": f"Bearer {admin_token}"}
         made = _token(client, admin)
         node_id = _join(client, made["token"], "gpu-a").json()["node_id"]
-        # Platform routes say the permission is missing (like GET /nodes); a node's id
-        # route hides the node.
+        # Platform routes say the permission is missing (like GET /nodes); id routes hide
+        # the object.
         for method, path, status in (
                 ("POST", "/nodes/join-tokens", 403), ("GET", "/nodes/join-tokens", 403),
-                ("POST", f"/nodes/join-tokens/{made['id']}/revoke", 403),
+                ("POST", f"/nodes/join-tokens/{made['id']}/revoke", 404),
                 ("POST", f"/nodes/{node_id}/revoke", 404)):
             resp = client.request(method, path, json={} if method == "POST" else None,
                                   headers=tenant.headers)

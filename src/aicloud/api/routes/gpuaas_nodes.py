@@ -19,6 +19,7 @@ Reader = Annotated[Caller, Authorize("gpuaas.nodes.read", scope=PLATFORM_SCOPE)]
 Writer = Annotated[Caller, Authorize("gpuaas.nodes.write", scope=NODE)]
 Joiner = Annotated[Caller, Authorize("gpuaas.nodes.join", scope=PLATFORM_SCOPE)]
 NodeJoiner = Annotated[Caller, Authorize("gpuaas.nodes.join", scope=NODE)]
+TokenJoiner = Annotated[Caller, Authorize("gpuaas.nodes.join", scope=path_param("token_id"))]
 
 
 @router.get("/nodes", response_model=list[gpuaas.Node])
@@ -45,7 +46,7 @@ def list_join_tokens(caller: Joiner) -> list[gpuaas.JoinToken]:
 
 
 @router.post("/nodes/join-tokens/{token_id}/revoke", response_model=gpuaas.JoinToken)
-def revoke_join_token(token_id: str, caller: Joiner, ctx: Context) -> gpuaas.JoinToken:
+def revoke_join_token(token_id: str, caller: TokenJoiner, ctx: Context) -> gpuaas.JoinToken:
     """No more joins with this token (nodes that joined with it keep their credentials)."""
     return gpuaas.revoke_join_token(caller.session, token_id, actor=caller.actor,
                                     now=ctx.clock.now())

@@ -96,6 +96,13 @@ def list_join_tokens(session: Session) -> list[JoinToken]:
         select(NodeJoinTokenModel).order_by(NodeJoinTokenModel.created_at.desc()))]
 
 
+def get_join_token(session: Session, token_id: str) -> JoinToken:
+    m = session.get(NodeJoinTokenModel, token_id)
+    if m is None:
+        raise NotFound(f"join token {token_id} not found")
+    return _token_view(m)
+
+
 def revoke_join_token(session: Session, token_id: str, *, actor: audit.Actor,
                       now: datetime) -> JoinToken:
     m = session.scalar(select(NodeJoinTokenModel).where(NodeJoinTokenModel.id == token_id)
