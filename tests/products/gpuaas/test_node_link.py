@@ -78,6 +78,16 @@ def _join(ctx: AppContext, server: LiveServer, tmp: Path, name: str) -> Linked:
     return Linked(linked.agent, linked, tmp / name / "wl")
 
 
+def _kill_workloads(root: Path) -> None:
+    """Whatever a failed test left running (a passing one stopped it already)."""
+    provider = LocalProvider(root)
+    for handle in provider.list_workloads():
+        try:
+            provider.stop(handle, grace_seconds=0)
+        except Exception:
+            pass
+
+
 def _until(cond, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not cond():
@@ -111,6 +121,7 @@ def test_an_instance_runs_and_stops_through_the_link_only(world, tmp_path: Path)
         _until(lambda: a.agent.reconcile_once() >= 0 and w.get(inst.id).state == "stopped")
     finally:
         a.linked.link.stop()
+        _kill_workloads(a.root)
 
 
 def test_logs_come_from_the_node_over_its_link(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -166,6 +177,7 @@ def test_logs_come_from_the_node_over_its_link(world, tmp_path: Path) -> None:  
     finally:
         http.close()
         a.linked.link.stop()
+        _kill_workloads(a.root)
 
 
 def test_a_node_cannot_read_or_act_on_another_nodes_instances(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -222,9 +234,8 @@ def test_a_node_cannot_read_or_act_on_another_nodes_instances(world, tmp_path: P
     finally:
         a.linked.link.stop()
         b.linked.link.stop()
-    for n in (a, b):
-        for h in LocalProvider(n.root).list_workloads():
-            LocalProvider(n.root).stop(h, grace_seconds=0)
+        _kill_workloads(a.root)
+        _kill_workloads(b.root)
 
 
 def test_revoked_unauthenticated_garbage_and_oversized_links_are_refused(

@@ -108,3 +108,9 @@ def test_logs_through_either_process_and_one_link_per_node(db: Database,
             _until(lambda: one.node_links.linked(creds.node_id))
         finally:
             linked.link.stop()
+            provider = LocalProvider(tmp_path / "wl")
+            for handle in provider.list_workloads():
+                try:
+                    provider.stop(handle, grace_seconds=0)
+                except Exception:
+                    pass
