@@ -63,6 +63,12 @@ def test_join_token_then_join_then_revoke(sqlite_db: Database, tmp_path: Path,
         assert joined and stat.S_IMODE(node_agent.state_path(state).stat().st_mode) == 0o600
         again, joined = node_agent.credentials_for(server.url, None, state, report)
         assert not joined and again == creds  # a restart reuses it, no token needed
+        rotated = node_agent.rotate(creds, state)
+        assert rotated.credential != creds.credential
+        assert node_agent.load_credentials(state) == rotated
+        with pytest.raises(node_agent.JoinFailed, match="HTTP 401"):
+            node_agent.rotate(creds, tmp_path / "old")  # the old one no longer works
+        creds = rotated
         with pytest.raises(node_agent.JoinFailed, match="--token"):
             node_agent.credentials_for(server.url, None, tmp_path / "empty", report)
         with pytest.raises(node_agent.JoinFailed, match="HTTP 401"):

@@ -37,6 +37,9 @@ TokenOption = Annotated[str | None, typer.Option(
     "--token", help="A join token (`aicloud nodes join-token`); needed on the first start "
                     "only. Prefer AICLOUD_JOIN_TOKEN to keep it out of the process list.",
     envvar="AICLOUD_JOIN_TOKEN")]
+RotateOption = Annotated[bool, typer.Option(
+    "--rotate-credential", help="Replace the node credential before starting (the old one "
+                                "stops working at once).")]
 StateDirOption = Annotated[Path | None, typer.Option(
     "--state-dir", help="Where the node credential is kept (node.json, mode 0600); default "
                         "<local_root>/../agent.")]
@@ -44,14 +47,14 @@ StateDirOption = Annotated[Path | None, typer.Option(
 
 def agent(profile: ProfileOption = None, node_name: NodeNameOption = None,
           url: UrlOption = None, token: TokenOption = None,
-          state_dir: StateDirOption = None) -> None:
+          state_dir: StateDirOption = None, rotate_credential: RotateOption = False) -> None:
     """Run the node agent for this machine: with --url over the API (join once with
     --token), else on the profile's database (like `worker`)."""
     if url is not None:
-        _run_linked(profile, url, token, state_dir, node_name)
+        _run_linked(profile, url, token, state_dir, node_name, rotate_credential)
         return
-    if token is not None or state_dir is not None:
-        raise fail("--token and --state-dir need --url (the API to join)", 2)
+    if token is not None or state_dir is not None or rotate_credential:
+        raise fail("--token, --state-dir and --rotate-credential need --url (the API)", 2)
     ctx = context_or_exit(profile, validate=True)
     configure_logging(ctx.settings.log_format, ctx.settings.log_level)
     if not migrate.is_up_to_date(ctx.db):
@@ -89,7 +92,7 @@ def _run(runner: ControllerRunner) -> None:
 
 
 def _run_linked(profile: str | None, url: str, token: str | None, state_dir: Path | None,
-                node_name: str | None) -> None:
+                node_name: str | None, rotate: bool) -> None:
     settings = settings_or_exit(profile)
     configure_logging(settings.log_format, settings.log_level)
     where = state_dir or Path(settings.providers.local_root).resolve().parent / "agent"
@@ -97,6 +100,9 @@ def _run_linked(profile: str | None, url: str, token: str | None, state_dir: Pat
         provider = gpuaas_runtime.compute_provider(settings)
         report = gpuaas_runtime.node_report(settings, node_name)
         creds, joined = node_agent.credentials_for(url, token, where, report)
+        if rotate and not joined:
+            creds = node_agent.rotate(creds, where)
+            console.print(f"node credential rotated (now {creds.credential_id})")
         linked = node_agent.build_linked_agent(settings, creds, SystemClock(),
                                                provider=provider, node_name=report.name)
     except (ConfigError, node_agent.JoinFailed) as exc:

@@ -98,6 +98,23 @@ def join(url: str, token: str, report: gpuaas.NodeReport, *,
                            credential_id=body["credential_id"], credential=body["credential"])
 
 
+def rotate(creds: NodeCredentials, state_dir: Path, *,
+           transport: httpx.BaseTransport | None = None) -> NodeCredentials:
+    """A new credential for this node (``POST /agent/v1/credential/rotate``), saved in place
+    of the old one, which stops working at once."""
+    with httpx.Client(base_url=creds.url, timeout=30, transport=transport) as http:
+        resp = http.post("/agent/v1/credential/rotate",
+                         headers={"Authorization": f"Bearer {creds.credential}"})
+    if resp.status_code != 200:
+        raise JoinFailed(f"rotating the credential failed (HTTP {resp.status_code}): "
+                         f"{resp.text[:300]}")
+    body = resp.json()
+    new = NodeCredentials(url=creds.url, node_id=body["node_id"], node_name=body["node_name"],
+                          credential_id=body["credential_id"], credential=body["credential"])
+    save_credentials(state_dir, new)
+    return new
+
+
 def credentials_for(url: str, token: str | None, state_dir: Path,
                     report: gpuaas.NodeReport) -> tuple[NodeCredentials, bool]:
     """The node's credential from its state dir, or a new one by joining with ``token``;
