@@ -215,6 +215,21 @@ def _node(t: Tenant) -> str:
     return _gpu_node(t)
 
 
+@id_factory("token_id")
+def _join_token(t: Tenant) -> str:
+    """A node join token (platform operators make them; no tenant can)."""
+    from datetime import timedelta
+
+    from aicloud.platform import audit
+    from aicloud.products import gpuaas
+
+    ctx = t.client.app.state.context  # type: ignore[attr-defined]
+    with ctx.db.transaction() as session:
+        return gpuaas.create_join_token(session, expires_in=timedelta(hours=1), max_uses=1,
+                                        description="isolation", now=ctx.clock.now(),
+                                        actor=audit.Actor.system("test")).id
+
+
 @id_factory("instance_id")
 def _instance(t: Tenant) -> str:
     from aicloud.platform import audit, billing

@@ -22,6 +22,7 @@ from aicloud.api.problems import install_problem_handlers
 from aicloud.api.prometheus_gpus import GpuGauges
 from aicloud.api.routes import (
     access_endpoints,
+    agent_link,
     audit,
     auth,
     billing_budgets,
@@ -131,6 +132,7 @@ def create_app(ctx: AppContext, *, run_controllers: bool = False) -> FastAPI:
     app.include_router(gpuaas_instances.router)
     app.include_router(gpuaas_metrics.router)
     app.include_router(gpuaas_nodes.router)
+    app.include_router(agent_link.router)
     app.include_router(policy_quotas.router)
     app.include_router(policy_idle.router)
     app.include_router(billing_wallet.router)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.routing import APIRoute, APIWebSocketRoute, iter_route_contexts
 from sqlalchemy.orm import Session
 from starlette.routing import Mount, Route
 
@@ -240,6 +240,12 @@ def check_route_declarations(app: FastAPI) -> dict[str, str]:
                     missing.append(key)
                 else:
                     table[key] = access.describe()
+        elif isinstance(original, APIWebSocketRoute):
+            access = route_access(context)
+            if access is None:
+                missing.append(f"WEBSOCKET {context.path}")
+            else:
+                table[f"WEBSOCKET {context.path}"] = access.describe()
         elif isinstance(original, Route) and context.path in framework:
             table[f"GET {context.path}"] = "public"
         elif isinstance(original, Mount) and isinstance(

@@ -17,5 +17,11 @@ def _node(caller: Caller, node_id: str) -> iam.Target:
     return iam.PLATFORM  # nodes are the platform operators' resources
 
 
+def _join_token(caller: Caller, token_id: str) -> iam.Target:
+    gpuaas.get_join_token(caller.session, token_id)
+    return iam.PLATFORM  # join tokens are the platform operators' too
+
+
 register_scope_resolver("inst", _instance)
 register_scope_resolver("node", _node)
+register_scope_resolver("njt", _join_token)

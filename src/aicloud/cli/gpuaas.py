@@ -140,6 +140,15 @@ nodes_actions = [
     Action("uncordon", "Make the node ready for placements again.", "POST",
            lambda v: f"/nodes/{v['id']}/uncordon", arg="id",
            body=lambda v: {}),
+    Action("revoke", "Revoke the node's credential: cordoned at once, its agent is "
+           "disconnected and refused until the host joins again.", "POST",
+           lambda v: f"/nodes/{v['id']}/revoke", arg="id", opts=[Opt("reason", "Why.")],
+           body=lambda v: {"reason": v.get("reason") or ""}),
+    Action("join-tokens", "Join tokens (never their secrets), newest first.", "GET",
+           lambda v: "/nodes/join-tokens",
+           columns=["id", "description", "uses", "max_uses", "expires_at", "revoked_at"]),
+    Action("revoke-join-token", "No more joins with this token.", "POST",
+           lambda v: f"/nodes/join-tokens/{v['id']}/revoke", arg="id", body=lambda v: {}),
 ]
 nodes = resource_app("GPU nodes (through the API; platform operators).", nodes_actions)
 
@@ -156,6 +165,42 @@ def list_nodes(output: OutputOpt = OutputFormat.table) -> None:
         if any(n["simulated"] for n in result):
             console.print("[yellow]simulated GPUs come from the profile's static inventory, "
                           "not from hardware[/yellow]")
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """``90s``, ``30m``, ``1h``, ``7d`` (or plain seconds) -> seconds."""
+    value = text.strip().lower()
+    unit = _UNITS.get(value[-1:])
+    number = value[:-1] if unit else value
+    if not number.isdigit() or int(number) <= 0:
+        raise typer.BadParameter(f"{text!r}: use a positive duration such as 30m, 1h or 7d")
+    return int(number) * (unit or 1)
+
+
+@nodes.command("join-token")
+def join_token(
+    expires: Annotated[str, typer.Option(help="How long it may be used: 30m, 1h, 7d "
+                                              "(1 minute .. 30 days).")] = "1h",
+    uses: Annotated[int, typer.Option(help="How many hosts may join with it.")] = 1,
+    description: Annotated[str, typer.Option(help="What it is for.")] = "",
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Create a node join token (platform operators). Shown once: run
+    `aicloud agent --url URL --token TOKEN` on the new host."""
+    body = {"expires_in_seconds": parse_duration(expires), "uses": uses,
+            "description": description}
+    with credentials.client() as c:
+        result = api_call(lambda: c.post("/nodes/join-tokens", body))
+    if output == OutputFormat.json:
+        emit(result, output)
+        return
+    emit({k: v for k, v in result.items() if k != "token"}, output)
+    console.print(f"token: [bold]{result['token']}[/bold]\n"
+                  "Shown once; only a digest is stored. On the new host: "
+                  f"aicloud agent --url {c.base_url} --token <token>")
 
 
 COMMANDS = [("instances", instances), ("nodes", nodes)]

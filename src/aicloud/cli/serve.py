@@ -53,6 +53,12 @@ def _run_http(ctx: AppContext, host: str | None, port: int | None, *, controller
     settings = ctx.settings
     app = create_app(ctx, run_controllers=controllers)
     config = server_config(app, settings, host=host, port=port)
+    # The embedded agent joins and links over loopback, as a remote host would over the
+    # network.
+    loopback = "127.0.0.1" if config.host in ("0.0.0.0", "", "localhost") else config.host
+    ctx.agent_url = base_url(settings, loopback, config.port)
+    # Where the other API processes relay a node's requests when this one holds its link.
+    ctx.node_links.internal_url = settings.internal_url or ctx.agent_url
     docs = "docs: /docs" if settings.docs_enabled else "docs off"
     limits = concurrency(ctx.db)
     console.print(f"AI Cloud API on {base_url(settings, config.host, config.port)}  ({docs}, "
@@ -76,7 +82,7 @@ def serve(profile: ProfileOption = None, host: HostOption = None, port: PortOpti
     """Run the API and the background controllers in one process (and, where the profile
     says agent_embedded, the node agent of this machine)."""
     ctx = context_or_exit(profile, validate=True)
-    ctx.run_agent = ctx.settings.agent_embedded
+    ctx.run_agent = ctx.agent_link = ctx.settings.agent_embedded
     _prepare(ctx)
     _run_http(ctx, host, port, controllers=True)
 

@@ -11,11 +11,14 @@ from aicloud.products import gpuaas
 from aicloud.runtime import access as access_runtime
 from aicloud.runtime import gpuaas as gpuaas_runtime
 from aicloud.runtime import metrics as metrics_runtime
+from aicloud.runtime import node_agent
+from aicloud.runtime.node_links import NodeLinkHub
 from aicloud.shared import idempotency
 from aicloud.shared.clock import Clock, SystemClock
 from aicloud.shared.config import Settings
 from aicloud.shared.controllers import Controller
 from aicloud.shared.db import Database, migrate
+from aicloud.shared.link import LinkClient
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +30,27 @@ class AppContext:
     clock: Clock = field(default_factory=SystemClock)
     # `serve` sets it from the profile (agent_embedded): this process is also a node agent.
     run_agent: bool = False
+    # With agent_url set (by `serve`: its own loopback URL, once it knows its port) the
+    # embedded agent joins and talks over the link like any host's; without, it works on
+    # the database directly (tests and benchmarks that embed an agent in-process).
+    agent_link: bool = False
+    agent_url: str | None = None
     # Credential uses noted by this process's requests, written by a background thread.
     credential_usage: iam.CredentialUsage = field(default_factory=iam.CredentialUsage)
     _audit_key: audit.SigningKey | None = field(default=None, init=False, repr=False)
     _agent: gpuaas.NodeAgent | None = field(default=None, init=False, repr=False)
     _access: access.AccessRuntime | None = field(default=None, init=False, repr=False)
+    _agent_link: LinkClient | None = field(default=None, init=False, repr=False)
+    _node_links: NodeLinkHub | None = field(default=None, init=False, repr=False)
+
+    @property
+    def node_links(self) -> NodeLinkHub:
+        """The node agents' links this API process holds (built on first use)."""
+        if self._node_links is None:
+            self._node_links = NodeLinkHub(
+                self.db, self.clock, secret=self.settings.secret_key.get_secret_value(),
+                internal_url=self.settings.internal_url)
+        return self._node_links
 
     @property
     def audit_signing_key(self) -> audit.SigningKey:
@@ -76,6 +95,7 @@ class AppContext:
             *gpuaas_runtime.controllers(self.settings, self.db, self.clock,
                                         agent=self.embedded_agent),
             *metrics_runtime.controllers(self.settings, self.db, self.clock),
+            *self._agent_link_controllers(),
         ]
 
     def serving_controllers(self) -> list[Controller]:
@@ -108,7 +128,7 @@ class AppContext:
             return
         gpuaas_runtime.prepare(self.settings, self.db)
         access_runtime.prepare(self.settings, self.db)
-        if self.embedded_agent is not None:
+        if self.embedded_agent is not None and not self.agent_link:
             # Registered before the server answers: once /readyz says ready, this host's
             # node is listed (its controllers would otherwise add it a tick later).
             try:
@@ -120,8 +140,22 @@ class AppContext:
     def embedded_agent(self) -> gpuaas.NodeAgent | None:
         """This host's node agent when the process is one (run_agent), built once."""
         if self.run_agent and self._agent is None:
-            self._agent = gpuaas_runtime.build_agent(self.settings, self.db, self.clock)
+            if self.agent_link:
+                linked = node_agent.embedded_agent(self.settings, self.db, self.clock,
+                                                   lambda: self.agent_url)
+                self._agent, self._agent_link = linked.agent, linked.link
+            else:
+                self._agent = gpuaas_runtime.build_agent(self.settings, self.db, self.clock)
         return self._agent
+
+    def _agent_link_controllers(self) -> list[Controller]:
+        """Opens the embedded agent's link when the controllers start (it connects once
+        the API listens, retrying until then) and closes it when they stop."""
+        link = self._agent_link
+        if link is None:
+            return []
+        return [Controller(name="gpuaas-agent-link", interval_seconds=3600.0,
+                           run_once=link.start, on_stop=link.stop)]
 
     @property
     def anchor_sink(self) -> audit.AnchorSink | None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
@@ -24,6 +27,9 @@ from aicloud.shared.clock import Clock
 from aicloud.shared.config import ConfigError, Settings
 from aicloud.shared.controllers import Controller
 from aicloud.shared.db import Database
+
+if TYPE_CHECKING:
+    from aicloud.runtime.node_links import NodeLinkHub
 
 # Per-second prices (micro-USD) so charges are exact to the second in a demo.
 DEFAULT_PRICES = (("gpu_seconds", "H100", 700), ("gpu_seconds", "A100", 400),
@@ -66,13 +72,22 @@ def node_report(settings: Settings, name: str | None = None) -> gpuaas.NodeRepor
 def build_agent(settings: Settings, db: Database, clock: Clock,
                 provider: ComputeProvider | None = None,
                 node_name: str | None = None) -> gpuaas.NodeAgent:
-    """This host's node agent. It heartbeats three times per node timeout (and at least once
-    per usage window, which the heartbeat reports); its leases last one node timeout, so a
-    SIGKILLed agent's instances are taken over by the next agent within that time."""
+    """This host's node agent working on the database directly (tests; the control plane's
+    own processes). A remote host's agent uses its link instead (``runtime/node_agent.py``)."""
+    return agent_over(settings, gpuaas.DbNodeStore(db, clock=clock), clock, provider=provider,
+                      node_name=node_name)
+
+
+def agent_over(settings: Settings, store: gpuaas.NodeStore, clock: Clock, *,
+               provider: ComputeProvider | None = None,
+               node_name: str | None = None) -> gpuaas.NodeAgent:
+    """A node agent on ``store``. It heartbeats three times per node timeout (and at least
+    once per usage window, which the heartbeat reports); its leases last one node timeout,
+    so a SIGKILLed agent's instances are taken over by the next agent within that time."""
     timeout = settings.node_heartbeat_timeout_seconds
     meter = settings.usage_report_interval_seconds
     return gpuaas.NodeAgent(
-        db=db, provider=provider or compute_provider(settings),
+        store=store, provider=provider or compute_provider(settings),
         report=lambda: node_report(settings, node_name), clock=clock,
         meter_interval=timedelta(seconds=meter),
         heartbeat_interval=timedelta(seconds=min(max(1.0, timeout / 3), meter)),
@@ -85,12 +100,20 @@ def agent_controllers(settings: Settings, agent: gpuaas.NodeAgent) -> list[Contr
     look silent); a failing pass backs off. The reconcile loop hands the agent's leases back
     when the runner stops."""
     beat = agent.heartbeat_interval.total_seconds()
+    connected = getattr(agent.store, "connected", lambda: True)
+
+    def when_connected(fn: Callable[[], object]) -> Callable[[], object]:
+        # An agent on a link that is down skips its passes quietly (its client reconnects
+        # with backoff and logs that); a pass failing mid-way still fails loudly.
+        return lambda: fn() if connected() else 0
+
     return [
         Controller(name="gpuaas-agent-heartbeat", interval_seconds=beat,
-                   run_once=agent.heartbeat, max_backoff_seconds=beat),
+                   run_once=when_connected(agent.heartbeat), max_backoff_seconds=beat),
         Controller(name="gpuaas-agent",
                    interval_seconds=min(settings.controller_interval_seconds, 0.5),
-                   run_once=agent.reconcile_once, on_stop=agent.release_leases),
+                   run_once=when_connected(agent.reconcile_once),
+                   on_stop=when_connected(agent.release_leases)),
     ]
 
 
@@ -131,9 +154,14 @@ def controllers(settings: Settings, db: Database, clock: Clock, *,
         with db.transaction() as session:
             return len(gpuaas.schedule_pass(session, now=clock.now()))
 
+    started = clock.now()
+
     def monitor() -> int:
         with db.transaction() as session:
-            down = gpuaas.mark_silent_nodes_down(session, now=clock.now(), timeout=timeout)
+            # A control plane that was down itself gives the agents one timeout to come
+            # back over their links before it takes their nodes for silent.
+            down = 0 if clock.now() - started < timeout else gpuaas.mark_silent_nodes_down(
+                session, now=clock.now(), timeout=timeout)
             return down + gpuaas.enforce_drains(session, now=clock.now())
 
     found = [
@@ -150,11 +178,22 @@ def controllers(settings: Settings, db: Database, clock: Clock, *,
 
 
 def instance_logs(settings: Settings, provider_name: str | None, ref: str | None, *,
-                  offset: int, tail_lines: int | None, ended: bool) -> gpuaas.LogOutput:
-    """A workload's output, read through the provider of this process. The local provider
-    reads the files of this host: the API must run on the node (kind, dev: one machine)."""
+                  offset: int, tail_lines: int | None, ended: bool,
+                  node_id: str | None = None,
+                  links: NodeLinkHub | None = None) -> gpuaas.LogOutput:
+    """A workload's output, asked of its node's agent over the node's link (relayed to the
+    API process holding it if need be). A node without a link (its agent works on the
+    database: tests, or `aicloud agent` without --url) is read through this host's
+    provider."""
     if provider_name is None or ref is None:  # not started (yet)
         return gpuaas.LogOutput(data="", offset=offset, next_offset=offset, complete=ended)
+    if links is not None and node_id is not None and links.has_link(node_id):
+        out = links.call(node_id, "logs.read", {"provider": provider_name, "ref": ref,
+                                                "offset": offset, "tail_lines": tail_lines})
+        return gpuaas.LogOutput(
+            data=base64.b64decode(out["data"]).decode("utf-8", "replace"),
+            offset=int(out["offset"]), next_offset=int(out["next_offset"]),
+            complete=bool(out["complete"]))
     provider = compute_provider(settings, runs_workloads=False)
     try:
         chunk = provider.logs(WorkloadHandle(provider_name, ref), offset=offset,

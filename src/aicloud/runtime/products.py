@@ -15,7 +15,7 @@ from aicloud.shared.errors import NotFound
 PRODUCT_MANIFESTS = (gpuaas.MANIFEST,)
 # Product permissions that mean something only at the platform (the GPU pool's nodes): no
 # organization's custom role may contain them.
-PLATFORM_ONLY_PERMISSIONS = ("gpuaas.nodes.read", "gpuaas.nodes.write")
+PLATFORM_ONLY_PERMISSIONS = ("gpuaas.nodes.read", "gpuaas.nodes.write", "gpuaas.nodes.join")
 
 
 def _instance_project(session: Session, instance_id: str) -> str | None:

@@ -168,6 +168,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str | None = None
+    # How the other API processes reach this one (a node's streams are relayed to the
+    # process holding its link); default http(s)://host:port, 127.0.0.1 for a wildcard host.
+    internal_url: str | None = None
 
     secret_key: SecretStr = SecretStr(INSECURE_DEFAULT_SECRET)
     secrets_source: Literal["env", "file", "profile"] = "profile"

@@ -18,8 +18,9 @@ from tests.products.gpuaas.world import World, h100s, make_world, per_second_cha
 def _agent(w: World, root: Path) -> gpuaas.NodeAgent:
     report = gpuaas.NodeReport(name="n1", inventory_source="static", simulated=True,
                                gpus=h100s(8))
-    return gpuaas.NodeAgent(db=w.db, provider=LocalProvider(root), report=lambda: report,
-                            clock=w.clock, stop_grace_seconds=2)
+    return gpuaas.NodeAgent(
+        store=gpuaas.DbNodeStore(w.db, clock=w.clock),
+        provider=LocalProvider(root), report=lambda: report, clock=w.clock, stop_grace_seconds=2)
 
 
 def _charged(w: World) -> int:

@@ -64,9 +64,10 @@ class StuckStop(LocalProvider):
 def _agent(w: World, provider: LocalProvider, **kw: object) -> gpuaas.NodeAgent:
     report = gpuaas.NodeReport(name="n1", inventory_source="static", simulated=True,
                                gpus=h100s(8))
-    return gpuaas.NodeAgent(db=w.db, provider=provider, report=lambda: report, clock=w.clock,
-                            stop_grace_seconds=1, jitter=random.Random(11),
-                            **kw)  # type: ignore[arg-type]
+    return gpuaas.NodeAgent(
+        store=gpuaas.DbNodeStore(w.db, clock=w.clock),
+        provider=provider, report=lambda: report, clock=w.clock, stop_grace_seconds=1,
+        jitter=random.Random(11), **kw)  # type: ignore[arg-type]
 
 
 def _passes(w: World, agent: gpuaas.NodeAgent, instance_id: str, seconds: float) -> str:

@@ -32,8 +32,10 @@ def _agent(w: World, provider: LocalProvider, **kw: object) -> gpuaas.NodeAgent:
                                gpus=h100s(8))
     kw.setdefault("heartbeat_interval", timedelta(seconds=BEAT))
     kw.setdefault("meter_interval", timedelta(seconds=WINDOW))
-    return gpuaas.NodeAgent(db=w.db, provider=provider, report=lambda: report, clock=w.clock,
-                            stop_grace_seconds=1, **kw)  # type: ignore[arg-type]
+    return gpuaas.NodeAgent(
+        store=gpuaas.DbNodeStore(w.db, clock=w.clock),
+        provider=provider, report=lambda: report, clock=w.clock, stop_grace_seconds=1,
+        **kw)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -49,9 +49,10 @@ def test_a_stop_budget_is_overrun_by_at_most_one_metering_window(
                                                "gpuaas-budget-stop"}
     report = gpuaas.NodeReport(name="n1", inventory_source="static", simulated=True,
                                gpus=h100s(8))
-    agent = gpuaas.NodeAgent(db=db, provider=LocalProvider(tmp_path / "wl"),
-                             report=lambda: report, clock=w.clock, stop_grace_seconds=1,
-                             meter_interval=timedelta(seconds=WINDOW))
+    agent = gpuaas.NodeAgent(
+        store=gpuaas.DbNodeStore(db, clock=w.clock),
+        provider=LocalProvider(tmp_path / "wl"), report=lambda: report, clock=w.clock,
+        stop_grace_seconds=1, meter_interval=timedelta(seconds=WINDOW))
     agent.heartbeat()
 
     elapsed = 0.0

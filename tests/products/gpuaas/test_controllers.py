@@ -17,8 +17,9 @@ from tests.products.gpuaas.world import ADMIN, World, h100s, make_world
 def _running(w: World, root: Path, n: int = 1) -> tuple[gpuaas.NodeAgent, list[str]]:
     report = gpuaas.NodeReport(name="n1", inventory_source="static", simulated=True,
                                gpus=h100s(8))
-    agent = gpuaas.NodeAgent(db=w.db, provider=LocalProvider(root), report=lambda: report,
-                             clock=w.clock, stop_grace_seconds=1)
+    agent = gpuaas.NodeAgent(
+        store=gpuaas.DbNodeStore(w.db, clock=w.clock),
+        provider=LocalProvider(root), report=lambda: report, clock=w.clock, stop_grace_seconds=1)
     agent.heartbeat()
     ids = [w.launch(f"i{i}").id for i in range(n)]
     w.schedule()

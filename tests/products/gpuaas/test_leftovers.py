@@ -25,8 +25,9 @@ TIMEOUT = timedelta(seconds=30)
 def _agent(w: World, provider: LocalProvider, gpus: int = 1) -> gpuaas.NodeAgent:
     report = gpuaas.NodeReport(name="n1", inventory_source="static", simulated=True,
                                gpus=h100s(gpus))
-    return gpuaas.NodeAgent(db=w.db, provider=provider, report=lambda: report, clock=w.clock,
-                            stop_grace_seconds=1)
+    return gpuaas.NodeAgent(
+        store=gpuaas.DbNodeStore(w.db, clock=w.clock),
+        provider=provider, report=lambda: report, clock=w.clock, stop_grace_seconds=1)
 
 
 def _pid(root: Path, ref: str) -> int:

@@ -80,4 +80,5 @@ def instance_logs(instance_id: str, ctx: Context,
     m = gpuaas.get_instance_model(caller.session, instance_id)
     return gpuaas_runtime.instance_logs(ctx.settings, m.provider, m.provider_ref,
                                         offset=offset, tail_lines=tail_lines,
-                                        ended=gpuaas.is_terminal(gpuaas.InstanceState(m.state)))
+                                        ended=gpuaas.is_terminal(gpuaas.InstanceState(m.state)),
+                                        node_id=m.node_id, links=ctx.node_links)

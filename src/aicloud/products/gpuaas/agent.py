@@ -10,19 +10,21 @@ and moves each one that needs it one step towards what its row says:
 - stopping: stop the workload (SIGTERM, then SIGKILL after the grace), report the final
   partial window, stopped.
 
-Everything it needs is in the database and in the provider's own records, so a restarted
-agent re-attaches to the workloads that kept running. Slow provider calls run with no
-transaction open; results are written only while the lease is still held.
+It holds no database: it asks a :class:`~aicloud.products.gpuaas.node_store.NodeStore`
+(named operations on plain data: ``DbNodeStore`` in the control plane's process, the link's
+RPCs on a remote node). Everything it needs is in the store and in the provider's own
+records, so a restarted agent re-attaches to the workloads that kept running. Slow provider
+calls run with no store call in flight; results are written only while the lease is held.
 
-Database load: an idle node costs ONE write transaction per heartbeat interval, whatever the
-number of its instances. The agent leases each instance of its node once, when it first sees
-it, and keeps the lease until the instance ends (the end clears it in the same transaction).
-The heartbeat renews all of its leases with one UPDATE, in the transaction that refreshes
-the node, and reports in that same transaction the usage windows that would otherwise
-outgrow ``meter_interval`` before the next heartbeat. The reconcile pass (every 0.5 s) only
-reads: the node's instances (a read transaction) and, for the running ones, the provider's
-status (in memory, no write). It writes when an instance needs something: a new one to
-claim, a step to take, an end to record.
+Database load (through DbNodeStore): an idle node costs ONE write transaction per heartbeat
+interval, whatever the number of its instances. The agent leases each instance of its node
+once, when it first sees it, and keeps the lease until the instance ends (the end clears it
+in the same transaction). The heartbeat renews all of its leases with one UPDATE, in the
+transaction that refreshes the node, and reports in that same transaction the usage windows
+that would otherwise outgrow ``meter_interval`` before the next heartbeat. The reconcile
+pass (every 0.5 s) only reads: the node's instances (a read transaction) and, for the
+running ones, the provider's status (in memory, no write). It writes when an instance needs
+something: a new one to claim, a step to take, an end to record.
 
 Errors, as kopf treats them: a temporary one (a provider that says so, a database error, a
 bug) is retried for that instance only, after an exponential backoff with jitter, capped
@@ -54,9 +56,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session, object_session
-
 from aicloud.adapters.providers.base import (
     SERVING_KINDS,
     ComputeProvider,
@@ -70,21 +69,24 @@ from aicloud.adapters.providers.base import (
     WorkloadSpec,
     WorkloadStatus,
 )
-from aicloud.platform import audit
-from aicloud.products.gpuaas.instances import switch_instance_status
-from aicloud.products.gpuaas.lifecycle import ON_NODE_STATES, IllegalTransition, InstanceState
-from aicloud.products.gpuaas.metering import meter_instance
-from aicloud.products.gpuaas.models import InstanceModel, NodeModel
-from aicloud.products.gpuaas.nodes import NodeReport, node_reconciled, register_node
-from aicloud.products.gpuaas.placement import NodeState
+from aicloud.products.gpuaas.lifecycle import InstanceState
+from aicloud.products.gpuaas.node_store import (
+    End,
+    Meter,
+    NodeStore,
+    Provisioning,
+    Running,
+    Step,
+    Stopping,
+    WorkItem,
+)
+from aicloud.products.gpuaas.nodes import NodeReport
 from aicloud.shared import leases
 from aicloud.shared.clock import Clock, SystemClock
 from aicloud.shared.controllers import Backoff
-from aicloud.shared.db import Database
 
 log = logging.getLogger(__name__)
 S = InstanceState
-_WORK_STATES = [S.SCHEDULED.value, *(s.value for s in ON_NODE_STATES)]
 _PRE_START = (S.SCHEDULED, S.PROVISIONING)
 
 
@@ -99,7 +101,7 @@ class _Retry:
 
 @dataclass
 class NodeAgent:
-    db: Database
+    store: NodeStore
     provider: ComputeProvider
     report: Callable[[], NodeReport]
     clock: Clock = field(default_factory=SystemClock)
@@ -120,7 +122,6 @@ class NodeAgent:
 
     def __post_init__(self) -> None:
         self.owner = leases.lease_owner_name("gpuaas-agent")
-        self.actor = audit.Actor.system("gpuaas-agent")
         # The leases this agent holds, by instance id; the heartbeat and reconcile threads
         # share it under the lock.
         self._held: dict[str, leases.Lease] = {}
@@ -132,19 +133,17 @@ class NodeAgent:
     def heartbeat(self) -> str:
         """Register or refresh this node with its current inventory and GPU health, renew
         every lease of this agent and report the usage windows falling due before the next
-        heartbeat, all in one transaction; then kill what runs here without a reason (which
-        makes a node that was down ready again)."""
+        heartbeat, all in one store operation; then kill what runs here without a reason
+        (which makes a node that was down ready again)."""
         report = self.report()
         now = self.clock.now()
         with self._lock:
             held = list(self._held.values())
-        with self.db.transaction() as session:
-            node = register_node(session, report, actor=self.actor, now=now)
-            self.node_id = node.id
-            kept = leases.heartbeat(session, InstanceModel, held, ttl=self.lease_ttl,
-                                    clock=self.clock)
-            self._meter_due(session, kept, now)
-        self._renewed(held, kept)
+        beat = self.store.heartbeat(
+            report, held, ttl=self.lease_ttl, now=now,
+            meter_before=now + self.heartbeat_interval - self.meter_interval)
+        self.node_id = beat.node_id
+        self._renewed(held, list(beat.kept))
         self.kill_leftovers()
         return self.node_id
 
@@ -161,80 +160,34 @@ class NodeAgent:
                                 lease.row_id)
                     del self._held[lease.row_id]
 
-    def _meter_due(self, session: Session, held: list[leases.Lease], now: datetime) -> int:
-        """Report usage of the running instances whose window would be longer than
-        ``meter_interval`` at the next heartbeat; each in a savepoint, so one that fails
-        (retried next heartbeat) neither stops the others nor the node's heartbeat."""
-        if not held:
-            return 0
-        tokens = {lease.row_id: lease.token for lease in held}
-        horizon = now + self.heartbeat_interval - self.meter_interval
-        metered = 0
-        ids = sorted(tokens)
-        for i in range(0, len(ids), leases.BATCH):
-            rows = session.scalars(select(InstanceModel).where(
-                InstanceModel.id.in_(ids[i:i + leases.BATCH]),
-                InstanceModel.state == S.RUNNING.value,
-                InstanceModel.last_metered_at < horizon)
-                .order_by(InstanceModel.id).with_for_update()
-                .execution_options(populate_existing=True))
-            for inst in rows:
-                if inst.lock_token != tokens[inst.id]:
-                    continue
-                try:
-                    with session.begin_nested():
-                        metered += bool(meter_instance(session, inst, until=now,
-                                                       actor=self.actor))
-                except Exception:
-                    log.exception("instance %s: usage report failed; retried next heartbeat",
-                                  inst.id)
-        return metered
-
     def kill_leftovers(self) -> list[str]:
         """Kill every workload of the provider that should not run on this node; returns
-        their refs. Those whose instance row is gone are also removed (nothing can read their
-        logs any more); those of known instances are kept, ended, so their logs stay readable.
+        their refs. Those that no instance of this node has are also removed (nothing can
+        read their logs here); those of known instances are kept, ended, so their logs stay
+        readable.
 
-        The provider is asked BEFORE the database is read: a workload that reconcile_once is
-        creating right now already has its row in ``provisioning`` on this node, so it is never
-        taken for a leftover. A down node gets no placements, so for it the rows read are final
+        The provider is asked BEFORE the store: a workload that reconcile_once is creating
+        right now already has its row in ``provisioning`` on this node, so it is never taken
+        for a leftover. A down node gets no placements, so for it the rows read are final
         and, once every leftover is dead, it is marked ready."""
         assert self.node_id is not None
         handles = self.provider.list_workloads()
-        with self.db.read_transaction() as session:
-            node = session.get(NodeModel, self.node_id)
-            was_down = node is not None and node.state == NodeState.DOWN.value
-            rows = _rows_of(session, [h.ref for h in handles])
+        check = self.store.leftovers([h.ref for h in handles])
         killed, failed = [], False
         for handle in handles:
-            row = rows.get(handle.ref)
-            if (row is not None and row.node_id == self.node_id
-                    and S(row.state) in ON_NODE_STATES):
-                continue
-            if row is not None and row.state in (S.STOPPED.value, S.SUCCEEDED.value):
-                # Only ever stopped or succeeded after its workload ended (or before one
-                # existed): nothing to kill, and not asking spares a provider call per ended
-                # workload per beat.
+            verdict = check.verdicts.get(handle.ref, "kill")
+            if verdict in ("keep", "ended"):
                 continue
             try:
-                if self._kill(handle, forget=row is None):
+                if self._kill(handle, forget=verdict == "forget"):
                     killed.append(handle.ref)
             except ProviderError as e:
                 failed = True
                 log.warning("leftover workload %s: cannot kill it yet: %s", handle.ref, e)
         if killed:
-            with self.db.transaction() as session:
-                for ref in killed:
-                    row = rows.get(ref)
-                    audit.record(session, actor=self.actor, action="gpuaas.workload.kill",
-                                 target_type="workload", target_id=ref,
-                                 scope_path=row.scope_path if row else "/",
-                                 details={"node_id": self.node_id, "instance_state":
-                                          row.state if row else None,
-                                          "reason": "should not run on this node"})
-        if was_down and not failed:
-            with self.db.transaction() as session:
-                node_reconciled(session, self.node_id, killed=killed, actor=self.actor)
+            self.store.record_kills(killed)
+        if check.was_down and not failed:
+            self.store.node_reconciled(killed)
         return killed
 
     def _kill(self, handle: WorkloadHandle, *, forget: bool) -> bool:
@@ -250,15 +203,14 @@ class NodeAgent:
         return alive
 
     def release_leases(self) -> int:
-        """Hand back every lease of this agent (a clean stop), in one statement: the next
+        """Hand back every lease of this agent (a clean stop), in one operation: the next
         agent of this node takes over at once instead of after ``lease_ttl``."""
         with self._lock:
             held = list(self._held.values())
             self._held.clear()
         if not held:
             return 0
-        with self.db.transaction() as session:
-            return len(leases.release_all(session, InstanceModel, held))
+        return self.store.release(held)
 
     def held(self) -> list[str]:
         """The instances this agent holds a lease on."""
@@ -274,7 +226,7 @@ class NodeAgent:
         if self.node_id is None:
             self.heartbeat()
         now = self.clock.now()
-        rows = self._read_work()
+        rows = self.store.work()
         self._forget_gone(rows)
         acted = self._claim_free(rows, now)
         for inst in rows:
@@ -295,16 +247,7 @@ class NodeAgent:
                 self._retries.pop(inst.id, None)
         return acted
 
-    def _read_work(self) -> list[InstanceModel]:
-        """The instances on this node that may need the agent, detached (a read only)."""
-        with self.db.read_transaction() as session:
-            rows = list(session.scalars(select(InstanceModel).where(
-                InstanceModel.node_id == self.node_id,
-                InstanceModel.state.in_(_WORK_STATES)).order_by(InstanceModel.queue_order)))
-            session.expunge_all()
-        return rows
-
-    def _forget_gone(self, rows: list[InstanceModel]) -> None:
+    def _forget_gone(self, rows: list[WorkItem]) -> None:
         """Drop the leases of instances that ended (a cancel, the node monitor) or were taken
         by another agent after this one's lease expired."""
         current = {inst.id: inst.lock_token for inst in rows}
@@ -314,7 +257,7 @@ class NodeAgent:
                     del self._held[row_id]
                     self._retries.pop(row_id, None)
 
-    def _claim_free(self, rows: list[InstanceModel], now: datetime) -> int:
+    def _claim_free(self, rows: list[WorkItem], now: datetime) -> int:
         """Lease the instances nobody holds (new ones, or those of an agent that died); a
         write only when there are some."""
         with self._lock:
@@ -322,17 +265,10 @@ class NodeAgent:
                 inst.lock_expires_at is None or inst.lock_expires_at <= now)]
         if not free:
             return 0
-        with self.db.transaction() as session:
-            claimed = leases.claim(
-                session, InstanceModel, owner=self.owner, limit=len(free), ttl=self.lease_ttl,
-                where=[InstanceModel.id.in_(free), InstanceModel.node_id == self.node_id,
-                       InstanceModel.state.in_(_WORK_STATES)],
-                order_by=[InstanceModel.queue_order], clock=self.clock)
-        by_id = {inst.id: inst for inst in rows}
+        claimed = self.store.claim(free, owner=self.owner, ttl=self.lease_ttl)
         with self._lock:
             for lease in claimed:
                 self._held[lease.row_id] = lease
-                by_id[lease.row_id].lock_token = lease.token  # the snapshot, not the row
         return len(claimed)
 
     def _forget(self, row_id: str) -> None:
@@ -340,64 +276,34 @@ class NodeAgent:
             self._held.pop(row_id, None)
         self._retries.pop(row_id, None)
 
-    def _write(self, lease: leases.Lease,
-               fn: Callable[[InstanceModel], object]) -> bool:
-        """Apply ``fn`` to the leased row in one transaction; False when the lease was lost or
-        the row moved on meanwhile (a user's cancel, the node monitor): the row is read locked,
-        so ``fn`` sees its current state and an edge that no longer exists rolls back. A row
-        that ``fn`` ends loses its lease in the same transaction."""
-        done, ended = False, True
-        try:
-            with self.db.transaction() as session:
-                inst = session.scalar(select(InstanceModel).where(
-                    InstanceModel.id == lease.row_id,
-                    InstanceModel.lock_token == lease.token).with_for_update()
-                    .execution_options(populate_existing=True))
-                if inst is not None:  # else the lease was lost (or the row is gone)
-                    fn(inst)
-                    done, ended = True, inst.state not in _WORK_STATES
-                    if ended:
-                        inst.lock_token = inst.lock_owner = inst.lock_expires_at = None
-        except IllegalTransition as e:
-            # The next pass reads what it became (and forgets it if it ended).
-            log.info("instance %s changed meanwhile: %s", lease.row_id, e)
-            return False
-        if ended:
+    def _step(self, lease: leases.Lease, step: Step) -> bool:
+        """Write ``step`` on the leased row; False when the lease was lost or the row moved
+        on meanwhile (a user's cancel, the node monitor). A row the step ends is forgotten."""
+        result = self.store.step(lease, step)
+        if result.released:
             self._forget(lease.row_id)
-        return done
+        return result.applied
 
-    def _switch(self, lease: leases.Lease, target: InstanceState, reason: str,
-                extra: Callable[[InstanceModel], object] | None = None,
-                at: datetime | None = None) -> bool:
-        def apply(inst: InstanceModel) -> None:
-            session = _session(inst)
-            if extra is not None:
-                extra(inst)
-            switch_instance_status(session, inst, target, reason=reason, actor=self.actor,
-                                   at=at or self.clock.now())
-        return self._write(lease, apply)
-
-    def _handle(self, lease: leases.Lease, inst: InstanceModel, now: datetime) -> bool:
+    def _handle(self, lease: leases.Lease, inst: WorkItem, now: datetime) -> bool:
         """Take the step ``inst`` needs; False when it needed none (idle and running)."""
         state = S(inst.state)
         if state is S.SCHEDULED:
-            if inst.stop_requested_at is not None:  # defensive; cancels go straight to stopped
+            if inst.stop_requested:  # defensive; cancels go straight to stopped
                 return False
-            if self._switch(lease, S.PROVISIONING,
-                            f"provisioning on node {self.node_id} ({self.provider.name})"):
+            if self._step(lease, Provisioning(provider=self.provider.name)):
                 self._provision(lease, inst)
         elif state is S.PROVISIONING:
             self._provision(lease, inst)
         elif state is S.RUNNING:
-            if inst.stop_requested_at is None:
+            if not inst.stop_requested:
                 return self._observe(lease, inst, now)
-            if self._switch(lease, S.STOPPING, inst.stop_reason or "stop requested"):
+            if self._step(lease, Stopping()):
                 self._stop(lease, inst)
         elif state is S.STOPPING:
             self._stop(lease, inst)
         return True
 
-    def _on_error(self, lease: leases.Lease, inst: InstanceModel, exc: Exception,
+    def _on_error(self, lease: leases.Lease, inst: WorkItem, exc: Exception,
                   now: datetime) -> None:
         """A step of ``inst`` failed: fail it when the error is permanent (or provisioning has
         failed for ``provision_timeout``), else retry it after a backoff."""
@@ -405,7 +311,7 @@ class NodeAgent:
         retry.attempts += 1
         state = S(inst.state)
         # What failed was a stop when one was asked (the snapshot may still say running).
-        stopping = state is S.STOPPING or inst.stop_requested_at is not None
+        stopping = state is S.STOPPING or inst.stop_requested
         reason = None
         if not stopping:
             if isinstance(exc, ProviderError) and not exc.temporary:
@@ -431,13 +337,13 @@ class NodeAgent:
         """This agent's backoff state of an instance (None: no error in a row)."""
         return self._retries.get(instance_id)
 
-    def _spec(self, inst: InstanceModel) -> WorkloadSpec:
+    def _spec(self, inst: WorkItem) -> WorkloadSpec:
         return WorkloadSpec(
             workload_id=inst.id, kind=WorkloadKind(inst.template),
-            gpus=GpuAssignment(inst.gpu_count, inst.gpu_model, tuple(inst.gpu_indices or ())),
-            command=tuple(inst.command) if inst.command else None)
+            gpus=GpuAssignment(inst.gpu_count, inst.gpu_model, inst.gpu_indices),
+            command=inst.command)
 
-    def _provision(self, lease: leases.Lease, inst: InstanceModel) -> None:
+    def _provision(self, lease: leases.Lease, inst: WorkItem) -> None:
         """Create and start the workload (errors go to _on_error), then record it running."""
         handle = self.provider.create(self._spec(inst))
         status = self.provider.start(handle)
@@ -446,22 +352,17 @@ class NodeAgent:
                 and isinstance(self.provider, SupportsEndpoints)):
             endpoint = self.provider.endpoint(handle).url
         now = self.clock.now()
-
-        def started(row: InstanceModel) -> None:
-            row.provider, row.provider_ref = handle.provider, handle.ref
-            row.endpoint_url = endpoint
-            row.started_at = row.last_metered_at = now
-        if not self._switch(lease, S.RUNNING, "running" + (
-                f", serving on {endpoint}" if endpoint else ""), started, at=now):
+        if not self._step(lease, Running(provider=handle.provider, ref=handle.ref,
+                                         endpoint=endpoint, started_at=now)):
             return
         if status.phase is WorkloadPhase.EXITED:
             # A short workload may end before start() returns: it ran, so record its end now.
             self._exited(lease, status, now)
 
-    def _handle_of(self, inst: InstanceModel) -> WorkloadHandle:
+    def _handle_of(self, inst: WorkItem) -> WorkloadHandle:
         return WorkloadHandle(inst.provider or self.provider.name, inst.provider_ref or inst.id)
 
-    def _observe(self, lease: leases.Lease, inst: InstanceModel, now: datetime) -> bool:
+    def _observe(self, lease: leases.Lease, inst: WorkItem, now: datetime) -> bool:
         """A running instance: ask the provider (no write while it runs); record its end.
         Usage is the heartbeat's; a window late by half a heartbeat (heartbeats failing or
         slower than metering) is reported here instead."""
@@ -475,9 +376,7 @@ class NodeAgent:
             return True
         late = self.meter_interval + self.heartbeat_interval / 2
         if inst.last_metered_at is not None and now - inst.last_metered_at >= late:
-            self._write(lease, lambda row: meter_instance(
-                _session(row), row, until=now, actor=self.actor)
-                if row.state == S.RUNNING.value else 0)
+            self._step(lease, Meter(until=now))
             return True
         return False
 
@@ -488,7 +387,7 @@ class NodeAgent:
             self._end(lease, S.FAILED, f"the workload exited with code {status.exit_code}: "
                       f"{status.detail}".strip(": "), end, status.exit_code)
 
-    def _stop(self, lease: leases.Lease, inst: InstanceModel) -> None:
+    def _stop(self, lease: leases.Lease, inst: WorkItem) -> None:
         if inst.provider_ref is not None:
             try:
                 self.provider.stop(self._handle_of(inst), grace_seconds=self.stop_grace_seconds)
@@ -498,44 +397,11 @@ class NodeAgent:
 
     def _end(self, lease: leases.Lease, target: InstanceState, reason: str, at: datetime,
              exit_code: int | None = None) -> bool:
-        def final(row: InstanceModel) -> None:
-            # The same instant ends the run and the last usage window; never before a window
-            # already reported (the heartbeat may have metered past a workload's exit).
-            end = max(at, row.last_metered_at) if row.last_metered_at is not None else at
-            session = _session(row)
-            meter_instance(session, row, until=end, actor=self.actor)
-            row.exit_code = exit_code
-            switch_instance_status(session, row, target, reason=reason, actor=self.actor,
-                                   at=end)
-        return self._write(lease, final)
-
-
-def _session(row: InstanceModel) -> Session:
-    session = object_session(row)
-    assert session is not None
-    return session
+        return self._step(lease, End(state=target.value, reason=reason, at=at,
+                                     exit_code=exit_code))
 
 
 def _within(value: datetime | None, low: datetime | None, high: datetime) -> datetime:
     if value is None or (low is not None and value < low) or value > high:
         return high
     return value
-
-
-def _rows_of(session: Session, refs: list[str]) -> dict[str, InstanceModel]:
-    """The instance rows of these workload refs (a ref is the provider's, or the instance id
-    the workload was created with), detached."""
-    found: dict[str, InstanceModel] = {}
-    for i in range(0, len(refs), 500):
-        chunk = refs[i:i + 500]
-        for m in session.scalars(select(InstanceModel).where(or_(
-                InstanceModel.id.in_(chunk), InstanceModel.provider_ref.in_(chunk)))):
-            session.expunge(m)
-            found[m.provider_ref if m.provider_ref in chunk else m.id] = m
-    return found
-
-
-def instances_on_node(db: Database, node_id: str) -> list[str]:
-    with db.transaction() as session:
-        return list(session.scalars(select(InstanceModel.id).where(
-            InstanceModel.node_id == node_id, InstanceModel.state.in_(_WORK_STATES))))

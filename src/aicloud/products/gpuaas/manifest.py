@@ -16,6 +16,7 @@ MANIFEST = ProductManifest(
                        "(/apps/{instance_id}/)"),
         PermissionDecl("gpuaas.nodes.read", "see GPU nodes"),
         PermissionDecl("gpuaas.nodes.write", "add, cordon, drain and remove GPU nodes"),
+        PermissionDecl("gpuaas.nodes.join", "create node join tokens; revoke node credentials"),
     ),
     meters=(
         MeterDecl("gpu_seconds", "second", "GPU time, by GPU model", dimension="gpu_model"),

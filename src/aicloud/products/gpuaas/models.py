@@ -195,3 +195,52 @@ class InstanceEventModel(Base):
     message: Mapped[str] = mapped_column(String(512))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class NodeJoinTokenModel(Base):
+    """A secret an operator hands to a new host: it may join the pool (``uses`` times, until
+    ``expires_at``). Only the SHA-256 digest of the secret is stored."""
+
+    __tablename__ = "gpuaas_node_join_tokens"
+    __table_args__ = (CheckConstraint("uses >= 0 AND uses <= max_uses", name="uses_in_range"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(String(256), default="")
+    max_uses: Mapped[int] = mapped_column(Integer)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class NodeCredentialModel(Base):
+    """What a joined node's agent authenticates with (its link, rotation). Only the SHA-256
+    digest of the secret is stored; a revoked row stays as evidence."""
+
+    __tablename__ = "gpuaas_node_credentials"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    node_id: Mapped[str] = mapped_column(
+        ForeignKey("gpuaas_nodes.id", ondelete="CASCADE"), index=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    join_token_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_reason: Mapped[str] = mapped_column(String(256), default="")
+
+
+class NodeLinkModel(Base):
+    """Which API process holds a node's link now. ``epoch`` grows with every new link of
+    the node: a process whose link's epoch is no longer the row's closes it (one link per
+    node across processes)."""
+
+    __tablename__ = "gpuaas_node_links"
+
+    node_id: Mapped[str] = mapped_column(
+        ForeignKey("gpuaas_nodes.id", ondelete="CASCADE"), primary_key=True)
+    replica_id: Mapped[str] = mapped_column(String(64))
+    internal_url: Mapped[str] = mapped_column(String(512))
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    connected_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit
@@ -17,6 +17,7 @@ from aicloud.products.gpuaas.models import (
     GpuAssignmentModel,
     GpuModel,
     InstanceModel,
+    NodeCredentialModel,
     NodeModel,
 )
 from aicloud.products.gpuaas.placement import NodeState
@@ -61,13 +62,24 @@ def get_node_model(session: Session, node_id: str) -> NodeModel:
     return m
 
 
+def node_by_name(session: Session, name: str) -> NodeModel | None:
+    return session.scalar(select(NodeModel).where(NodeModel.name == name))
+
+
 def register_node(session: Session, report: NodeReport, *, actor: audit.Actor,
-                  now: datetime) -> NodeModel:
+                  now: datetime, node_id: str | None = None) -> NodeModel:
     """Create the node or refresh it from a new report (agent start or heartbeat). A node
     that was down stays down until :func:`node_reconciled`; GPU health changes are applied at
-    once."""
-    node = session.scalar(select(NodeModel).where(NodeModel.name == report.name)
-                          .with_for_update())
+    once. With ``node_id`` (an agent that joined: its credential names its node) that node is
+    refreshed, whatever name the report gives; it must exist."""
+    if node_id is not None:
+        node = session.scalar(select(NodeModel).where(NodeModel.id == node_id)
+                              .with_for_update())
+        if node is None:
+            raise NotFound(f"node {node_id} not found")
+    else:
+        node = session.scalar(select(NodeModel).where(NodeModel.name == report.name)
+                              .with_for_update())
     if node is None:
         node = NodeModel(id=new_id("node"), name=report.name, state=NodeState.READY.value,
                          labels=dict(report.labels), inventory_source=report.inventory_source,
@@ -99,7 +111,7 @@ def node_reconciled(session: Session, node_id: str, *, killed: list[str],
     if node is None:
         raise NotFound(f"node {node_id} not found")
     if node.state == NodeState.DOWN.value:
-        _set_state(session, node, NodeState.READY, "heartbeats resumed; its agent reconciled "
+        set_node_state(session, node, NodeState.READY, "heartbeats resumed; its agent reconciled "
                    f"the node ({len(killed)} leftover workload(s) killed)", actor=actor)
     return node
 
@@ -141,8 +153,8 @@ def sync_gpus(session: Session, node: NodeModel, gpus: tuple[GpuReport, ...], *,
     session.flush()
 
 
-def _set_state(session: Session, node: NodeModel, state: NodeState, reason: str, *,
-               actor: audit.Actor, drain_deadline: datetime | None = None) -> None:
+def set_node_state(session: Session, node: NodeModel, state: NodeState, reason: str, *,
+                   actor: audit.Actor, drain_deadline: datetime | None = None) -> None:
     old = node.state
     node.state, node.state_reason, node.drain_deadline = state.value, reason, drain_deadline
     capacity.touch(session, node.id)
@@ -168,17 +180,29 @@ def change_node_state(session: Session, node_id: str, action: str, *, actor: aud
     if node.state == NodeState.DOWN.value:
         raise Conflict(f"node {node_id} is down; it returns when its agent heartbeats "
                        "and has killed what should no longer run there")
+    if action == "uncordon" and credentials_revoked(session, node_id):
+        raise Conflict(f"node {node_id}: its credential was revoked; it returns when its "
+                       "host joins again with a new token")
     by = reason or f"{action} by operator"
     if action == "cordon":
-        _set_state(session, node, NodeState.CORDONED, by, actor=actor)
+        set_node_state(session, node, NodeState.CORDONED, by, actor=actor)
     elif action == "drain":
-        _set_state(session, node, NodeState.DRAINING, by, actor=actor,
+        set_node_state(session, node, NodeState.DRAINING, by, actor=actor,
                    drain_deadline=now + timedelta(seconds=grace_seconds))
     elif action == "uncordon":
-        _set_state(session, node, NodeState.READY, by, actor=actor)
+        set_node_state(session, node, NodeState.READY, by, actor=actor)
     else:
         raise ValueError(f"unknown node action {action!r}")
     return node
+
+
+def credentials_revoked(session: Session, node_id: str) -> bool:
+    """The node joined with a credential and has none valid any more (a node registered by
+    an in-process agent has none at all)."""
+    total, revoked = session.execute(select(
+        func.count(), func.count(NodeCredentialModel.revoked_at)).where(
+        NodeCredentialModel.node_id == node_id)).one()
+    return bool(total) and total == revoked
 
 
 def enforce_drains(session: Session, *, now: datetime) -> int:
@@ -222,7 +246,7 @@ def mark_silent_nodes_down(session: Session, *, now: datetime, timeout: timedelt
     for node in silent:
         reason = (f"no heartbeat since {node.last_heartbeat_at.isoformat()} "
                   f"({int(timeout.total_seconds())}s allowed)")
-        _set_state(session, node, NodeState.DOWN, reason, actor=MONITOR)
+        set_node_state(session, node, NodeState.DOWN, reason, actor=MONITOR)
         for inst in (i for i in on_silent if i.node_id == node.id):
             if inst.state == InstanceState.SCHEDULED.value:
                 switch_instance_status(session, inst, InstanceState.ADMITTED, actor=MONITOR,

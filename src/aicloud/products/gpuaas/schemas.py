@@ -118,3 +118,71 @@ class InstanceEvent(BaseModel):
     details: dict[str, object] = Field(description="For idle events: the policy and the "
                                                    "metric window that showed the idleness")
     at: datetime
+
+
+class JoinTokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    expires_in_seconds: int = Field(default=3600, ge=60, le=30 * 86400,
+                                    description="How long the token may be used (1 min..30 d).")
+    uses: int = Field(default=1, ge=1, le=1000, description="How many hosts may join with it.")
+    description: str = Field(default="", max_length=256)
+
+
+class JoinToken(BaseModel):
+    id: str
+    description: str
+    max_uses: int
+    uses: int
+    expires_at: datetime
+    revoked_at: datetime | None
+    created_by: str
+    created_at: datetime
+
+
+class JoinTokenCreated(JoinToken):
+    token: str = Field(description="The secret: shown once, only its digest is stored.")
+
+
+class GpuInventory(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(ge=0, le=1023)
+    model: str = Field(min_length=1, max_length=32)
+    name: str = Field(max_length=128)
+    memory_gib: int = Field(ge=0, le=1 << 20)
+    uuid: str | None = Field(default=None, max_length=128)
+    healthy: bool = True
+    health_detail: str = Field(default="", max_length=512)
+
+
+class NodeInventory(BaseModel):
+    """What an agent reports about its host (join, and every heartbeat over the link)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    inventory_source: str = Field(min_length=1, max_length=16)
+    simulated: bool
+    gpus: list[GpuInventory] = Field(default_factory=list, max_length=1024)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=64)
+
+
+class NodeJoin(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(min_length=1, max_length=256)
+    node: NodeInventory
+
+
+class NodeJoined(BaseModel):
+    node_id: str
+    node_name: str
+    credential_id: str
+    credential: str = Field(description="The node's secret: shown once; keep it 0600.")
+
+
+class NodeRevoke(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="", max_length=256)
