@@ -63,7 +63,8 @@ def test_idle_instance_is_warned_then_stopped_and_later_deleted(db: Database,
     try:
         report = gpuaas.NodeReport(name="n1", inventory_source="static", simulated=True,
                                    gpus=h100s(8))
-        agent = gpuaas.NodeAgent(db=db, provider=provider, report=lambda: report, clock=w.clock,
+        agent = gpuaas.NodeAgent(store=gpuaas.DbNodeStore(db, clock=w.clock), provider=provider,
+                                 report=lambda: report, clock=w.clock,
                                  stop_grace_seconds=1)
         node_id = agent.heartbeat()
         idle = w.launch("idle")  # the shell template: waits for a terminal, computes nothing
