@@ -21,11 +21,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import uvicorn
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 
 from aicloud.api import create_app
 from aicloud.api.server import base_url, server_config
 from aicloud.runtime import AppContext, build_context
+from aicloud.shared import security
 from aicloud.shared.config import Settings, load_settings
 from aicloud.shared.db import Database, migrate
 
@@ -66,6 +68,34 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             "Half of the database tests did not run. Start PostgreSQL or set "
             "AICLOUD_TEST_POSTGRES_URL.", red=True)
+
+
+# argon2id as production configures it costs ~0.2 s of CPU per hash or check (64 MiB, 3 passes,
+# 4 lanes), and a test world makes a dozen of them: most of the suite's CPU. Tests in this
+# process hash with the same algorithm at the smallest cost; a stored hash names its own
+# parameters, so every check still runs argon2id. Tests whose subject is the cost (login
+# races, whose window is the hashing) take ``production_password_hashing``; processes the
+# tests start hash as in production.
+_PRODUCTION_HASHING = (security._hasher, security._DUMMY_HASH)
+_CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
+_CHEAP_HASHING = (_CHEAP_HASHER, _CHEAP_HASHER.hash("dummy-password-for-timing"))
+
+
+def _use_hashing(monkeypatch: pytest.MonkeyPatch, hashing: tuple[PasswordHasher, str]) -> None:
+    monkeypatch.setattr(security, "_hasher", hashing[0])
+    monkeypatch.setattr(security, "_DUMMY_HASH", hashing[1])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashing() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:
+        _use_hashing(mp, _CHEAP_HASHING)
+        yield
+
+
+@pytest.fixture
+def production_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    _use_hashing(monkeypatch, _PRODUCTION_HASHING)
 
 
 def _worker() -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from aicloud.platform import iam
 from aicloud.platform.iam.models import LoginThrottleModel
@@ -14,6 +15,9 @@ from aicloud.platform.iam.service import MAX_FAILURES, MAX_FAILURES_PER_ADDRESS
 from aicloud.runtime import AppContext, build_context
 from aicloud.shared.db import Database, migrate
 from tests.conftest import LiveServer, make_settings
+
+# The race windows under test are as wide as production's hashing makes them.
+pytestmark = pytest.mark.usefixtures("production_password_hashing")
 
 
 def test_concurrent_failures_are_all_counted(fresh_pg_url: str) -> None:
