@@ -161,16 +161,30 @@ def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _truncate_all(db: Database) -> None:
+# Empties every table but alembic_version (the migrations' seed rows included) and restarts
+# the sequences: what TRUNCATE ... RESTART IDENTITY did, without its cost (TRUNCATE gives each
+# of ~45 tables and their indexes new files: ~0.1-0.6 s per test, DELETE of a test's few rows
+# takes milliseconds). The replica role skips the append-only and foreign-key triggers
+# (superuser only, as the tests connect).
+_EMPTY_ALL = sa.text("""
+DO $$
+DECLARE r record;
+BEGIN
+  SET LOCAL session_replication_role = replica;
+  FOR r IN SELECT tablename FROM pg_tables
+           WHERE schemaname = current_schema() AND tablename <> 'alembic_version' LOOP
+    EXECUTE format('DELETE FROM %I', r.tablename);
+  END LOOP;
+  FOR r IN SELECT sequencename, start_value FROM pg_sequences
+           WHERE schemaname = current_schema() AND last_value IS NOT NULL LOOP
+    PERFORM setval(quote_ident(r.sequencename), r.start_value, false);
+  END LOOP;
+END $$""")
+
+
+def empty_all(db: Database) -> None:
     with db.engine.begin() as conn:
-        tables = [
-            r[0] for r in conn.execute(sa.text(
-                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
-                "AND tablename <> 'alembic_version'"))
-        ]
-        if tables:
-            conn.execute(sa.text(
-                "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
+        conn.execute(_EMPTY_ALL)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -184,9 +198,8 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
         database.dispose()
     else:
         database = request.getfixturevalue("_pg_session_db")
-        _truncate_all(database)
+        empty_all(database)  # the next test empties what this one leaves
         yield database
-        _truncate_all(database)
 
 
 @pytest.fixture
