@@ -102,11 +102,12 @@ def _worker() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
-def create_pg_database(admin_url: str, name: str) -> str:
+def create_pg_database(admin_url: str, name: str, template: str | None = None) -> str:
     admin = sa.create_engine(Database(admin_url).url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'
+                             + (f' TEMPLATE "{template}"' if template else "")))
     admin.dispose()
     return Database(admin_url).url.rsplit("/", 1)[0] + "/" + name
 
@@ -128,12 +129,31 @@ def fresh_pg_url(pg_admin_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def _pg_session_db(pg_admin_url: str) -> Iterator[Database]:
+def _pg_template(pg_admin_url: str) -> Iterator[str]:
+    """The name of a migrated PostgreSQL database (per xdist worker) that the others copy:
+    CREATE DATABASE ... TEMPLATE instead of running every migration again."""
+    name = f"aicloud_template_{_worker()}_{uuid.uuid4().hex[:8]}"
+    db = Database(create_pg_database(pg_admin_url, name))
+    migrate.upgrade(db)
+    db.dispose()  # a template is copied only while nobody is connected to it
+    yield name
+    drop_pg_database(pg_admin_url, name)
+
+
+@pytest.fixture
+def migrated_pg_url(pg_admin_url: str, _pg_template: str) -> Iterator[str]:
+    """A migrated PostgreSQL database for this test alone (other processes share it)."""
+    name = f"aicloud_test_{uuid.uuid4().hex[:12]}"
+    url = create_pg_database(pg_admin_url, name, template=_pg_template)
+    yield url
+    drop_pg_database(pg_admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def _pg_session_db(pg_admin_url: str, _pg_template: str) -> Iterator[Database]:
     """One migrated PostgreSQL database for the whole run (per xdist worker)."""
     name = f"aicloud_test_{_worker()}_{uuid.uuid4().hex[:8]}"
-    url = create_pg_database(pg_admin_url, name)
-    db = Database(url)
-    migrate.upgrade(db)
+    db = Database(create_pg_database(pg_admin_url, name, template=_pg_template))
     yield db
     db.dispose()
     drop_pg_database(pg_admin_url, name)

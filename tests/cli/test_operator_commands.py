@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -154,8 +155,9 @@ def test_serve_migrates_bootstraps_once_serves_and_stops_on_ctrl_c(
     assert proc.returncode == 0 and "bootstrap admin created" not in out
 
 
-def test_worker_runs_controllers_and_stops_on_sigterm(env: dict[str, str]) -> None:
-    assert run(["db", "upgrade"], env).returncode == 0
+def test_worker_runs_controllers_and_stops_on_sigterm(env: dict[str, str], tmp_path: Path,
+                                                     _sqlite_template: Path) -> None:
+    shutil.copy(_sqlite_template, tmp_path / "cli.db")  # migrated (`db upgrade` is tested above)
     proc = subprocess.Popen([*AICLOUD, "worker"], env={**env, "PYTHONUNBUFFERED": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # Signal only once the worker says it runs (its handlers are installed by then): a fixed
