@@ -19,7 +19,7 @@ import pytest
 
 from aicloud.platform import audit, iam, policy
 from aicloud.runtime import build_context
-from aicloud.shared.db import Database, migrate
+from aicloud.shared.db import Database
 from tests.conftest import LiveServer, free_port, make_settings
 from tests.products.gpuaas.world import World, make_world
 
@@ -78,14 +78,13 @@ def _env(url: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def two_api_processes(fresh_pg_url: str,
+def two_api_processes(migrated_pg_url: str,
                       tmp_path: Path) -> Iterator[tuple[list[str], World, list[str]]]:
-    db = Database(fresh_pg_url)
-    migrate.upgrade(db)
+    db = Database(migrated_pg_url)
     w, keys = _prepare(db)
     ports = [free_port(), free_port()]
     procs = [subprocess.Popen([sys.executable, "-m", "aicloud.cli", "api", "--host",
-                               "127.0.0.1", "--port", str(p)], env=_env(fresh_pg_url),
+                               "127.0.0.1", "--port", str(p)], env=_env(migrated_pg_url),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
              for p in ports]
     urls = [f"http://127.0.0.1:{p}" for p in ports]

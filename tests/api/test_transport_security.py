@@ -30,7 +30,7 @@ from aicloud.api.server import server_config
 from aicloud.platform import iam
 from aicloud.runtime import build_context
 from aicloud.shared.config import Settings, load_settings
-from aicloud.shared.db import Database, migrate
+from aicloud.shared.db import Database
 from tests.conftest import LiveServer, free_port
 from tests.tls_certs import make_self_signed
 
@@ -239,12 +239,10 @@ def _prod_env(tmp_path: Path, database_url: str, cert: Path, key: Path) -> dict[
 
 
 def test_prod_with_a_certificate_serves_https_with_hsts_and_refuses_plain_http(
-    fresh_pg_url: str, cert_files: tuple[Path, Path], tmp_path: Path
+    migrated_pg_url: str, cert_files: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    db = Database(fresh_pg_url)
-    migrate.upgrade(db)  # prod migrates explicitly (auto_migrate: false)
-    db.dispose()
-    env = _prod_env(tmp_path, fresh_pg_url, *cert_files)
+    # Migrated beforehand: prod migrates explicitly (auto_migrate: false).
+    env = _prod_env(tmp_path, migrated_pg_url, *cert_files)
     port = free_port()
     proc = subprocess.Popen([*AICLOUD, "api", "--port", str(port)], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

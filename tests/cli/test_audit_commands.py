@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,22 +15,23 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from aicloud.cli.main import app
-from aicloud.shared.db import Database, migrate
+from aicloud.shared.db import Database
 from tests.platform.audit.helpers import EVENTS, attacker, seed
 
 AICLOUD = [sys.executable, "-m", "aicloud.cli"]
 
 
 @pytest.fixture
-def cli_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Database]:
+def cli_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+           _sqlite_template: Path) -> Iterator[Database]:
     for k in list(os.environ):
         if k.startswith("AICLOUD_"):
             monkeypatch.delenv(k)
     monkeypatch.setenv("AICLOUD_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
     monkeypatch.setenv("AICLOUD_AUDIT_ANCHOR_SINK", f"dir:{tmp_path / 'anchors'}")
     monkeypatch.setenv("COLUMNS", "200")
+    shutil.copy(_sqlite_template, tmp_path / "cli.db")
     db = Database(os.environ["AICLOUD_DATABASE_URL"])
-    migrate.upgrade(db)
     yield db
     db.dispose()
 

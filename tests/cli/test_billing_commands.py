@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,9 @@ def env(tmp_path: Path) -> dict[str, str]:
     return e
 
 
-def test_ledger_check_is_clean_then_names_each_discrepancy(env: dict[str, str]) -> None:
-    assert run(["db", "upgrade"], env).returncode == 0
+def test_ledger_check_is_clean_then_names_each_discrepancy(env: dict[str, str], tmp_path: Path,
+                                                          _sqlite_template: Path) -> None:
+    shutil.copy(_sqlite_template, tmp_path / "cli.db")  # migrated, as `db upgrade` leaves it
     meters = run(["billing", "register-meters", "-o", "json"], env)
     assert meters.returncode == 0, meters.stderr
     assert "gpu_seconds" in {m["name"] for m in json.loads(meters.stdout)}

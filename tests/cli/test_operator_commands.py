@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,11 +33,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     return e
 
 
-def _all_command_paths() -> list[list[str]]:
-    import typer.main
-
-    from aicloud.cli.main import app
-
+def _all_command_paths(command) -> list[list[str]]:  # type: ignore[no-untyped-def]
     paths: list[list[str]] = [[]]
 
     def walk(group, prefix: list[str]) -> None:  # type: ignore[no-untyped-def]
@@ -44,19 +41,23 @@ def _all_command_paths() -> list[list[str]]:
             paths.append([*prefix, name])
             walk(cmd, [*prefix, name])
 
-    walk(typer.main.get_command(app), [])
+    walk(command, [])
     return paths
 
 
 def test_every_command_has_help() -> None:
-    from typer.testing import CliRunner
+    import typer.main
+    from click.testing import CliRunner
 
     from aicloud.cli.main import app
 
-    paths = _all_command_paths()
+    # The click command tree built once, as the `aicloud` process builds it (typer's runner
+    # would rebuild the whole tree for each of the ~130 invocations).
+    command = typer.main.get_command(app)
+    paths = _all_command_paths(command)
     assert len(paths) > 12
     for path in paths:
-        result = CliRunner().invoke(app, [*path, "--help"])
+        result = CliRunner().invoke(command, [*path, "--help"])
         assert result.exit_code == 0, (path, result.output)
         assert "Usage" in result.output
 
@@ -154,8 +155,9 @@ def test_serve_migrates_bootstraps_once_serves_and_stops_on_ctrl_c(
     assert proc.returncode == 0 and "bootstrap admin created" not in out
 
 
-def test_worker_runs_controllers_and_stops_on_sigterm(env: dict[str, str]) -> None:
-    assert run(["db", "upgrade"], env).returncode == 0
+def test_worker_runs_controllers_and_stops_on_sigterm(env: dict[str, str], tmp_path: Path,
+                                                     _sqlite_template: Path) -> None:
+    shutil.copy(_sqlite_template, tmp_path / "cli.db")  # migrated (`db upgrade` is tested above)
     proc = subprocess.Popen([*AICLOUD, "worker"], env={**env, "PYTHONUNBUFFERED": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # Signal only once the worker says it runs (its handlers are installed by then): a fixed

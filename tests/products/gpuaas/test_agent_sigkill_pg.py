@@ -24,7 +24,7 @@ from aicloud.products import gpuaas
 from aicloud.products.gpuaas.models import InstanceModel
 from aicloud.shared.clock import SystemClock
 from aicloud.shared.db import Database
-from tests.conftest import _truncate_all
+from tests.conftest import empty_all
 from tests.products.gpuaas.world import make_world, usage_windows
 
 AICLOUD = [sys.executable, "-m", "aicloud.cli"]
@@ -33,9 +33,8 @@ NODE = "sigkill-node"
 
 @pytest.fixture
 def pg(_pg_session_db: Database) -> Iterator[Database]:
-    _truncate_all(_pg_session_db)
+    empty_all(_pg_session_db)
     yield _pg_session_db
-    _truncate_all(_pg_session_db)
 
 
 def _agent(url: str, root: Path) -> subprocess.Popen[str]:

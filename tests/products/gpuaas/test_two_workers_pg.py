@@ -17,7 +17,7 @@ from aicloud.adapters.providers.base import WorkloadHandle, WorkloadNotFound
 from aicloud.adapters.providers.local.provider import LocalProvider
 from aicloud.products.gpuaas.models import GpuAssignmentModel, TransitionModel
 from aicloud.shared.clock import FakeClock
-from aicloud.shared.db import Database, migrate
+from aicloud.shared.db import Database
 from tests.products.gpuaas.world import make_world
 
 AICLOUD = [sys.executable, "-m", "aicloud.cli"]
@@ -33,10 +33,9 @@ def _env(url: str, root: Path) -> dict[str, str]:
     return e
 
 
-def test_two_workers_two_agents_never_double_place_or_start(fresh_pg_url: str,
+def test_two_workers_two_agents_never_double_place_or_start(migrated_pg_url: str,
                                                             tmp_path: Path) -> None:
-    db = Database(fresh_pg_url)
-    migrate.upgrade(db)
+    db = Database(migrated_pg_url)
     w = make_world(db)
     # The processes below use the real clock: a node registered at the world's fake time
     # would look silent for months, and a worker's monitor could take it down (requeueing
@@ -45,7 +44,7 @@ def test_two_workers_two_agents_never_double_place_or_start(fresh_pg_url: str,
     w.add_node("shared-node", gpus=8)  # both agents below register as this node
     ids = [w.launch(f"i{i}").id for i in range(12)]  # 8 fit, 4 wait
     root = tmp_path / "workloads"
-    env = _env(fresh_pg_url, root)
+    env = _env(migrated_pg_url, root)
     procs = [subprocess.Popen([*AICLOUD, *args], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
              for args in (["worker"], ["worker"],

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit, billing, iam
@@ -121,15 +121,31 @@ def _in_thread(fn: Callable[[], object]) -> tuple[threading.Thread, list[object]
     return t, out
 
 
+_LOCK_WAITS = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                   "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'")
+
+
+def _waits_on_a_lock(db: Database) -> bool:
+    """PostgreSQL shows a transaction blocked on a lock; SQLite's busy wait shows nowhere."""
+    if db.dialect != "postgresql":
+        return False
+    with db.engine.connect() as conn:
+        return bool(conn.scalar(_LOCK_WAITS))
+
+
 def second_waits_for_first(db: Database, first: Callable[[Session], object],
                            second: Callable[[], object]) -> object:
     """Run ``first`` in an open transaction, start ``second`` in another thread (its own
-    transaction), check it waits, commit the first, return what the second did."""
+    transaction), check it waits (0.5 s later it is still running, or PostgreSQL shows it
+    blocked on a lock, which only the first's commit releases), commit the first, return
+    what the second did."""
     s1 = db.session()
     with s1.begin():
         first(s1)
         t, out = _in_thread(second)
-        time.sleep(0.5)
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline and t.is_alive() and not _waits_on_a_lock(db):
+            time.sleep(0.02)
         assert t.is_alive(), f"the second transaction did not wait: {out}"
     s1.close()
     t.join(15)

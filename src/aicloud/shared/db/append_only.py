@@ -3,9 +3,8 @@
 The application never updates or deletes these rows; the triggers make the database refuse it
 too, so a bug or a careless ad-hoc statement cannot rewrite history. (Someone with rights to
 drop triggers can still do it; the audit chain's verification is what catches that.)
-TRUNCATE is not covered on PostgreSQL (row triggers do not fire for it): the test suite empties
-its shared database with TRUNCATE, and revoking TRUNCATE from the application's role is the
-deployment-level guard.
+TRUNCATE is not covered on PostgreSQL (row triggers do not fire for it): revoking TRUNCATE from
+the application's role is the deployment-level guard.
 Used from migrations: ``for sql in append_only_ddl(dialect, "audit_events"): op.execute(sql)``.
 """
 
