@@ -22,6 +22,7 @@ from aicloud.adapters.providers.local.provider import LocalProvider
 from aicloud.platform import audit, billing
 from aicloud.products import gpuaas
 from aicloud.runtime.adapters import gpu_inventory
+from aicloud.runtime.metrics import metrics_collector
 from aicloud.runtime.products import declare_product_meters
 from aicloud.shared.clock import Clock
 from aicloud.shared.config import ConfigError, Settings
@@ -71,27 +72,31 @@ def node_report(settings: Settings, name: str | None = None) -> gpuaas.NodeRepor
 
 def build_agent(settings: Settings, db: Database, clock: Clock,
                 provider: ComputeProvider | None = None,
-                node_name: str | None = None) -> gpuaas.NodeAgent:
+                node_name: str | None = None, *, collect_metrics: bool = True) -> gpuaas.NodeAgent:
     """This host's node agent working on the database directly (tests; the control plane's
     own processes). A remote host's agent uses its link instead (``runtime/node_agent.py``)."""
     return agent_over(settings, gpuaas.DbNodeStore(db, clock=clock), clock, provider=provider,
-                      node_name=node_name)
+                      node_name=node_name, collect_metrics=collect_metrics)
 
 
 def agent_over(settings: Settings, store: gpuaas.NodeStore, clock: Clock, *,
                provider: ComputeProvider | None = None,
-               node_name: str | None = None) -> gpuaas.NodeAgent:
+               node_name: str | None = None, collect_metrics: bool = True) -> gpuaas.NodeAgent:
     """A node agent on ``store``. It heartbeats three times per node timeout (and at least
     once per usage window, which the heartbeat reports); its leases last one node timeout,
-    so a SIGKILLed agent's instances are taken over by the next agent within that time."""
+    so a SIGKILLed agent's instances are taken over by the next agent within that time.
+    Each heartbeat carries the metrics of this host's GPUs and workloads (NVML, or the
+    simulation of the profile's simulated GPUs) unless ``collect_metrics`` is False."""
     timeout = settings.node_heartbeat_timeout_seconds
     meter = settings.usage_report_interval_seconds
+    provider = provider or compute_provider(settings)
     return gpuaas.NodeAgent(
-        store=store, provider=provider or compute_provider(settings),
+        store=store, provider=provider,
         report=lambda: node_report(settings, node_name), clock=clock,
         meter_interval=timedelta(seconds=meter),
         heartbeat_interval=timedelta(seconds=min(max(1.0, timeout / 3), meter)),
-        lease_ttl=timedelta(seconds=max(timeout, 3.0)))
+        lease_ttl=timedelta(seconds=max(timeout, 3.0)),
+        metrics=metrics_collector(settings, provider, clock) if collect_metrics else None)
 
 
 def agent_controllers(settings: Settings, agent: gpuaas.NodeAgent) -> list[Controller]:

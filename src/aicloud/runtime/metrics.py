@@ -41,10 +41,14 @@ def gpu_metrics_source(settings: Settings) -> GpuMetricsSource | None:
     return None
 
 
-def metrics_collector(settings: Settings, provider: ComputeProvider) -> MetricsCollecting:
-    """What the node agent's heartbeat calls: ``collect(workloads) -> samples``."""
-    return MetricsCollector(gpu_metrics_source(settings),
-                            provider if isinstance(provider, SupportsUsage) else None)
+def metrics_collector(settings: Settings, provider: ComputeProvider,
+                      clock: Clock | None = None) -> MetricsCollecting:
+    """What the node agent's heartbeat calls: ``collect(workloads) -> samples``. Samples are
+    stamped with ``clock`` (the agent's; the system clock by default)."""
+    usage = provider if isinstance(provider, SupportsUsage) else None
+    if clock is None:
+        return MetricsCollector(gpu_metrics_source(settings), usage)
+    return MetricsCollector(gpu_metrics_source(settings), usage, wall=clock.now)
 
 
 def controllers(settings: Settings, db: Database, clock: Clock) -> list[Controller]:

@@ -16,7 +16,6 @@ from aicloud.adapters.providers.local.provider import LocalProvider
 from aicloud.platform import iam, policy
 from aicloud.platform.audit.models import AuditEventModel
 from aicloud.products import gpuaas
-from aicloud.products.gpuaas.models import InstanceModel
 from aicloud.shared import events
 from aicloud.shared.db import Database
 from aicloud.shared.errors import NotFound
@@ -63,10 +62,15 @@ def test_idle_instance_is_warned_then_stopped_and_later_deleted(db: Database,
     try:
         report = gpuaas.NodeReport(name="n1", inventory_source="static", simulated=True,
                                    gpus=h100s(8))
+        # The agent's heartbeat carries its collector's samples, as in production; the
+        # collector's clocks are the test's.
+        collector = MetricsCollector(
+            SimulatedGpuMetrics([SimulatedGpu(g.index, "H100", 80, g.uuid) for g in h100s(8)]),
+            provider, monotonic=lambda: w.clock.now().timestamp(), wall=w.clock.now)
         agent = gpuaas.NodeAgent(store=gpuaas.DbNodeStore(db, clock=w.clock), provider=provider,
-                                 report=lambda: report, clock=w.clock,
-                                 stop_grace_seconds=1)
-        node_id = agent.heartbeat()
+                                 report=lambda: report, clock=w.clock, stop_grace_seconds=1,
+                                 metrics=collector)
+        agent.heartbeat()
         idle = w.launch("idle")  # the shell template: waits for a terminal, computes nothing
         w.user_id = bob.id
         spared = w.launch("spared")
@@ -74,22 +78,13 @@ def test_idle_instance_is_warned_then_stopped_and_later_deleted(db: Database,
         w.schedule()
         agent.reconcile_once()
         assert {w.get(idle.id).state, w.get(spared.id).state} == {"running"}
+        agent.reconcile_once()  # the pass that reads them running: what metrics cover
         rule = _set_policy(w)
-        collector = MetricsCollector(
-            SimulatedGpuMetrics([SimulatedGpu(g.index, "H100", 80, g.uuid) for g in h100s(8)]),
-            provider, monotonic=lambda: w.clock.now().timestamp(), wall=w.clock.now)
         enforcer = gpuaas.IdlePolicyEnforcer(db, clock=w.clock)
         warned_at = stopped_at = None
         for minute in range(1, 40):
             w.clock.advance(60)
-            with db.read_transaction() as s:
-                rows = list(s.scalars(select(InstanceModel).where(
-                    InstanceModel.node_id == node_id, InstanceModel.state == "running")))
-            samples = json.loads(json.dumps(collector.collect(
-                gpuaas.metrics_workloads(rows, provider.name))))
-            with db.transaction() as s:
-                assert gpuaas.record_node_metrics(s, node_id, samples,
-                                                  now=w.clock.now()).dropped == 0
+            agent.heartbeat()
             enforcer.run_once()
             agent.reconcile_once()
             with db.read_transaction() as s:

@@ -21,6 +21,7 @@ from aicloud.adapters.providers.base import WorkloadHandle
 from aicloud.adapters.providers.local.provider import LocalProvider
 from aicloud.platform import audit
 from aicloud.products import gpuaas
+from aicloud.products.gpuaas import node_wire
 from aicloud.runtime import AppContext, build_context, node_agent
 from aicloud.shared.clock import FakeClock
 from aicloud.shared.db import Database
@@ -290,3 +291,87 @@ def test_revoked_unauthenticated_garbage_and_oversized_links_are_refused(
     finally:
         a.linked.link.stop()
     del w
+
+
+def _admin_http(ctx: AppContext, server: LiveServer) -> httpx.Client:
+    from aicloud.platform import iam
+
+    with ctx.db.transaction() as s:
+        iam.bootstrap_admin(s, email="root@example.org", password="correct horse battery")
+    http = httpx.Client(base_url=server.url, timeout=10)
+    token = http.post("/auth/login", json={"email": "root@example.org",
+                                           "password": "correct horse battery"}).json()["token"]
+    http.headers["Authorization"] = f"Bearer {token}"
+    return http
+
+
+def _points(http: httpx.Client, instance_id: str) -> dict[tuple[str, int | None], int]:
+    resp = http.get(f"/instances/{instance_id}/metrics")
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    return {(s["metric"], s["gpu"]): sum(p["count"] for p in s["points"])
+            for s in body["series"]} | ({("simulated", None): 1} if body["simulated"] else {})
+
+
+def test_heartbeats_carry_metrics_of_the_nodes_own_instances_only(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The agent's collector (the simulated GPUs of the dev profile, the local provider's CPU
+    and memory) reports through the link's heartbeat; the tenant's series show it, marked
+    simulated. Samples another node forges about this instance are dropped, and a report
+    the control plane refuses as a whole still renews the leases of the heartbeat."""
+    w, ctx, server = world
+    a = _join(ctx, server, tmp_path, "node-a")
+    b = _join(ctx, server, tmp_path, "node-b")
+    http = _admin_http(ctx, server)
+    try:
+        assert a.agent.metrics is not None  # the composition root gave it a collector
+        a.agent.heartbeat()
+        b.agent.heartbeat()
+        inst = w.launch("busy", command=["python3", "-c", "while True: pass"])
+        w.schedule()
+        owner, other = (a, b) if w.get(inst.id).node_id == a.linked.credentials.node_id \
+            else (b, a)
+        _until(lambda: owner.agent.reconcile_once() >= 0 and w.get(inst.id).state == "running")
+        assert _points(http, inst.id) == {}
+        owner.agent.reconcile_once()  # the pass that reads it running
+        owner.agent.heartbeat()
+        time.sleep(0.3)
+        owner.agent.heartbeat()  # CPU is a rate: it needs two readings
+        got = _points(http, inst.id)
+        gpu = (w.get(inst.id).gpu_indices or [None])[0]
+        assert got[("simulated", None)] == 1
+        assert got[("gpu_utilization_pct", gpu)] == 2 and got[("cpu_cores", None)] == 1, got
+        assert got[("memory_bytes", None)] == 2, got
+
+        # The other node forges a sample about this instance: dropped, nothing recorded.
+        at = datetime.now(UTC).isoformat()
+        forged = {"resource_id": inst.id, "at": at, "cpu_cores": 64.0, "memory_bytes": 1,
+                  "gpus": [{"index": 0, "uuid": None, "source": "simulated",
+                            "utilization_pct": 0.0, "memory_used_bytes": 0,
+                            "memory_total_bytes": 80 * 2**30, "power_watts": 1.0,
+                            "temperature_c": 20.0}]}
+        beat = other.linked.link.call("node.heartbeat", {
+            "report": gpuaas.report_out(_report("x")), "held": [], "ttl_seconds": 30,
+            "now": at, "meter_before": at, "samples": [forged]})
+        assert beat["metrics"]["values"] == 0 and beat["metrics"]["dropped"] == 1, beat
+        assert "not one this node runs" in beat["metrics"]["problems"][0]
+        assert _points(http, inst.id) == got
+
+        # A report refused as a whole (not a list of samples, or a sample that is not an
+        # object) costs the heartbeat nothing: the lease is renewed, the node refreshed.
+        lease = owner.agent._held[inst.id]
+        for samples in ("junk", [42]):
+            beat = owner.linked.link.call("node.heartbeat", {
+                "report": gpuaas.report_out(_report("x")), "held": [node_wire.lease_out(lease)],
+                "ttl_seconds": 30, "now": datetime.now(UTC).isoformat(),
+                "meter_before": at, "samples": samples})
+            assert [x["id"] for x in beat["kept"]] == [inst.id], beat
+            assert beat["metrics"]["values"] == 0
+        assert _points(http, inst.id) == got
+        w.stop(inst.id)
+        _until(lambda: owner.agent.reconcile_once() >= 0 and w.get(inst.id).state == "stopped")
+    finally:
+        http.close()
+        a.linked.link.stop()
+        b.linked.link.stop()
+        _kill_workloads(a.root)
+        _kill_workloads(b.root)

@@ -21,8 +21,9 @@ interval, whatever the number of its instances. The agent leases each instance o
 once, when it first sees it, and keeps the lease until the instance ends (the end clears it
 in the same transaction). The heartbeat renews all of its leases with one UPDATE, in the
 transaction that refreshes the node, and reports in that same transaction the usage windows
-that would otherwise outgrow ``meter_interval`` before the next heartbeat. The reconcile
-pass (every 0.5 s) only reads: the node's instances (a read transaction) and, for the
+that would otherwise outgrow ``meter_interval`` before the next heartbeat, and the metrics
+samples of the running workloads (in a savepoint: a refused report never fails the beat).
+The reconcile pass (every 0.5 s) only reads: the node's instances (a read transaction) and, for the
 running ones, the provider's status (in memory, no write). It writes when an instance needs
 something: a new one to claim, a step to take, an end to record.
 
@@ -56,6 +57,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from aicloud.adapters.metrics.base import MetricsCollecting, Sample
 from aicloud.adapters.providers.base import (
     SERVING_KINDS,
     ComputeProvider,
@@ -81,6 +83,7 @@ from aicloud.products.gpuaas.node_store import (
     WorkItem,
 )
 from aicloud.products.gpuaas.nodes import NodeReport
+from aicloud.products.gpuaas.telemetry import metrics_workloads
 from aicloud.shared import leases
 from aicloud.shared.clock import Clock, SystemClock
 from aicloud.shared.controllers import Backoff
@@ -119,6 +122,9 @@ class NodeAgent:
     provision_timeout: timedelta = timedelta(minutes=10)
     jitter: random.Random = field(default_factory=random.Random)
     node_id: str | None = None
+    # Reads the running workloads' GPU, CPU and memory figures for each heartbeat (built by
+    # the composition root from this host's GPU source and provider); None: no metrics.
+    metrics: MetricsCollecting | None = None
 
     def __post_init__(self) -> None:
         self.owner = leases.lease_owner_name("gpuaas-agent")
@@ -127,25 +133,47 @@ class NodeAgent:
         self._held: dict[str, leases.Lease] = {}
         self._lock = threading.Lock()
         self._retries: dict[str, _Retry] = {}
+        # The running instances as the last reconcile pass read them (what metrics are
+        # collected for; a heartbeat before any pass sends none).
+        self._running: list[WorkItem] = []
 
     # --- node ----------------------------------------------------------------------------
 
     def heartbeat(self) -> str:
         """Register or refresh this node with its current inventory and GPU health, renew
-        every lease of this agent and report the usage windows falling due before the next
-        heartbeat, all in one store operation; then kill what runs here without a reason
-        (which makes a node that was down ready again)."""
+        every lease of this agent, report the usage windows falling due before the next
+        heartbeat and the metrics of its running workloads, all in one store operation; then
+        kill what runs here without a reason (which makes a node that was down ready
+        again)."""
         report = self.report()
+        samples = self._collect_metrics()
         now = self.clock.now()
         with self._lock:
             held = list(self._held.values())
         beat = self.store.heartbeat(
             report, held, ttl=self.lease_ttl, now=now,
-            meter_before=now + self.heartbeat_interval - self.meter_interval)
+            meter_before=now + self.heartbeat_interval - self.meter_interval, samples=samples)
         self.node_id = beat.node_id
+        if beat.metrics_dropped:
+            log.info("metrics: %d recorded, %d dropped by the control plane: %s",
+                     beat.metric_values, beat.metrics_dropped,
+                     "; ".join(beat.metrics_problems[:3]))
         self._renewed(held, list(beat.kept))
         self.kill_leftovers()
         return self.node_id
+
+    def _collect_metrics(self) -> list[Sample]:
+        """This node's samples for the heartbeat (its running instances, its free GPUs);
+        none when collecting fails: metrics never cost the node its heartbeat."""
+        if self.metrics is None:
+            return []
+        with self._lock:
+            running = [inst for inst in self._running if inst.id in self._held]
+        try:
+            return self.metrics.collect(metrics_workloads(running, self.provider.name))
+        except Exception:
+            log.exception("cannot collect metrics; the heartbeat goes without them")
+            return []
 
     def _renewed(self, sent: list[leases.Lease], kept: list[leases.Lease]) -> None:
         renewed = {lease.row_id: lease for lease in kept}
@@ -228,6 +256,8 @@ class NodeAgent:
         now = self.clock.now()
         rows = self.store.work()
         self._forget_gone(rows)
+        with self._lock:
+            self._running = [inst for inst in rows if inst.state == S.RUNNING.value]
         acted = self._claim_free(rows, now)
         for inst in rows:
             with self._lock:

@@ -5,6 +5,9 @@ Built per link from the identity its credential proved; every op runs through a
 in a message read as absent. Times the agent sends (its clock) are never taken beyond the
 control plane's own now: a node whose clock runs ahead cannot meter the future.
 
+The heartbeat carries the node's metrics samples (``samples``); they are recorded for the
+node of the credential, never one a message names, and only about instances placed on it.
+
 Ops (JSON args, see ``node_wire.py``): ``node.heartbeat``, ``node.work``, ``node.claim``,
 ``node.release``, ``node.step``, ``node.leftovers``, ``node.record_kills``,
 ``node.reconciled``. A malformed message is a ``bad-request`` error (nothing written);
@@ -14,6 +17,7 @@ errors of the control plane are answered with their problem code.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,6 +40,7 @@ from aicloud.shared.clock import Clock
 from aicloud.shared.db import Database
 from aicloud.shared.errors import AppError
 
+log = logging.getLogger(__name__)
 MAX_TTL = timedelta(minutes=10)
 
 
@@ -80,8 +85,15 @@ class NodeGateway:
     def _heartbeat(self, args: dict[str, Any]) -> Any:
         now = self._not_after_now(wire.parse_dt(args["now"]))
         before = self._not_after_now(wire.parse_dt(args["meter_before"]))
+        samples = args.get("samples", [])  # absent: an agent that predates metrics
+        if not isinstance(samples, list):
+            # Refused alone: a bad metrics report never costs the node its heartbeat.
+            log.warning("node %s: 'samples' is not a list; metrics dropped",
+                        self.identity.node_id)
+            samples = []
         beat = self.store.heartbeat(wire.report_in(args["report"]), wire.leases_in(args["held"]),
-                                    ttl=self._ttl(args), now=now, meter_before=before)
+                                    ttl=self._ttl(args), now=now, meter_before=before,
+                                    samples=samples)
         return wire.beat_out(beat)
 
     def _work(self, args: dict[str, Any]) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -51,11 +51,12 @@ class LinkNodeStore:
             self._work = None
 
     def heartbeat(self, report: NodeReport, held: list[Lease], *, ttl: timedelta,
-                  now: datetime, meter_before: datetime) -> Beat:
+                  now: datetime, meter_before: datetime,
+                  samples: Sequence[dict[str, Any]] = ()) -> Beat:
         out = self._call("node.heartbeat", {
             "report": wire.report_out(report), "held": [wire.lease_out(x) for x in held],
             "ttl_seconds": ttl.total_seconds(), "now": wire.dt(now),
-            "meter_before": wire.dt(meter_before)})
+            "meter_before": wire.dt(meter_before), "samples": list(samples)})
         return wire.beat_in(out)
 
     def work(self) -> list[WorkItem]:

@@ -16,24 +16,26 @@ heartbeat and is bound to it from then on.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from aicloud.platform import audit
+from aicloud.platform import audit, metrics
 from aicloud.products.gpuaas.instances import switch_instance_status
 from aicloud.products.gpuaas.lifecycle import ON_NODE_STATES, IllegalTransition, InstanceState
 from aicloud.products.gpuaas.metering import meter_instance
 from aicloud.products.gpuaas.models import InstanceModel, NodeModel
 from aicloud.products.gpuaas.nodes import NodeReport, node_reconciled, register_node
 from aicloud.products.gpuaas.placement import NodeState
+from aicloud.products.gpuaas.telemetry import record_node_metrics
 from aicloud.shared import leases
 from aicloud.shared.clock import Clock, SystemClock
 from aicloud.shared.db import Database
-from aicloud.shared.errors import NotFound
+from aicloud.shared.errors import AppError, NotFound
 
 log = logging.getLogger(__name__)
 S = InstanceState
@@ -116,6 +118,11 @@ class Beat:
     node_id: str
     kept: tuple[leases.Lease, ...]
     metered: int
+    # The metrics samples sent with the beat: values recorded, values or samples dropped
+    # (another node's instance, out of range, too old) and the first few reasons.
+    metric_values: int = 0
+    metrics_dropped: int = 0
+    metrics_problems: tuple[str, ...] = ()
 
 
 # What the agent does with a workload its provider runs (see NodeAgent.kill_leftovers).
@@ -132,9 +139,12 @@ class NodeStore(Protocol):
     """The control plane as one node's agent sees it."""
 
     def heartbeat(self, report: NodeReport, held: list[leases.Lease], *, ttl: timedelta,
-                  now: datetime, meter_before: datetime) -> Beat:
-        """Refresh the node (inventory, GPU health), renew the held leases and report the
-        usage of its running instances last metered before ``meter_before`` up to ``now``."""
+                  now: datetime, meter_before: datetime,
+                  samples: Sequence[dict[str, Any]] = ()) -> Beat:
+        """Refresh the node (inventory, GPU health), renew the held leases, report the
+        usage of its running instances last metered before ``meter_before`` up to ``now``
+        and record the metrics ``samples`` (the collector's, JSON-ready) of this node; a
+        sample the control plane refuses is dropped, never a failed heartbeat."""
         ...
 
     def work(self) -> list[WorkItem]:
@@ -176,7 +186,8 @@ class DbNodeStore:
         return self.node_id
 
     def heartbeat(self, report: NodeReport, held: list[leases.Lease], *, ttl: timedelta,
-                  now: datetime, meter_before: datetime) -> Beat:
+                  now: datetime, meter_before: datetime,
+                  samples: Sequence[dict[str, Any]] = ()) -> Beat:
         with self.db.transaction() as session:
             node = register_node(session, report, actor=self.actor, now=now,
                                  node_id=self.node_id)
@@ -184,7 +195,29 @@ class DbNodeStore:
             kept = leases.heartbeat(session, InstanceModel, self._own(session, held), ttl=ttl,
                                     clock=self.clock)
             metered = self._meter_due(session, kept, now, meter_before)
-        return Beat(node_id=node.id, kept=tuple(kept), metered=metered)
+            recorded = self._record_metrics(session, node.id, samples)
+        return Beat(node_id=node.id, kept=tuple(kept), metered=metered,
+                    metric_values=recorded.values, metrics_dropped=recorded.dropped,
+                    metrics_problems=tuple(recorded.problems))
+
+    def _record_metrics(self, session: Session, node_id: str,
+                        samples: Sequence[dict[str, Any]]) -> metrics.RecordResult:
+        """In the heartbeat's transaction (still one write transaction per beat) but in a
+        savepoint, last: a report that fails (refused as a whole, a lock conflict with
+        retention, a bug) rolls back alone, and the node's refresh, the lease renewals and
+        the usage windows above still commit. The node id is the store's (the credential's),
+        and the time is the control plane's: an agent's clock decides nothing."""
+        if not samples:
+            return metrics.RecordResult()
+        try:
+            with session.begin_nested():
+                return record_node_metrics(session, node_id, samples, now=self.clock.now())
+        except Exception as exc:
+            log.warning("node %s: metrics report dropped: %s", node_id, exc,
+                        exc_info=not isinstance(exc, AppError))
+            out = metrics.RecordResult()
+            out.refuse(f"report dropped: {str(exc)[:200]}", len(samples))
+            return out
 
     def _own(self, session: Session, held: list[leases.Lease]) -> list[leases.Lease]:
         """The leases among ``held`` on this node's instances (others are dropped unread)."""

@@ -112,12 +112,18 @@ def leases_in(data: Any) -> list[Lease]:
 
 def beat_out(beat: Beat) -> dict[str, Any]:
     return {"node_id": beat.node_id, "kept": [lease_out(x) for x in beat.kept],
-            "metered": beat.metered}
+            "metered": beat.metered, "metrics": {
+                "values": beat.metric_values, "dropped": beat.metrics_dropped,
+                "problems": list(beat.metrics_problems)}}
 
 
 def beat_in(data: dict[str, Any]) -> Beat:
+    # A control plane that predates metrics answers without them.
+    m = data.get("metrics") or {}
     return Beat(node_id=string(data["node_id"], limit=64), kept=tuple(leases_in(data["kept"])),
-                metered=int(data["metered"]))
+                metered=int(data["metered"]), metric_values=int(m.get("values", 0)),
+                metrics_dropped=int(m.get("dropped", 0)),
+                metrics_problems=tuple(str(p) for p in m.get("problems", ())))
 
 
 def item_out(w: WorkItem) -> dict[str, Any]:
