@@ -184,6 +184,36 @@ def org_wallet(session: Session, org_id: str, currency: str) -> AccountModel:
         owner_id=org_id, scope_path=f"/{org_id}", purpose="wallet", enforce_floor=True)
 
 
+def charge_accounts(session: Session, wallets: Iterable[tuple[str, str]],
+                    ) -> tuple[dict[tuple[str, str], str], dict[str, str]]:
+    """The account ids that charges to these (organization, currency) wallets move money
+    between: the wallets, and the platform's revenue account of each currency. Made where
+    missing (as org_wallet and platform_account make them); one query when they all exist,
+    as for every batch of usage but an organization's first."""
+    pairs = set(wallets)
+    currencies = {currency for _, currency in pairs}
+    found: dict[tuple[str, str], str] = {}
+    revenue: dict[str, str] = {}
+    if pairs:
+        A = AccountModel
+        for account_id, owner_type, owner_id, currency in session.connection().execute(
+                select(A.id, A.owner_type, A.owner_id, A.currency).where(or_(
+                    and_(A.owner_type == "organization", bulk.in_values(A.owner_id, "orgs"),
+                         A.purpose == "wallet"),
+                    and_(A.owner_type == "platform", A.owner_id == "platform",
+                         A.purpose == "revenue"))),
+                {"orgs": sorted({org for org, _ in pairs})}):
+            if owner_type == "platform" and currency in currencies:
+                revenue[currency] = account_id
+            elif (owner_id, currency) in pairs:
+                found[owner_id, currency] = account_id
+        for org_id, currency in sorted(pairs - found.keys()):
+            found[org_id, currency] = org_wallet(session, org_id, currency).id
+        for currency in sorted(currencies - revenue.keys()):
+            revenue[currency] = platform_account(session, "revenue", currency).id
+    return found, revenue
+
+
 def find_wallet(session: Session, org_id: str, currency: str) -> AccountModel | None:
     return _find_account(session, "organization", org_id, "wallet", currency)
 

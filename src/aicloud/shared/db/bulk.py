@@ -20,9 +20,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Table, bindparam
+from sqlalchemy import Connection, String, Table, bindparam
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql.expression import BinaryExpression
 
 Columns = Mapping[str, Sequence[Any]]
 _Processor = Callable[[Any], Any] | None
@@ -33,12 +36,13 @@ def _columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
 
 
 def _processed(processor: _Processor, values: Sequence[Any]) -> Sequence[Any]:
-    """Values as the driver takes them. Processed columns are dates and booleans: few
-    distinct values per batch, so each distinct value is converted once."""
-    if processor is None:
+    """Values as the driver takes them. A column with one value for every row (a batch's
+    time stamps, states) is converted once."""
+    if processor is None or not values:
         return values
-    memo: dict[Any, Any] = {}
-    return [memo[v] if v in memo else memo.setdefault(v, processor(v)) for v in values]
+    if values.count(values[0]) == len(values):
+        return [processor(values[0])] * len(values)
+    return list(map(processor, values))
 
 
 class _Plan:
@@ -222,10 +226,39 @@ def update_columns(conn: Connection, table: Table, key: str, columns: Columns,
         _sqlite_executemany(conn, plan, names, values)
 
 
+class _InValues(BinaryExpression[bool]):
+    """``column IN (<list bound at execution>)``, spelled per database (see in_values). Its
+    cache key is the expanding IN's it is built from, which fixes its SQL on each database."""
+
+    inherit_cache = True
+
+
 def in_values(column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
     """``column IN (...)`` for a list bound under ``name`` at execution time.
 
-    An expanding IN list, not ``= ANY(:array)``: PostgreSQL plans the array form without
-    knowing its size and, on a young table, picks a sequential scan that grows with it.
+    On PostgreSQL ``column IN (SELECT unnest(<one array parameter>))``: one parameter keeps
+    the statement the same whatever the list's length (an IN list of 500 placeholders cost
+    SQLAlchemy and psycopg more to render and parse, every time, than the query did), and the
+    planner still looks each element up through the column's index, even on statistics of a
+    table much smaller than now; ``= ANY(:array)`` then picks a sequential scan. Elsewhere an
+    expanding IN list.
     """
-    return column.in_(bindparam(name, expanding=True))
+    expr = column.in_(bindparam(name, expanding=True))
+    return _InValues(expr.left, expr.right, expr.operator, type_=expr.type,  # type: ignore[attr-defined]
+                     negate=expr.negate, modifiers=expr.modifiers)  # type: ignore[attr-defined]
+
+
+@compiles(_InValues)
+def _in_values_default(element: _InValues, compiler: Any, **kw: Any) -> str:
+    return compiler.visit_binary(element, **kw)  # type: ignore[no-any-return]
+
+
+@compiles(_InValues, "postgresql")
+def _in_values_postgresql(element: _InValues, compiler: Any, **kw: Any) -> str:
+    column, bound = element.left, element.right
+    # The element type without a length: a cast to VARCHAR(n)[] would silently truncate a
+    # longer value, which could then equal a stored one.
+    item = String() if isinstance(column.type, String) else column.type
+    array = bindparam(bound.key, type_=postgresql.ARRAY(item))  # type: ignore[attr-defined]
+    return (f"{compiler.process(column, **kw)} IN "
+            f"(SELECT unnest({compiler.process(array, **kw)}))")
