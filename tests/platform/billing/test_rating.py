@@ -336,7 +336,7 @@ def test_a_replayed_batch_is_stored_and_charged_once(db: Database, at_ingestion:
     assert_ledger_clean(db)
 
 
-@pytest.mark.parametrize("failing", ["decide", "post_transfers", "evaluate_budgets"])
+@pytest.mark.parametrize("failing", ["decide", "post_transfer_columns", "evaluate_budgets"])
 def test_usage_whose_rating_fails_at_ingestion_is_stored_waiting(
         db: Database, monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
     """Rating at ingestion fails at any step (here after a failed statement, which on

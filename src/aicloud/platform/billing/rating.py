@@ -27,13 +27,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, literal_column, select, text, update
+from sqlalchemy import ColumnElement, Select, func, literal_column, select, text, update
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit
 from aicloud.platform.billing.budgets import evaluate_budgets
 from aicloud.platform.billing.catalog import PriceBook, ResolvedPrice
-from aicloud.platform.billing.ledger import TransferSpec, charge_accounts, post_transfers
+from aicloud.platform.billing.ledger import charge_accounts, post_transfer_columns
 from aicloud.platform.billing.models import (
     RATED,
     UNPRICED,
@@ -46,7 +46,7 @@ from aicloud.platform.billing.schemas import RateResult
 from aicloud.shared.clock import utcnow
 from aicloud.shared.db import bulk
 from aicloud.shared.errors import AppError
-from aicloud.shared.ids import int64_key, new_id
+from aicloud.shared.ids import int64_key, new_ids
 
 log = logging.getLogger(__name__)
 
@@ -102,23 +102,31 @@ def lock_resources(session: Session, resource_ids: set[str]) -> None:
         "ORDER BY n) AS ordered"), {"keys": keys})
 
 
-def _load_streams(session: Session, keys: set[StreamKey]) -> dict[StreamKey, dict]:  # type: ignore[type-arg]
+def _streams_statement() -> Select[Any]:
     S = RatingStreamModel
+    return select(S.resource_id, S.meter, S.dimension_value, S.price_id, S.discount_bp, S.id,
+                  S.quantity, S.charged).where(bulk.in_values(S.resource_id, "r"))
+
+
+# Built once: a batch reads its streams with it, and building it cost more than running it.
+_STREAMS = _streams_statement()
+_RESOURCES_PER_READ = 5000  # within SQLite's limit of bound parameters
+
+
+def _load_streams(session: Session, keys: set[StreamKey]) -> dict[StreamKey, dict]:  # type: ignore[type-arg]
     found: dict[StreamKey, dict] = {}  # type: ignore[type-arg]
     resources = sorted({k[0] for k in keys})
-    for i in range(0, len(resources), 500):
-        for row in session.connection().execute(select(
-                S.id, S.resource_id, S.meter, S.dimension_value, S.price_id, S.discount_bp,
-                S.quantity, S.charged).where(
-                bulk.in_values(S.resource_id, "r")),
-                {"r": resources[i:i + 500]}):
-            key = (row.resource_id, row.meter, row.dimension_value, row.price_id,
-                   row.discount_bp)
+    conn = session.connection()
+    for i in range(0, len(resources), _RESOURCES_PER_READ):
+        for resource, meter, dimension, price, discount, stream_id, quantity, charged in \
+                conn.execute(_STREAMS, {"r": resources[i:i + _RESOURCES_PER_READ]}):
+            key = (resource, meter, dimension, price, discount)
             if key in keys:
-                found[key] = {"id": row.id, "quantity": row.quantity, "charged": row.charged,
+                found[key] = {"id": stream_id, "quantity": quantity, "charged": charged,
                               "new": False}
-    for key in keys - found.keys():
-        found[key] = {"id": new_id("strm"), "quantity": 0, "charged": 0, "new": True}
+    missing = keys - found.keys()
+    for key, stream_id in zip(missing, new_ids("strm", len(missing)), strict=True):
+        found[key] = {"id": stream_id, "quantity": 0, "charged": 0, "new": True}
     return found
 
 
@@ -198,14 +206,22 @@ def post(session: Session, rating: Rating, now: datetime) -> int:
     conn = session.connection()
     bulk.insert_rows(conn, RatingStreamModel.__table__, new_streams)
     bulk.update_rows(conn, RatingStreamModel.__table__, "id", old_streams)
-    wallets, revenue = charge_accounts(session, {(c[1], c[4]) for c in rating.charges})
-    specs = [TransferSpec(wallets[org_id, currency], revenue[currency], amount, currency,
-                          f"usage:{usage_id}", "usage", usage_id, None, "usage", usage_id)
-             for usage_id, org_id, _, amount, currency in rating.charges]
+    n = len(rating.charges)
+    if not n:
+        return 0
+    usage_ids, orgs, _, amounts, currencies = map(list, zip(*rating.charges, strict=True))
+    wallets, revenue = charge_accounts(session, set(zip(orgs, currencies, strict=True)))
     # Rating charges always post: the usage already happened. Admission (holds, budgets)
     # is where spending is stopped, not here.
-    post_transfers(session, specs, enforce_floor=False, check_replays=False, now=now)
-    return len(specs)
+    post_transfer_columns(session, {
+        "debit_account_id": [wallets[p] for p in zip(orgs, currencies, strict=True)],
+        "credit_account_id": [revenue[c] for c in currencies], "amount": amounts,
+        "currency": currencies, "idempotency_key": [f"usage:{u}" for u in usage_ids],
+        "reason": ["usage"] * n, "usage_id": usage_ids, "hold_id": [None] * n,
+        "cause_type": ["usage"] * n, "cause_id": usage_ids,
+        "reverses_transfer_id": [None] * n, "metadata_json": [None] * n},
+        enforce_floor=False, check_replays=False, now=now)
+    return n
 
 
 def judge_budgets(session: Session, rating: Rating, now: datetime) -> None:
