@@ -5,8 +5,9 @@ Two callers share one procedure (``lock_resources``, ``decide``, then ``post`` a
 - ingestion rates a batch as it stores it (usage.ingest_usage): the records are inserted
   already rated, in the transaction that posts their charges, so a record is written once;
 - the rater controller (``rate_batch``) rates what waits: records stored unrated (ingestion
-  asked not to rate, or its rating failed) and unpriced records requeued after a price was
-  added, claiming them a batch per transaction.
+  asked not to rate, its rating failed, or the batch touched more resources than one
+  transaction locks) and unpriced records requeued after a price was added, claiming them a
+  batch per transaction.
 
 Safe to run in several processes and to kill at any instant:
 - one transaction holds the charges, the stream totals, the balance cache, the budget alerts
