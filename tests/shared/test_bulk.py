@@ -168,3 +168,22 @@ def test_utc_datetime_sqlite_text_is_sqlalchemys_own_format() -> None:
     assert ours_in(None) is None and ours_out(None) is None
     with pytest.raises(ValueError, match="naive"):
         ours_in(datetime(2026, 1, 1))
+
+
+def test_in_values_matches_exactly_whatever_the_list(db: Database) -> None:
+    """One array parameter on PostgreSQL, an expanding list elsewhere: the same rows either
+    way, for an empty list, integers, and a value longer than the column (not truncated into
+    a match)."""
+    t = _edge_table(db)
+    rows = _edge_rows(6)
+    with db.engine.begin() as c:
+        bulk.insert_rows(c, t, [{**rows[0], "k": "x" * 40}, *rows[1:]])
+        by_key = sa.select(t.c.seq).where(bulk.in_values(t.c.k, "ks")).order_by(t.c.seq)
+        assert c.scalars(by_key, {"ks": []}).all() == []
+        assert len(c.scalars(by_key, {"ks": ["k1", "k2", "k2", "ünïcødé"]}).all()) == 2
+        assert c.scalars(by_key, {"ks": ["x" * 41]}).all() == []
+        assert len(c.scalars(by_key, {"ks": ["x" * 40]}).all()) == 1
+        by_small = sa.select(t.c.k).where(bulk.in_values(t.c.small, "ns")).order_by(t.c.k)
+        assert c.scalars(by_small, {"ns": [3, 4, 99]}).all() == ["k3", "k4"]
+    with db.engine.begin() as c:
+        t.drop(c)

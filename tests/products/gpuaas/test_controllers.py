@@ -79,9 +79,7 @@ def test_budget_with_stop_action_stops_the_scope_and_says_why(db: Database,
         billing.create_budget(s, actor=ADMIN, spec=billing.BudgetCreate(
             scope_path=w.scope_path, amount=50_000, currency="USD", action="stop_workloads"))
     w.clock.advance(60)
-    # 60 s x 988 micro-USD/s = 59,280 per instance: the first instance's usage, rated as it
-    # is ingested, exhausts the 50,000 budget; the second's adds to it.
-    agent.heartbeat()
+    agent.heartbeat()  # 60 s x 2 instances x 988 micro-USD/s = 118,560 > 50,000
     billing.rate_until_idle(db, clock=w.clock)
     with db.transaction() as s:
         billing.evaluate_budgets(s, now=w.clock.now())
@@ -93,7 +91,7 @@ def test_budget_with_stop_action_stops_the_scope_and_says_why(db: Database,
         got = w.get(i)
         assert got.state == "stopped"
         assert got.stop_reason is not None and "exhausted" in got.stop_reason
-        assert "spent 59280 of 50000 micro-USD" in got.state_reason
+        assert "spent 118560 of 50000 micro-USD" in got.state_reason
 
 
 def test_an_exhausted_wallet_stops_the_orgs_instances(db: Database, tmp_path: Path) -> None:
