@@ -1,7 +1,8 @@
 """Ledger posting throughput against a raw INSERT of the same rows into a plain table.
 
-Both sides write with the same set-based multi-row INSERT (shared.db.bulk), so the ratio is
-the cost of the ledger itself: validation, locks, unique keys, indexes, the balance cache.
+Both sides write with the same set-based writer (shared.db.bulk: binary COPY on PostgreSQL,
+executemany on SQLite), so the ratio is the cost of the ledger itself: validation, locks,
+unique keys, indexes, the balance cache.
 """
 
 from __future__ import annotations

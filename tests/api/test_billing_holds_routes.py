@@ -320,7 +320,9 @@ def test_a_product_service_account_reports_usage_and_holds_over_http(
         member = httpx.post(f"{server.url}/usage", json={"records": [record]},
                             headers={"Authorization": f"Bearer {w.member}"})
         assert member.status_code == 403, member.text
-    assert _wallet(w, a.org_id)["posted"] == 18 * USD
+    # 20 topped up, 2 posted from the hold, and the 60 H100-seconds reported, charged as
+    # they were ingested (2.52 USD per hour: 42,000 micro-USD)
+    assert _wallet(w, a.org_id)["posted"] == 18 * USD - 42_000
     [event] = _audit(w, "billing.hold.post")
     assert event["actor_id"] == sa_id and event["api_key_id"] == key.json()["id"]
     # platform admins manage it like any service account

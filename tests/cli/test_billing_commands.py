@@ -36,7 +36,7 @@ def test_ledger_check_is_clean_then_names_each_discrepancy(env: dict[str, str], 
     with db.transaction() as s:
         billing.top_up(s, actor=ADMIN, org_id=ORG_A, amount=5_000_000, currency="USD",
                        idempotency_key="k1")
-        billing.ingest_usage(s, [usage("u1", quantity=120)], actor=ADMIN)
+        billing.ingest_usage(s, [usage("u1", quantity=120)], actor=ADMIN, rate=False)
     rated = run(["billing", "rate-once", "-o", "json"], env)
     assert json.loads(rated.stdout) == {"rated": 1}, rated.stderr
 

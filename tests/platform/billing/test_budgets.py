@@ -150,25 +150,29 @@ def _rate_at(db: Database, now: datetime) -> None:
         billing.rate_batch(s, now=now)
 
 
-def _ingest(db: Database, key: str, seconds: int) -> None:
+def _ingest(db: Database, key: str, seconds: int, *, rate: bool = True) -> None:
     with db.transaction() as s:
         billing.ingest_usage(s, [usage(key, quantity=seconds, start=NOW - timedelta(hours=1))],
-                             actor=ADMIN)
+                             actor=ADMIN, rate=rate, now=NOW)
 
 
+@pytest.mark.parametrize("at_ingestion", [True, False],
+                         ids=["rated-at-ingestion", "rated-by-rater"])
 def test_the_rater_evaluates_budgets_in_the_transaction_that_posts_the_spend(
-        db: Database) -> None:
+        db: Database, at_ingestion: bool) -> None:
+    """Whoever rates (ingestion as it stores the usage, or the rater), the budgets above what
+    it charged are judged in the transaction that posts the charge."""
     setup_catalog(db)
     # A stop budget listing no 100% threshold: the action applies at 100% all the same.
     stop = _budget(db, f"/{ORG_A}/{DEP_A}", thresholds=[50], action="stop_workloads")
     assert stop.thresholds == [50, 100]
     _budget(db, f"/{ORG_A}/{DEP_A}/{PRJ_B}", thresholds=[10])  # PRJ_B spends nothing
-    _ingest(db, "u1", 600)
-    _rate_at(db, NOW)  # no evaluate_budgets call: the rater did it
+    _ingest(db, "u1", 600, rate=at_ingestion)
+    _rate_at(db, NOW)  # no evaluate_budgets call: rating did it
     with db.transaction() as s:
         assert [a.threshold for a in billing.list_alerts(s, f"/{ORG_A}")] == [50]
         assert billing.launches_blocked(s, f"/{ORG_A}/{DEP_A}/{PRJ_A}", now=NOW) == []
-    _ingest(db, "u2", 400)  # 1.00 of 1.00
+    _ingest(db, "u2", 400, rate=at_ingestion)  # 1.00 of 1.00
     _rate_at(db, NOW)
     with db.transaction() as s:
         assert [a.threshold for a in billing.list_alerts(s, f"/{ORG_A}")] == [100, 50]
@@ -206,7 +210,7 @@ def test_two_raters_at_once_cannot_both_miss_a_crossed_budget(db: Database) -> N
     with db.transaction() as s:
         billing.ingest_usage(s, [
             usage(k, resource=f"inst_{k}", quantity=600, start=NOW - timedelta(hours=1))
-            for k in ("a", "b")], actor=ADMIN)
+            for k in ("a", "b")], actor=ADMIN, rate=False)
     first = db.session()
     first.begin()
     try:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+import random
 import threading
 from datetime import datetime, timedelta
 
@@ -33,9 +35,16 @@ from tests.platform.billing.factories import (
 AGENT = Actor.system("gpuaas-metering")
 
 
-def _ingest(db: Database, records: list[billing.UsageIn]) -> billing.IngestResult:
+def _ingest(db: Database, records: list[billing.UsageIn], *,
+            rate: bool = True) -> billing.IngestResult:
     with db.transaction() as s:
-        return billing.ingest_usage(s, records, actor=AGENT)
+        return billing.ingest_usage(s, records, actor=AGENT, rate=rate)
+
+
+# Who rates: ingestion, as it stores the records, or the rater, which finds them waiting.
+# Every rule of rating holds on both paths.
+RATED_BY = pytest.mark.parametrize("at_ingestion", [True, False],
+                                   ids=["rated-at-ingestion", "rated-by-rater"])
 
 
 def _wallet_balance(db: Database, org: str = ORG_A) -> int:
@@ -103,34 +112,38 @@ def test_pydantic_refuses_impossible_quantities() -> None:
             usage("x", quantity=q, seconds=60)
 
 
-def test_rating_charges_each_record_once_per_second(db: Database) -> None:
+@RATED_BY
+def test_rating_charges_each_record_once_per_second(db: Database, at_ingestion: bool) -> None:
     setup_catalog(db)
     _ingest(db, [usage(f"u{i}", quantity=90) for i in range(10)]
-            + [usage("h", resource="inst_2", dim="H100", quantity=3600)])
-    assert rate_all(db, batch_size=4) == 11
+            + [usage("h", resource="inst_2", dim="H100", quantity=3600)], rate=at_ingestion)
+    assert rate_all(db, batch_size=4) == (0 if at_ingestion else 11)
     assert rate_all(db) == 0
     # A100: 1000 micro/s * 900 s; H100: 7.20 USD for an hour
     assert _wallet_balance(db) == -(900_000 + 7_200_000)
     assert_ledger_clean(db)
 
 
+@RATED_BY
 def test_late_records_use_the_price_of_their_window_and_old_charges_never_change(
-        db: Database) -> None:
+        db: Database, at_ingestion: bool) -> None:
     setup_catalog(db)
-    _ingest(db, [usage("jan", quantity=100)])
+    _ingest(db, [usage("jan", quantity=100)], rate=at_ingestion)
     rate_all(db)
     with db.transaction() as s:  # the price doubles from February
         billing.create_price_list(s, actor=ADMIN, spec=billing.PriceListCreate(
             currency="USD", effective_from=T0 + timedelta(days=31), prices=[
                 billing.PriceIn(meter="gpu_seconds", unit_price=7_200_000, per_quantity=3600)]))
     _ingest(db, [usage("feb", quantity=100, start=T0 + timedelta(days=40)),
-                 usage("late-jan", quantity=100, start=T0 + timedelta(days=2))])
+                 usage("late-jan", quantity=100, start=T0 + timedelta(days=2))],
+            rate=at_ingestion)
     rate_all(db)
     assert _charges(db) == {"jan": 100_000, "late-jan": 100_000, "feb": 200_000}
     assert_ledger_clean(db)
 
 
-def test_org_contract_discount_and_specific_price(db: Database) -> None:
+@RATED_BY
+def test_org_contract_discount_and_specific_price(db: Database, at_ingestion: bool) -> None:
     setup_catalog(db)
     with db.transaction() as s:
         billing.create_price_list(s, actor=ADMIN, spec=billing.PriceListCreate(
@@ -138,16 +151,17 @@ def test_org_contract_discount_and_specific_price(db: Database) -> None:
                 billing.PriceIn(meter="vcpu_seconds", unit_price=0, per_quantity=1)]))
     _ingest(db, [usage("g", org=ORG_B, quantity=1000),
                  usage("v", org=ORG_B, meter="vcpu_seconds", quantity=1000),
-                 usage("other", quantity=1000)])
+                 usage("other", quantity=1000)], rate=at_ingestion)
     rate_all(db)
     assert _charges(db) == {"g": 750_000, "v": 0, "other": 1_000_000}
     assert _wallet_balance(db, ORG_B) == -750_000
     assert_ledger_clean(db)
 
 
-def test_usage_without_a_price_waits_until_requeued(db: Database) -> None:
+@RATED_BY
+def test_usage_without_a_price_waits_until_requeued(db: Database, at_ingestion: bool) -> None:
     setup_catalog(db)
-    _ingest(db, [usage("s", meter="storage_gib_hours", quantity=5)])
+    _ingest(db, [usage("s", meter="storage_gib_hours", quantity=5)], rate=at_ingestion)
     rate_all(db)
     assert _charges(db) == {"s": None}
     with db.transaction() as s:
@@ -167,11 +181,12 @@ def test_usage_without_a_price_waits_until_requeued(db: Database) -> None:
        unit_price=st.integers(min_value=1, max_value=50_000_000),
        per_quantity=st.sampled_from([1, 3, 7, 60, 3600, 86_400]),
        discount_bp=st.sampled_from([0, 1, 3333, 5000, 9999]),
-       batch_size=st.integers(min_value=1, max_value=10))
+       batch_size=st.integers(min_value=1, max_value=10), at_ingestion=st.booleans())
 def test_charges_of_a_stream_sum_to_the_rounded_price_of_its_total(
         sqlite_db: Database, chunks: list[int], unit_price: int, per_quantity: int,
-        discount_bp: int, batch_size: int) -> None:
-    """Property: however usage is split and batched, cumulative rounding is exact."""
+        discount_bp: int, batch_size: int, at_ingestion: bool) -> None:
+    """Property: however usage is split and batched, and whoever rates it, cumulative
+    rounding is exact."""
     db = sqlite_db
     with db.transaction() as s:
         if not billing.list_meters(s):
@@ -191,8 +206,12 @@ def test_charges_of_a_stream_sum_to_the_rounded_price_of_its_total(
     start = day + timedelta(hours=2)
     records = [usage(f"{org}-{i}", org=org, resource=f"ep-{org}", meter="endpoint_requests",
                      quantity=q, start=start + timedelta(seconds=i)) for i, q in enumerate(chunks)]
-    _ingest(db, records)
-    rate_all(db, batch_size=batch_size)
+    if at_ingestion:  # the batches are what ingestion gets
+        for i in range(0, len(records), batch_size):
+            _ingest(db, records[i:i + batch_size])
+    else:
+        _ingest(db, records, rate=False)
+    assert rate_all(db, batch_size=batch_size) == (0 if at_ingestion else len(records))
     with db.engine.connect() as c:
         charged = c.scalar(sa.text("SELECT sum(charge) FROM billing_usage_records "
                                    "WHERE org_id = :o"), {"o": org})
@@ -211,7 +230,7 @@ def test_two_raters_in_parallel_never_double_charge(db: Database) -> None:
     records = [usage(f"u{i}", resource=f"inst_{i % 7}", quantity=1 + i % 13)
                for i in range(600)]
     for i in range(0, 600, 100):
-        _ingest(db, records[i:i + 100])
+        _ingest(db, records[i:i + 100], rate=False)
     errors: list[BaseException] = []
 
     def rater() -> None:
@@ -257,7 +276,7 @@ def test_rate_until_idle_can_wait_for_another_raters_batch(db: Database) -> None
                 "SELECT count(*) FROM billing_usage_records WHERE state = 0")))
 
     for settle in (0, 5):
-        _ingest(db, [usage(f"u{settle}", quantity=60)])
+        _ingest(db, [usage(f"u{settle}", quantity=60)], rate=False)
         claimed.clear()
         release.clear()
         other = threading.Thread(target=other_rater)
@@ -275,15 +294,140 @@ def test_rate_until_idle_can_wait_for_another_raters_batch(db: Database) -> None
     assert_ledger_clean(db)
 
 
+@RATED_BY
 def test_a_charge_beyond_the_transfer_maximum_is_set_aside_not_a_crash_loop(
-        db: Database) -> None:
+        db: Database, at_ingestion: bool) -> None:
     setup_catalog(db)
     with db.transaction() as s:
         billing.create_price_list(s, actor=ADMIN, spec=billing.PriceListCreate(
             org_id=ORG_RICH, currency="USD", effective_from=T0, prices=[
                 billing.PriceIn(meter="vcpu_seconds", unit_price=10**15, per_quantity=1)]))
     _ingest(db, [usage("huge", org=ORG_RICH, meter="vcpu_seconds", quantity=10),
-                 usage("fine", org=ORG_RICH, quantity=10)])
+                 usage("fine", org=ORG_RICH, quantity=10)], rate=at_ingestion)
     rate_all(db)
     assert _charges(db) == {"huge": None, "fine": 10_000}
+    assert_ledger_clean(db)
+
+
+def _usage_transfers(db: Database) -> dict[str, int]:
+    """usage id -> how many usage transfers charge it."""
+    with db.engine.connect() as c:
+        return dict(c.execute(sa.text(
+            "SELECT usage_id, count(*) FROM billing_transfers WHERE reason = 'usage' "
+            "GROUP BY usage_id")).all())
+
+
+@RATED_BY
+def test_a_replayed_batch_is_stored_and_charged_once(db: Database, at_ingestion: bool) -> None:
+    """A replay (the same key and payload, in the batch or later) is a duplicate, however the
+    first copy was rated; a key with another payload is refused and writes nothing."""
+    setup_catalog(db)
+    batch = [usage(f"u{i}", resource=f"inst_{i % 2}", quantity=7 + i) for i in range(5)]
+    first = _ingest(db, [*batch, batch[0]], rate=at_ingestion)
+    assert (first.accepted, first.duplicates) == (5, 1) and first.ids[5] == first.ids[0]
+    rate_all(db)
+    again = _ingest(db, batch[::-1])
+    assert (again.accepted, again.duplicates) == (0, 5) and again.ids == first.ids[4::-1]
+    with pytest.raises(Conflict):
+        _ingest(db, [usage("new"), usage("u3", resource="inst_1", quantity=99)])
+    assert rate_all(db) == 0
+    assert _usage_transfers(db) == dict.fromkeys(first.ids[:5], 1)
+    assert _wallet_balance(db) == -1000 * sum(r.quantity for r in batch)
+    assert_ledger_clean(db)
+
+
+@pytest.mark.parametrize("failing", ["decide", "post_transfer_columns", "evaluate_budgets"])
+def test_usage_whose_rating_fails_at_ingestion_is_stored_waiting(
+        db: Database, monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
+    """Rating at ingestion fails at any step (here after a failed statement, which on
+    PostgreSQL aborts the transaction): nothing of the rating stays, the usage is stored
+    waiting, and the rater charges it later."""
+    from aicloud.platform.billing import rating
+
+    def fail(session: object, *args: object, **kwargs: object) -> None:
+        with contextlib.suppress(sa.exc.DBAPIError):
+            session.execute(sa.text("SELECT CAST('x' AS INTEGER) + 1/0"))  # type: ignore[attr-defined]
+        raise RuntimeError("rating broke")
+
+    setup_catalog(db)
+    monkeypatch.setattr(rating, failing, fail)
+    result = _ingest(db, [usage("a", quantity=10), usage("b", resource="inst_2", quantity=20)])
+    assert result.accepted == 2
+    monkeypatch.undo()
+    with db.engine.connect() as c:
+        assert c.execute(sa.text(
+            "SELECT (SELECT count(*) FROM billing_usage_records WHERE state = 0), "
+            "(SELECT count(*) FROM billing_transfers), "
+            "(SELECT count(*) FROM billing_rating_streams)")).one() == (2, 0, 0)
+    assert rate_all(db) == 2
+    assert _usage_transfers(db) == dict.fromkeys(result.ids, 1)
+    assert _wallet_balance(db) == -30_000
+    assert_ledger_clean(db)
+
+
+def test_ingesters_and_a_rater_at_once_charge_every_record_once_and_round_exactly(
+        db: Database) -> None:
+    """Several ingesters rate batches over the same resources while records stored unrated
+    are rated beside them. 1 micro-unit per 3 requests: each resource's charges must sum to
+    its total rounded once, which only holds if no two transactions rated one stream at
+    the same time (on PostgreSQL they run in parallel; SQLite serializes them)."""
+    setup_catalog(db)
+    rng = random.Random(7)
+    batches = [[usage(f"b{b}-{i}", resource=f"ep_{rng.randrange(5)}", meter="endpoint_requests",
+                      quantity=rng.randrange(1, 50)) for i in range(40)] for b in range(24)]
+    errors: list[BaseException] = []
+
+    def ingester(mine: list[list[billing.UsageIn]], rate: bool) -> None:
+        try:
+            for batch in mine:
+                _ingest(db, batch, rate=rate)
+            _ingest(db, mine[0], rate=rate)  # a replay, while the others still run
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    def rater() -> None:
+        try:
+            for _ in range(20):
+                rate_all(db, batch_size=15)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ingester, args=(batches[k::4], k != 3))
+               for k in range(4)] + [threading.Thread(target=rater)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    rate_all(db)
+    sent: dict[str, int] = {}
+    for r in (r for batch in batches for r in batch):
+        sent[r.resource_id] = sent.get(r.resource_id, 0) + r.quantity
+    with db.engine.connect() as c:
+        assert c.scalar(sa.text(
+            "SELECT count(*) FROM billing_usage_records WHERE state <> 1")) == 0
+        charged = dict(c.execute(sa.text(
+            "SELECT resource_id, sum(charge) FROM billing_usage_records "
+            "GROUP BY resource_id")).all())
+    assert charged == {r: (2 * q + 3) // 6 for r, q in sent.items()}
+    assert len(_usage_transfers(db)) <= 24 * 40
+    assert set(_usage_transfers(db).values()) == {1}
+    assert _wallet_balance(db) == -sum(charged.values())
+    assert_ledger_clean(db)
+
+
+def test_a_batch_over_more_resources_than_a_rating_locks_is_left_to_the_rater(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rating locks each resource of the batch; a batch touching more of them than one
+    transaction should lock is stored waiting, and the rater rates it in its own batches."""
+    from aicloud.platform.billing import rating
+
+    setup_catalog(db)
+    monkeypatch.setattr(rating, "MAX_LOCKED_RESOURCES", 2)
+    _ingest(db, [usage("a", resource="inst_1"), usage("b", resource="inst_2"),
+                 usage("c", resource="inst_1")])  # two resources: rated at once
+    assert rate_all(db) == 0
+    big = _ingest(db, [usage(f"r{i}", resource=f"inst_{i}") for i in range(3)])
+    assert rate_all(db, batch_size=2) == 3
+    assert _usage_transfers(db).keys() >= set(big.ids)
     assert_ledger_clean(db)

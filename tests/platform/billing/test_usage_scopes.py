@@ -50,6 +50,10 @@ def test_a_10000_record_batch_looks_each_distinct_path_up_once(db: Database) -> 
     projects = (PRJ_A, PRJ_B, PRJ_C)
     records = [usage(f"k{i}", project=projects[i % 3], resource=f"inst_{i % 40}")
                for i in range(10_000)]
+    with db.transaction() as s:
+        # The wallet exists, as after an organization's first charge (ingestion rates what it
+        # stores, and making a wallet checks its organization once more).
+        billing.org_wallet(s, ORG_A, "USD")
     with _iam_reads(db) as reads, db.transaction() as s:
         assert billing.ingest_usage(s, records, actor=ADMIN).accepted == 10_000
     assert len(reads) == 1, reads

@@ -138,17 +138,22 @@ class PriceBook:
         L, P = PriceListModel, PriceModel
         self._starts: dict[str, list[datetime]] = {}
         self._versions: dict[str, list[_ListVersion]] = {}
-        # Ascending by start; among versions with the same start the newest one wins.
-        for org, lid, currency, discount, start, _ in session.execute(select(
-                L.org_id, L.id, L.currency, L.discount_bp, L.effective_from, L.version)
-                .order_by(L.org_id, L.effective_from, L.version)):
-            self._starts.setdefault(org, []).append(start)
-            self._versions.setdefault(org, []).append(_ListVersion(lid, currency, discount))
-        self._prices: dict[tuple[str, str, str], tuple[str, int, int]] = {
-            (lid, meter, dim): (pid, unit_price, per_quantity)
-            for pid, lid, meter, dim, unit_price, per_quantity in session.execute(select(
-                P.id, P.price_list_id, P.meter, P.dimension_value, P.unit_price,
-                P.per_quantity))}
+        self._prices: dict[tuple[str, str, str], tuple[str, int, int]] = {}
+        # One query (each batch of usage builds a book). Ascending by start; among versions
+        # with the same start the newest one wins.
+        last = None
+        for org, lid, currency, discount, start, _, pid, meter, dim, unit_price, per_quantity \
+                in session.execute(select(
+                    L.org_id, L.id, L.currency, L.discount_bp, L.effective_from, L.version,
+                    P.id, P.meter, P.dimension_value, P.unit_price, P.per_quantity)
+                    .outerjoin(P, P.price_list_id == L.id)
+                    .order_by(L.org_id, L.effective_from, L.version, L.id)):
+            if lid != last:
+                last = lid
+                self._starts.setdefault(org, []).append(start)
+                self._versions.setdefault(org, []).append(_ListVersion(lid, currency, discount))
+            if pid is not None:
+                self._prices[lid, meter, dim] = (pid, unit_price, per_quantity)
         self._memo: dict[tuple[str, str, str, str, str], ResolvedPrice] = {}
 
     def _in_effect(self, org: str, at: datetime) -> _ListVersion | None:

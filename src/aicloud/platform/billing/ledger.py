@@ -14,7 +14,6 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import repeat
 from operator import eq
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -184,6 +183,36 @@ def org_wallet(session: Session, org_id: str, currency: str) -> AccountModel:
         owner_id=org_id, scope_path=f"/{org_id}", purpose="wallet", enforce_floor=True)
 
 
+def charge_accounts(session: Session, wallets: Iterable[tuple[str, str]],
+                    ) -> tuple[dict[tuple[str, str], str], dict[str, str]]:
+    """The account ids that charges to these (organization, currency) wallets move money
+    between: the wallets, and the platform's revenue account of each currency. Made where
+    missing (as org_wallet and platform_account make them); one query when they all exist,
+    as for every batch of usage but an organization's first."""
+    pairs = set(wallets)
+    currencies = {currency for _, currency in pairs}
+    found: dict[tuple[str, str], str] = {}
+    revenue: dict[str, str] = {}
+    if pairs:
+        A = AccountModel
+        for account_id, owner_type, owner_id, currency in session.connection().execute(
+                select(A.id, A.owner_type, A.owner_id, A.currency).where(or_(
+                    and_(A.owner_type == "organization", bulk.in_values(A.owner_id, "orgs"),
+                         A.purpose == "wallet"),
+                    and_(A.owner_type == "platform", A.owner_id == "platform",
+                         A.purpose == "revenue"))),
+                {"orgs": sorted({org for org, _ in pairs})}):
+            if owner_type == "platform" and currency in currencies:
+                revenue[currency] = account_id
+            elif (owner_id, currency) in pairs:
+                found[owner_id, currency] = account_id
+        for org_id, currency in sorted(pairs - found.keys()):
+            found[org_id, currency] = org_wallet(session, org_id, currency).id
+        for currency in sorted(currencies - revenue.keys()):
+            revenue[currency] = platform_account(session, "revenue", currency).id
+    return found, revenue
+
+
 def find_wallet(session: Session, org_id: str, currency: str) -> AccountModel | None:
     return _find_account(session, "organization", org_id, "wallet", currency)
 
@@ -325,8 +354,32 @@ def post_transfers(
     """
     if not specs:
         return []
+    columns = dict(zip(_SPEC_COLUMNS, map(list, zip(*specs, strict=True)), strict=True))
+    ids, replayed = _post(session, columns, enforce_floor=enforce_floor,
+                          check_replays=check_replays, now=now)
+    return [Posted(i, k, k in replayed) for i, k in zip(ids, columns["idempotency_key"],
+                                                         strict=True)]
+
+
+def post_transfer_columns(
+    session: Session, columns: dict[str, list[Any]], *, enforce_floor: bool = True,
+    check_replays: bool = True, now: datetime | None = None,
+) -> list[str]:
+    """post_transfers for transfers given column by column (TransferSpec's fields in order,
+    ``metadata_json`` holding each one's metadata mapping): what a caller posting thousands
+    at once passes, without a tuple per transfer. Each transfer's id (a replay's is the one
+    first posted)."""
+    if not columns["idempotency_key"]:
+        return []
+    return _post(session, columns, enforce_floor=enforce_floor, check_replays=check_replays,
+                 now=now)[0]
+
+
+def _post(session: Session, columns: dict[str, list[Any]], *, enforce_floor: bool,
+          check_replays: bool, now: datetime | None) -> tuple[list[str], set[str]]:
+    """Each transfer's id, in order, and the keys that were replays."""
     now = now or utcnow()
-    columns = _spec_columns(specs)
+    columns = _validated(columns)
     keys = columns["idempotency_key"]
     accounts = _lock_account_states(
         session, {*columns["debit_account_id"], *columns["credit_account_id"]}, now)
@@ -350,7 +403,7 @@ def post_transfers(
             raise
         else:
             savepoint.commit()
-            return list(map(Posted, ids, keys, repeat(False)))
+            return ids, set()
     replays: dict[str, _Existing] = {}
     if check_replays:
         replays = _existing_by_key(session, keys)
@@ -361,24 +414,24 @@ def post_transfers(
             if old is not None and old.payload != tuple(columns[c][i] for c in _SPEC_COLUMNS):
                 raise Conflict(f"idempotency key {key!r} was already used for a different "
                                "transfer", transfer_id=old.id)
-    fresh = [s for s in specs if s.idempotency_key not in replays]
+    fresh = [i for i, key in enumerate(keys) if key not in replays]
+    if len(fresh) != len(keys):
+        columns = {name: [values[i] for i in fresh] for name, values in columns.items()}
     stored = dict(zip(
-        (s.idempotency_key for s in fresh),
-        _post_new(session, _spec_columns(fresh), accounts, enforce_floor, now, optimistic=False),
+        columns["idempotency_key"],
+        _post_new(session, columns, accounts, enforce_floor, now, optimistic=False),
         strict=True)) if fresh else {}
-    return [Posted(replays[s.idempotency_key].id, s.idempotency_key, True)
-            if s.idempotency_key in replays else
-            Posted(stored[s.idempotency_key], s.idempotency_key, False) for s in specs]
+    return [replays[k].id if k in replays else stored[k] for k in keys], set(replays)
 
 
-def _spec_columns(specs: Sequence[TransferSpec]) -> dict[str, list[Any]]:
-    """The specs as transfer columns (name -> one value per spec), validated set by set.
+def _validated(columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """The transfer columns (name -> one value per transfer), validated set by set, metadata
+    as stored (JSON).
 
     Each rule of validate_spec is checked over a whole column at once (C-speed set and map
     operations, where a loop over thousands of specs would cost more than inserting them);
     on any doubt validate_spec names the first bad spec.
     """
-    columns = dict(zip(_SPEC_COLUMNS, map(list, zip(*specs, strict=True)), strict=True))
     amounts, keys = columns["amount"], columns["idempotency_key"]
     currencies, reasons = columns["currency"], columns["reason"]
     ok = (set(map(type, amounts)) == {int} and min(amounts) > 0 and max(amounts) <= MAX_AMOUNT
@@ -388,15 +441,15 @@ def _spec_columns(specs: Sequence[TransferSpec]) -> dict[str, list[Any]]:
           and max(map(len, keys)) <= MAX_KEY_LENGTH and all(map(str.isprintable, keys))
           and not any(map(eq, columns["debit_account_id"], columns["credit_account_id"])))
     if not ok:
-        for spec in specs:
-            validate_spec(spec)
+        for spec in zip(*(columns[c] for c in _SPEC_COLUMNS), strict=True):
+            validate_spec(TransferSpec(*spec))
     if len(set(keys)) != len(keys):
         seen: set[str] = set()
         repeated = next(k for k in keys if k in seen or seen.add(k))  # type: ignore[func-returns-value]
         raise ValidationFailed(f"idempotency key {repeated!r} repeats in the batch")
-    columns["metadata_json"] = [json.dumps(dict(m), sort_keys=True, default=str) if m else "{}"
-                                for m in columns["metadata_json"]]
-    return columns
+    metadata = columns["metadata_json"]
+    return {**columns, "metadata_json": ["{}" if not m else json.dumps(
+        dict(m), sort_keys=True, default=str) for m in metadata]}
 
 
 def _post_new(session: Session, columns: dict[str, list[Any]], accounts: Mapping[str, Any],
@@ -477,7 +530,7 @@ def _check_constraints(acct: Any, debit: int, credit: int, *, held: int,
 @dataclass(frozen=True)
 class _Existing:
     id: str
-    payload: tuple[Any, ...]  # the stored _SPEC_COLUMNS, as _spec_columns builds them
+    payload: tuple[Any, ...]  # the stored _SPEC_COLUMNS, as _validated builds them
 
 
 def _existing_by_key(session: Session, keys: Iterable[str]) -> dict[str, _Existing]:

@@ -1,19 +1,21 @@
-"""Usage ingestion: batches of records, idempotent per record key, set-based inserts."""
+"""Usage ingestion: batches of records, idempotent per record key, rated as they are stored."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from operator import attrgetter, le
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit
-from aicloud.platform.billing.models import MeterModel, UsageRecordModel
+from aicloud.platform.billing import rating
+from aicloud.platform.billing.models import RATED, WAITING, MeterModel, UsageRecordModel
 from aicloud.platform.billing.money import MAX_QUANTITY
 from aicloud.platform.billing.schemas import IngestResult, UsageIn
 from aicloud.platform.billing.scopes import resolve_scopes, split_scope
@@ -21,6 +23,8 @@ from aicloud.shared.clock import utcnow
 from aicloud.shared.db import bulk
 from aicloud.shared.errors import Conflict, ValidationFailed
 from aicloud.shared.ids import new_ids
+
+log = logging.getLogger(__name__)
 
 MAX_BATCH = 10_000
 # Usage cannot end in the future; this much clock skew between a reporter and us is allowed.
@@ -110,9 +114,13 @@ def _fingerprints(columns: dict[str, list[Any]]) -> list[str]:
 
 
 def ingest_usage(session: Session, records: Sequence[UsageIn], *, actor: audit.Actor,
-                 now: datetime | None = None) -> IngestResult:
+                 now: datetime | None = None, rate: bool = True) -> IngestResult:
     """Store a batch of usage records. A key seen before with the same payload is a duplicate
-    (accepted once); with a different payload the whole batch is refused with Conflict."""
+    (accepted once); with a different payload the whole batch is refused with Conflict.
+
+    With ``rate`` (the default) the new records are rated in this transaction and stored
+    rated, their charges posted beside them (see rating.py); if rating them fails they are
+    stored waiting for the rater instead. Without, they all wait for the rater."""
     if not records:
         return IngestResult(accepted=0, duplicates=0, ids=[])
     if len(records) > MAX_BATCH:
@@ -133,11 +141,13 @@ def ingest_usage(session: Session, records: Sequence[UsageIn], *, actor: audit.A
             raise Conflict(f"usage key {key!r} appears twice with different payloads",
                            idempotency_key=key)
     columns["fingerprint"], columns["org_id"] = fingerprints, orgs
+    if rate and len(set(columns["resource_id"])) > rating.MAX_LOCKED_RESOURCES:
+        rate = False  # more resources than one transaction should lock: the rater's batches
     if len(first) == len(keys):
         # Optimistic, as the ledger posts: batches are nearly always all new. Insert them in
         # a savepoint; if no key clashed there was no duplicate, and the look-up of every
         # key is saved. Otherwise undo it and take the careful path below.
-        ids = _insert(session, columns, now, optimistic=True)
+        ids = _insert(session, columns, now, rate=rate, optimistic=True)
         if ids is not None:
             _audit(session, actor, ids, len(records))
             return IngestResult(accepted=len(ids), duplicates=0, ids=ids)
@@ -155,7 +165,7 @@ def ingest_usage(session: Session, records: Sequence[UsageIn], *, actor: audit.A
     fresh = [i for i in first.values() if keys[i] not in existing]
     if len(fresh) != len(records):  # duplicates: keep each new key's first record only
         columns = {name: [values[i] for i in fresh] for name, values in columns.items()}
-    ids = _insert(session, columns, now, optimistic=False) or []
+    ids = _insert(session, columns, now, rate=rate, optimistic=False) or []
     if ids:
         _audit(session, actor, ids, len(records))
     stored = dict(zip(columns["idempotency_key"], ids, strict=True))
@@ -163,25 +173,94 @@ def ingest_usage(session: Session, records: Sequence[UsageIn], *, actor: audit.A
                         ids=[stored[k] if k in stored else existing[k][0] for k in keys])
 
 
-def _insert(session: Session, columns: dict[str, list[Any]], now: datetime, *,
+class _Usage(NamedTuple):
+    """What rating reads of a record (a claimed row has the same attributes)."""
+
+    id: str
+    resource_id: str
+    org_id: str
+    scope_path: str
+    meter: str
+    dimension_value: str
+    quantity: int
+    window_start: datetime
+
+
+class _RatingFailed(Exception):
+    """Rating a batch at ingestion failed; its savepoint was rolled back."""
+
+
+def _insert(session: Session, columns: dict[str, list[Any]], now: datetime, *, rate: bool,
             optimistic: bool) -> list[str] | None:
-    """Insert the records (as columns) in a savepoint; their ids. On a unique clash: None
-    when ``optimistic`` (the caller looks the keys up), else a Conflict (another ingestion
-    stored some of the keys after the look-up)."""
+    """Insert the records (as columns), rated when ``rate``; their ids. On a unique clash:
+    None when ``optimistic`` (the caller looks the keys up), else a Conflict (another
+    ingestion stored some of the keys after the look-up)."""
     n = len(columns["idempotency_key"])
     if not n:
         return []
-    ids = new_ids("usage", n)
-    row = {**columns, "id": ids, "received_at": [now] * n, "state": [0] * n}
+    row = {**columns, "id": new_ids("usage", n), "received_at": [now] * n}
+    if rate:
+        try:
+            return _insert_rated(session, row, now, optimistic=optimistic)
+        except _RatingFailed:
+            # The usage is what must not be lost: stored waiting, the rater charges it (and
+            # fails loudly again if the cause is still there).
+            log.exception("rating %d usage record(s) at ingestion failed; they are stored "
+                          "waiting for the rater", n)
+    row["state"] = [WAITING] * n
+    savepoint = session.begin_nested()
     try:
-        with session.begin_nested():
-            bulk.insert_columns(session.connection(), UsageRecordModel.__table__, row)
+        bulk.insert_columns(session.connection(), UsageRecordModel.__table__, row)
     except IntegrityError:
-        if optimistic:
-            return None
-        raise Conflict("another ingestion stored some of these keys at the same moment; "
-                       "retry the batch (duplicates will be recognised)") from None
-    return ids
+        savepoint.rollback()
+        return _clash(optimistic)
+    savepoint.commit()
+    return row["id"]  # type: ignore[no-any-return]
+
+
+def _insert_rated(session: Session, row: dict[str, list[Any]], now: datetime, *,
+                  optimistic: bool) -> list[str] | None:
+    """_insert with the records rated: stored with their rated state, their charges and
+    stream totals posted and budgets judged, all in one savepoint. _RatingFailed, having
+    written nothing, if rating them failed."""
+    savepoint = session.begin_nested()
+    try:
+        # In the savepoint: a lock taken there ends if it is rolled back (no lock is held
+        # for the rest of the transaction by a rating that did not happen).
+        rating.lock_resources(session, set(row["resource_id"]))
+        outcome = rating.decide(session, list(map(_Usage._make, zip(
+            *(row[f] for f in _Usage._fields), strict=True))))
+    except Exception as exc:
+        savepoint.rollback()
+        raise _RatingFailed from exc
+    rated = {**row, "state": outcome.state, "stream_id": outcome.stream_id,
+             "price_id": outcome.price_id, "currency": outcome.currency,
+             "charge": outcome.charge,
+             "rated_at": [now if s == RATED else None for s in outcome.state]}
+    try:
+        bulk.insert_columns(session.connection(), UsageRecordModel.__table__, rated)
+    except IntegrityError:
+        savepoint.rollback()
+        return _clash(optimistic)
+    try:
+        transfers = rating.post(session, outcome, now)
+        rating.judge_budgets(session, outcome, now)
+    except Exception as exc:
+        savepoint.rollback()
+        raise _RatingFailed from exc
+    savepoint.commit()
+    audit.record(session, actor=rating.RATER, action="billing.usage.rate",
+                 target_type="usage_batch", target_id=row["id"][0],
+                 details={"rated": outcome.state.count(RATED), "unpriced": outcome.unpriced,
+                          "charged": outcome.total, "transfers": transfers})
+    return row["id"]  # type: ignore[no-any-return]
+
+
+def _clash(optimistic: bool) -> None:
+    if optimistic:
+        return None
+    raise Conflict("another ingestion stored some of these keys at the same moment; "
+                   "retry the batch (duplicates will be recognised)")
 
 
 def _audit(session: Session, actor: audit.Actor, ids: list[str], received: int) -> None:

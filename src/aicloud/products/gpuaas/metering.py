@@ -39,6 +39,9 @@ def meter_instance(session: Session, inst: InstanceModel, *, until: datetime,
         for meter, dim, per_second in usage_per_second(inst.gpu_model, inst.gpu_count,
                                                        inst.vcpus, inst.memory_gib)
         if per_second > 0]
-    billing.ingest_usage(session, records, actor=actor, now=until)
+    # Stored for the rater, not rated here: this runs in the agent's heartbeat transaction,
+    # which holds its node's and instances' rows; rating would add the organization's wallet
+    # row to what it holds, and with it a lock order that other writers do not share.
+    billing.ingest_usage(session, records, actor=actor, now=until, rate=False)
     inst.last_metered_at = end
     return seconds

@@ -56,7 +56,17 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def bind_processor(self, dialect: Dialect):  # type: ignore[no-untyped-def]
         if dialect.name != "sqlite":
-            return super().bind_processor(dialect)
+            # process_bind_param in one call (the drivers need no conversion of their own),
+            # and none for a value already in UTC: bulk writes pass thousands.
+            def process_aware(value: datetime | None) -> datetime | None:
+                if value is None or value.tzinfo is UTC:
+                    return value
+                if value.tzinfo is None:
+                    raise ValueError(
+                        "naive datetime given to a UTC column; use aicloud.shared.clock")
+                return value.astimezone(UTC)
+
+            return process_aware
 
         def process(value: datetime | None) -> str | None:
             if value is None:
@@ -72,7 +82,14 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def result_processor(self, dialect: Dialect, coltype: object):  # type: ignore[no-untyped-def]
         if dialect.name != "sqlite":
-            return super().result_processor(dialect, coltype)
+            def process_aware(value: datetime | None) -> datetime | None:
+                if value is None or value.tzinfo is UTC:
+                    return value
+                if value.tzinfo is None:
+                    return value.replace(tzinfo=UTC)
+                return value.astimezone(UTC)
+
+            return process_aware
 
         def process(value: str | None) -> datetime | None:
             return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
