@@ -14,19 +14,22 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from fastapi import Request
-from sqlalchemy import event, select, text, update
+from fastapi import APIRouter, Request
+from fastapi.routing import APIRoute, iter_route_contexts
+from pydantic import BaseModel, field_validator
+from sqlalchemy import Connection, event, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from aicloud.api import create_app
 from aicloud.api.authz import PUBLIC
-from aicloud.api.deps import DbSession
+from aicloud.api.deps import DbSession, RequestRoute
 from aicloud.api.server import concurrency
 from aicloud.platform import audit, iam
 from aicloud.platform.iam.models import ApiKeyModel, AuthSessionModel
 from aicloud.runtime import AppContext, build_context
 from aicloud.shared.clock import utcnow
 from aicloud.shared.db import Database, ReadOnlyViolation
+from aicloud.shared.db.engine import READ_ONLY
 from tests.conftest import LiveServer, make_settings
 
 ACTOR = audit.Actor.system("test")
@@ -145,6 +148,96 @@ def test_a_get_route_that_writes_is_a_500_and_writes_nothing(db: Database) -> No
         assert httpx.post(server.url + "/test/rename").status_code == 200
         with db.transaction() as s:
             assert s.get(ApiKeyModel, world.key_ids[0]).name == "by-POST"
+
+
+# --- where the request's transaction ends -----------------------------------------------
+
+
+class Small(BaseModel):
+    status: str
+
+
+def test_every_route_ends_its_read_transaction_in_its_endpoint_thread(db: Database) -> None:
+    """Every route of the app has the route class that ends a read-only transaction in the
+    endpoint's worker thread (saving a hop per GET), not only the routes measured."""
+    app = create_app(build_context(make_settings(db), db))
+    routes = [c.original_route for c in iter_route_contexts(app.routes)
+              if isinstance(c.original_route, APIRoute)]
+    assert len(routes) > 50 and all(isinstance(r, RequestRoute) for r in routes)
+
+
+def test_a_read_ends_before_its_response_is_built_a_write_after(db: Database) -> None:
+    """A GET's read-only transaction commits in the endpoint's thread as it returns, before
+    the response is validated (no hop after it); a POST's write commits after its response
+    was built: one that fails validation (a 500) writes nothing, one that passes is written
+    before the client hears of it."""
+    world = make_world(db, 1)
+    ctx = build_context(make_settings(db), db)
+    app = create_app(ctx)
+    router = APIRouter(route_class=RequestRoute)
+    order: list[str] = []
+
+    class Checked(BaseModel):
+        status: str
+
+        @field_validator("status")
+        @classmethod
+        def seen(cls, value: str) -> str:
+            order.append("response validated")
+            return value
+
+    @router.get("/test/read", response_model=Checked, dependencies=[PUBLIC])
+    def read(session: DbSession) -> dict[str, str]:
+        session.execute(text("SELECT 1"))
+        order.append("endpoint returns")
+        return {"status": "ok"}
+
+    @router.post("/test/write", response_model=Checked, dependencies=[PUBLIC])
+    def write(session: DbSession, bad: bool = False) -> dict[str, str]:
+        session.execute(text("UPDATE api_keys SET name = 'written'"))
+        order.append("endpoint returns")
+        return {"wrong": "shape"} if bad else {"status": "ok"}
+
+    app.include_router(router)
+
+    def committed(conn: Connection) -> None:
+        if conn.get_execution_options().get(READ_ONLY):  # not the watchers' transactions
+            order.append("committed")
+
+    event.listen(db.engine, "commit", committed)
+    try:
+        with LiveServer(ctx, app=app) as server:
+            assert httpx.get(server.url + "/test/read").status_code == 200
+            assert order == ["endpoint returns", "committed", "response validated"]
+            assert httpx.post(server.url + "/test/write?bad=true").status_code == 500
+            with db.read_transaction() as s:
+                assert s.get(ApiKeyModel, world.key_ids[0]).name == "k0"
+            assert httpx.post(server.url + "/test/write").status_code == 200
+            with db.read_transaction() as s:
+                assert s.get(ApiKeyModel, world.key_ids[0]).name == "written"
+    finally:
+        event.remove(db.engine, "commit", committed)
+
+
+def test_a_get_that_changes_an_orm_object_is_a_500_and_writes_nothing(db: Database) -> None:
+    """Ended in the endpoint's thread, a read-only transaction still refuses to flush."""
+    world = make_world(db, 1)
+    ctx = build_context(make_settings(db), db)
+    app = create_app(ctx)
+    router = APIRouter(route_class=RequestRoute)
+
+    @router.get("/test/rename", response_model=Small, dependencies=[PUBLIC])
+    def rename(session: DbSession) -> Small:
+        session.get(ApiKeyModel, world.key_ids[0]).name = "renamed"
+        return Small(status="ok")
+
+    app.include_router(router)
+    with LiveServer(ctx, app=app) as server:
+        assert httpx.get(server.url + "/test/rename").status_code == 500
+        assert httpx.get(f"{server.url}/projects/{world.project_id}",
+                         headers=bearer(world.keys[0])).status_code == 200
+    with db.read_transaction() as s:
+        assert s.get(ApiKeyModel, world.key_ids[0]).name == "k0"
 
 
 # --- last_used_at, coalesced --------------------------------------------------------------

@@ -9,12 +9,12 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from aicloud.api.authz import Authenticated
-from aicloud.api.deps import Context
+from aicloud.api.deps import Context, RequestRoute
 from aicloud.api.listing import DEFAULT, Cursor, Limit
 from aicloud.platform import audit
 from aicloud.shared.pagination import Page
 
-router = APIRouter(prefix="/audit", tags=["audit"])
+router = APIRouter(prefix="/audit", tags=["audit"], route_class=RequestRoute)
 
 Scope = Annotated[str | None, Query(description="Only events at or below this scope path, "
                                                 "e.g. /org_…/prj_…")]

@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from aicloud.api.authz import PUBLIC, Authenticated
-from aicloud.api.deps import SESSION_COOKIE, Context
+from aicloud.api.deps import SESSION_COOKIE, Context, RequestRoute
 from aicloud.platform import iam
 from aicloud.shared.errors import AppError
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix="/auth", tags=["auth"], route_class=RequestRoute)
 
 
 @router.post("/login", response_model=iam.LoginResponse, dependencies=[PUBLIC])

@@ -8,12 +8,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 
 from aicloud.api.authz import Authorize, Caller, path_param, register_scope_resolver
-from aicloud.api.deps import Context
+from aicloud.api.deps import Context, RequestRoute
 from aicloud.platform import billing, iam
 from aicloud.shared.clock import utcnow
 from aicloud.shared.errors import ValidationFailed
 
-router = APIRouter(tags=["billing: budgets and reports"])
+router = APIRouter(tags=["billing: budgets and reports"], route_class=RequestRoute)
 
 SCOPE = path_param("scope_id")
 BudgetReader = Annotated[Caller, Authorize("billing.budgets.read", scope=SCOPE)]

@@ -15,10 +15,11 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from aicloud.api.authz import PLATFORM_SCOPE, Authenticated, Authorize, Caller, path_param
+from aicloud.api.deps import RequestRoute
 from aicloud.api.json_body import is_json
 from aicloud.platform import billing, iam
 
-router = APIRouter(tags=["billing: catalog and usage"])
+router = APIRouter(tags=["billing: catalog and usage"], route_class=RequestRoute)
 
 ORG = path_param("org_id")
 PriceWriter = Annotated[Caller, Authorize("billing.prices.write", scope=PLATFORM_SCOPE)]

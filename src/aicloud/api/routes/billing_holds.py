@@ -19,12 +19,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Query
 
 from aicloud.api.authz import Authorize, Caller, path_param
+from aicloud.api.deps import RequestRoute
 from aicloud.api.listing import DEFAULT, Cursor, Limit, page
 from aicloud.api.routes.billing_wallet import IdempotencyHeader, ledger_key
 from aicloud.platform import billing, iam
 from aicloud.shared.pagination import Page
 
-router = APIRouter(tags=["billing: holds"])
+router = APIRouter(tags=["billing: holds"], route_class=RequestRoute)
 
 ORG = path_param("org_id")
 HoldReader = Annotated[Caller, Authorize("billing.holds.read", scope=ORG)]

@@ -13,11 +13,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Response
 
 from aicloud.api.authz import Authorize, Caller, path_param
+from aicloud.api.deps import RequestRoute
 from aicloud.platform import billing, iam
 from aicloud.shared.errors import ValidationFailed
 from aicloud.shared.idempotency import MAX_KEY_LENGTH, validate_key
 
-router = APIRouter(tags=["billing: wallets"])
+router = APIRouter(tags=["billing: wallets"], route_class=RequestRoute)
 
 ORG = path_param("org_id")
 Currency = Annotated[str, Query(description="ISO 4217 code of the wallet")]

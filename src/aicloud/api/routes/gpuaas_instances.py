@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from aicloud.api.authz import Authenticated, Authorize, Caller, path_param
-from aicloud.api.deps import Context
+from aicloud.api.deps import Context, RequestRoute
 from aicloud.api.idempotency import Idempotency
 from aicloud.api.listing import DEFAULT, Cursor, Limit, page
 from aicloud.platform import iam
@@ -15,7 +15,7 @@ from aicloud.products import gpuaas
 from aicloud.runtime import gpuaas as gpuaas_runtime
 from aicloud.shared.pagination import Page
 
-router = APIRouter(tags=["gpuaas: instances"])
+router = APIRouter(tags=["gpuaas: instances"], route_class=RequestRoute)
 
 PRJ = path_param("project_id")
 INST = path_param("instance_id")

@@ -9,10 +9,10 @@ from typing import Annotated
 from fastapi import APIRouter
 
 from aicloud.api.authz import PLATFORM_SCOPE, Authorize, Caller, path_param
-from aicloud.api.deps import Context
+from aicloud.api.deps import Context, RequestRoute
 from aicloud.products import gpuaas
 
-router = APIRouter(tags=["gpuaas: nodes"])
+router = APIRouter(tags=["gpuaas: nodes"], route_class=RequestRoute)
 
 NODE = path_param("node_id")
 Reader = Annotated[Caller, Authorize("gpuaas.nodes.read", scope=PLATFORM_SCOPE)]

@@ -8,12 +8,12 @@ from pydantic import BaseModel
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from aicloud.api.authz import PUBLIC
-from aicloud.api.deps import Context, DatabaseSlot
+from aicloud.api.deps import Context, DatabaseSlot, RequestRoute
 from aicloud.shared.db import migrate
 from aicloud.shared.errors import NotFound, ServiceUnavailable, Unauthenticated
 from aicloud.shared.security import constant_time_equals
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=RequestRoute)
 
 
 class Health(BaseModel):

@@ -15,13 +15,13 @@ from aicloud.api.authz import (
     query_param,
     resolve_target,
 )
-from aicloud.api.deps import DbSession
+from aicloud.api.deps import DbSession, RequestRoute
 from aicloud.api.idempotency import Idempotency
 from aicloud.api.listing import DEFAULT, Cursor, Limit, page
 from aicloud.platform import iam
 from aicloud.shared.pagination import Page
 
-router = APIRouter(tags=["iam: access"])
+router = APIRouter(tags=["iam: access"], route_class=RequestRoute)
 
 ORG = path_param("org_id")
 SCOPE = path_param("scope_id")

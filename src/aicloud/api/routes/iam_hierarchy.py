@@ -13,12 +13,13 @@ from aicloud.api.authz import (
     Caller,
     path_param,
 )
+from aicloud.api.deps import RequestRoute
 from aicloud.api.idempotency import Idempotency
 from aicloud.api.listing import DEFAULT, Cursor, Limit, page_of_ids
 from aicloud.platform import iam
 from aicloud.shared.pagination import Page
 
-router = APIRouter(tags=["iam: hierarchy"])
+router = APIRouter(tags=["iam: hierarchy"], route_class=RequestRoute)
 
 ORG = path_param("org_id")
 DEP = path_param("department_id")
@@ -48,7 +49,7 @@ def list_orgs(caller: Authenticated, cursor: Cursor = None,
 @router.get("/orgs/{org_id}", response_model=iam.Organization)
 def get_org(org_id: str, caller: Annotated[Caller, Authorize("iam.orgs.read", scope=ORG)],
             ) -> iam.Organization:
-    return iam.list_orgs(caller.session, [org_id])[0]
+    return iam.get_org(caller.session, org_id)
 
 
 @router.patch("/orgs/{org_id}", response_model=iam.Organization)
@@ -93,7 +94,7 @@ def list_departments(org_id: str,
 def get_department(department_id: str,
                    caller: Annotated[Caller, Authorize("iam.departments.read", scope=DEP)],
                    ) -> iam.Department:
-    return iam.list_departments(caller.session, [department_id])[0]
+    return iam.get_department(caller.session, department_id)
 
 
 @router.patch("/departments/{department_id}", response_model=iam.Department)
@@ -152,7 +153,7 @@ def list_projects(caller: Authenticated, org_id: str | None = None,
 def get_project(project_id: str,
                 caller: Annotated[Caller, Authorize("iam.projects.read", scope=PRJ)],
                 ) -> iam.Project:
-    return iam.list_projects(caller.session, [project_id])[0]
+    return iam.get_project(caller.session, project_id)
 
 
 @router.patch("/projects/{project_id}", response_model=iam.Project)

@@ -13,13 +13,14 @@ from aicloud.api.authz import (
     Caller,
     path_param,
 )
+from aicloud.api.deps import RequestRoute
 from aicloud.api.idempotency import Idempotency
 from aicloud.api.listing import DEFAULT, Cursor, Limit, page
 from aicloud.platform import iam
 from aicloud.shared.errors import NotFound
 from aicloud.shared.pagination import Page
 
-router = APIRouter(tags=["iam: principals"])
+router = APIRouter(tags=["iam: principals"], route_class=RequestRoute)
 
 ORG = path_param("org_id")
 PRJ = path_param("project_id")

@@ -13,10 +13,11 @@ from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
 
 from aicloud.api.authz import Authorize, Caller, path_param
+from aicloud.api.deps import RequestRoute
 from aicloud.platform import policy
 from aicloud.shared.errors import NotFound, ValidationFailed
 
-router = APIRouter(tags=["policy: quotas"])
+router = APIRouter(tags=["policy: quotas"], route_class=RequestRoute)
 
 SCOPE = path_param("scope_id")
 ResourceKey = Annotated[str, Path(description="What is limited, e.g. gpu or gpu:H100",

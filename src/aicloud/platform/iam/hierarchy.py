@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Select, bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from aicloud.platform import audit
@@ -24,6 +25,7 @@ from aicloud.platform.iam.models import (
 from aicloud.platform.iam.policy_version import bump_policy_version
 from aicloud.platform.iam.schemas import Department, Organization, Project
 from aicloud.shared.clock import utcnow
+from aicloud.shared.db.bulk import in_values
 from aicloud.shared.errors import Conflict, NotFound, ValidationFailed
 from aicloud.shared.ids import id_prefix, new_id
 
@@ -127,11 +129,36 @@ def list_orgs(session: Session, ids: Sequence[str]) -> list[Organization]:
     return [org_model_to_org(m) for m in _by_ids(session, OrganizationModel, ids)]
 
 
-def _by_ids(session: Session, model: type, ids: Sequence[str]) -> list:  # type: ignore[type-arg]
+# The reads of the scope tree by id: statements built once, on the tables. Building a
+# statement per call, and the ORM's loading of rows into instances, cost a GET of one project
+# more than its query (issue 11). The rows read like the models (m.id, m.name, ...) in the
+# converters above.
+_TREE = (OrganizationModel, DepartmentModel, ProjectModel)
+_BY_IDS = {m: select(m.__table__).where(in_values(m.__table__.c.id, "ids")) for m in _TREE}
+_BY_ID = {m: select(m.__table__).where(m.__table__.c.id == bindparam("id")) for m in _TREE}
+
+
+def _rows(session: Session, statement: Select, params: dict[str, Any]) -> Any:  # type: ignore[type-arg]
+    session.flush()  # as the ORM's autoflush would: a write transaction reads its own changes
+    return session.execute(statement, params)
+
+
+def _by_ids(session: Session, model: type, ids: Sequence[str]) -> list[Any]:
     if not ids:
         return []
-    rows = {m.id: m for m in session.scalars(select(model).where(model.id.in_(list(ids))))}
+    rows = {r.id: r for r in _rows(session, _BY_IDS[model], {"ids": list(ids)})}
     return [rows[i] for i in ids if i in rows]
+
+
+def _by_id(session: Session, model: type, id_: str, what: str) -> Any:
+    row = _rows(session, _BY_ID[model], {"id": id_}).first()
+    if row is None:
+        raise NotFound(f"{what} {id_} not found")
+    return row
+
+
+def get_org(session: Session, org_id: str) -> Organization:
+    return org_model_to_org(_by_id(session, OrganizationModel, org_id, "organization"))
 
 
 def _delete_bindings_at(session: Session, scope_ids: list[str]) -> None:
@@ -191,6 +218,11 @@ def delete_department(session: Session, department_id: str, *, actor: audit.Acto
     audit.record(session, actor=actor, action="iam.department.delete",
                  target_type="department", target_id=m.id, scope_path=f"/{m.org_id}/{m.id}",
                  changes=audit.diff({"name": m.name}, None))
+
+
+def get_department(session: Session, department_id: str) -> Department:
+    return department_model_to_department(
+        _by_id(session, DepartmentModel, department_id, "department"))
 
 
 def list_departments(session: Session, ids: Sequence[str]) -> list[Department]:
@@ -285,6 +317,10 @@ def delete_project(session: Session, project_id: str, *, actor: audit.Actor) -> 
     bump_policy_version(session)
     audit.record(session, actor=actor, action="iam.project.delete", target_type="project",
                  target_id=m.id, scope_path=path, changes=audit.diff({"name": m.name}, None))
+
+
+def get_project(session: Session, project_id: str) -> Project:
+    return project_model_to_project(_by_id(session, ProjectModel, project_id, "project"))
 
 
 def list_projects(session: Session, ids: Sequence[str]) -> list[Project]:

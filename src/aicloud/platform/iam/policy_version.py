@@ -71,9 +71,14 @@ def newest_policy_change(session: Session) -> int:
     return session.scalar(select(func.max(PolicyChangeModel.seq))) or 0
 
 
+# Built once, on the table (no ORM layers): each API process's watcher reads it ten times a
+# second. The row is only ever written by bump_policy_version, with flushed statements.
+_VERSION = select(PolicyVersionModel.__table__.c.version).where(
+    PolicyVersionModel.__table__.c.id == 1)
+
+
 def current_policy_version(session: Session) -> int:
-    return session.scalar(select(PolicyVersionModel.version)
-                          .where(PolicyVersionModel.id == 1)) or 0
+    return session.scalar(_VERSION) or 0
 
 
 def has_uncommitted_policy_changes(session: Session) -> bool:

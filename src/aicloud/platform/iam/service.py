@@ -252,12 +252,13 @@ def login(session: Session, *, email: str, password: str, ip: str | None = None,
 
 
 # One prepared statement (built once, compiled once): the session with its user's state.
+_S, _SU = AuthSessionModel.__table__.c, UserModel.__table__.c  # tables: see apikeys.py
 _SESSION_BY_DIGEST = (
-    select(AuthSessionModel.id, AuthSessionModel.user_id, AuthSessionModel.expires_at,
-           AuthSessionModel.revoked_at, AuthSessionModel.last_used_at, UserModel.email,
-           UserModel.disabled)
-    .join(UserModel, UserModel.id == AuthSessionModel.user_id)
-    .where(AuthSessionModel.token_hash == bindparam("digest")))
+    select(_S.id, _S.user_id, _S.expires_at, _S.revoked_at, _S.last_used_at, _SU.email,
+           _SU.disabled)
+    .select_from(AuthSessionModel.__table__)
+    .join(UserModel.__table__, _SU.id == _S.user_id)
+    .where(_S.token_hash == bindparam("digest")))
 
 
 def resolve_token(session: Session, token: str, *, usage: CredentialUsage | None = None,
