@@ -11,12 +11,12 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Response
 
 from aicloud.api.authz import Authorize, Caller, path_param
-from aicloud.api.deps import Context
+from aicloud.api.deps import Context, RequestRoute
 from aicloud.api.listing import DEFAULT, Cursor, Limit, page
 from aicloud.platform import access
 from aicloud.shared.pagination import Page
 
-router = APIRouter(tags=["access: API endpoints"])
+router = APIRouter(tags=["access: API endpoints"], route_class=RequestRoute)
 
 PRJ = path_param("project_id")
 EP = path_param("endpoint_id")

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.websockets import WebSocketDisconnect
 
 from aicloud.api.authz import PUBLIC
-from aicloud.api.deps import Context, DbSession, bearer_token
+from aicloud.api.deps import Context, DbSession, RequestRoute, bearer_token
 from aicloud.products import gpuaas
 from aicloud.runtime import AppContext
 from aicloud.runtime.node_links import RELAY_HEADER
@@ -29,7 +29,7 @@ from aicloud.shared.link import (
     LinkClosed,
 )
 
-router = APIRouter(prefix="/agent/v1", tags=["node agents"])
+router = APIRouter(prefix="/agent/v1", tags=["node agents"], route_class=RequestRoute)
 
 
 def _ip(request: Request) -> str | None:

@@ -8,12 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from aicloud.api.authz import Authorize, Caller, path_param
-from aicloud.api.deps import Context
+from aicloud.api.deps import Context, RequestRoute
 from aicloud.platform import metrics
 from aicloud.products import gpuaas
 from aicloud.shared.errors import ValidationFailed
 
-router = APIRouter(tags=["gpuaas: instances"])
+router = APIRouter(tags=["gpuaas: instances"], route_class=RequestRoute)
 
 INST = path_param("instance_id")
 

@@ -12,10 +12,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 
 from aicloud.api.authz import Authorize, Caller, path_param
+from aicloud.api.deps import RequestRoute
 from aicloud.platform import policy
 from aicloud.shared.errors import NotFound, ValidationFailed
 
-router = APIRouter(tags=["policy: idle"])
+router = APIRouter(tags=["policy: idle"], route_class=RequestRoute)
 
 SCOPE = path_param("scope_id")
 InstanceType = Annotated[str, Path(description="An instance type, or * for every type",
