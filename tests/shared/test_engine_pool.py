@@ -1,6 +1,7 @@
 """The PostgreSQL pool pings a connection before reuse only when it may be dead: one the
 server ended while it sat in the pool is replaced without a caller seeing an error, one used
-a moment ago is not pinged (a round trip saved per request), one idle past the bound is."""
+a moment ago is not pinged (a round trip saved per request), one idle past the bound is.
+And one connection serves read-only and write transactions in turn."""
 
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ def test_connections_the_server_ended_in_the_pool_are_replaced_without_an_error(
     pids = [int(c.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()) for c in held]
     for c in held:
         c.close()
-    admin = sa.create_engine(pg.url, poolclass=sa.pool.NullPool)
+    # Autocommit: in a transaction pg_stat_activity would show its first snapshot throughout.
+    admin = sa.create_engine(pg.url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
             for pid in pids:
@@ -79,3 +81,25 @@ def test_connections_the_server_ended_in_the_pool_are_replaced_without_an_error(
     fresh = {_backend_pid(pg) for _ in range(6)}
     assert not fresh & set(pids)
     assert len(pings) >= 1
+
+
+def test_one_connection_alternates_read_only_and_write_transactions(fresh_pg_url: str) -> None:
+    """Read-only is set on the connection when a transaction begins (and stays until the
+    next one asks otherwise): on one pooled connection, reads refuse to write and writes
+    write, in any order."""
+    db = Database(fresh_pg_url, pool_size=1)
+    try:
+        with db.transaction() as s:
+            s.execute(sa.text("CREATE TABLE t (x int)"))
+        for _ in range(2):
+            with pytest.raises(sa.exc.DBAPIError, match="read-only"), db.read_transaction() as s:
+                s.execute(sa.text("INSERT INTO t VALUES (1)"))
+            with db.transaction() as s:
+                s.execute(sa.text("INSERT INTO t VALUES (1)"))
+        with db.read_transaction() as s:
+            assert s.execute(sa.text("SELECT count(*) FROM t")).scalar_one() == 2
+            pid = s.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        with db.transaction() as s:
+            assert s.execute(sa.text("SELECT pg_backend_pid()")).scalar_one() == pid
+    finally:
+        db.dispose()

@@ -59,6 +59,17 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = DEFAULT_POOL_S
         return _make_sqlite_engine(url, echo=echo, pool=pool)
     engine = create_engine(url, echo=echo, **pool)
     _ping_when_in_doubt(engine)
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # psycopg then begins with BEGIN READ ONLY (in the same round trip as a plain BEGIN).
+        # Set only when it changes, it stays with the connection: SQLAlchemy's
+        # postgresql_readonly option set and reset it at every checkout and return.
+        read_only = bool(conn.get_execution_options().get(READ_ONLY))
+        driver = conn.connection.driver_connection
+        if driver.read_only is not read_only:
+            driver.read_only = read_only
+
     return engine
 
 
@@ -196,11 +207,7 @@ class Database:
         self.pool_timeout = pool_timeout
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # The same pool; its connections' transactions are read-only.
-        self.read_engine = read_engine = self.engine.execution_options(
-            **{READ_ONLY: True},
-            # BEGIN READ ONLY, in the same round trip as BEGIN (psycopg's read_only).
-            **({"postgresql_readonly": True} if self.engine.dialect.name == "postgresql"
-               else {}))
+        self.read_engine = read_engine = self.engine.execution_options(**{READ_ONLY: True})
         self._read_sessions = sessionmaker(read_engine, expire_on_commit=False)
         event.listen(self._read_sessions, "before_flush", _refuse_orm_writes)
 
